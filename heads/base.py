@@ -1,0 +1,133 @@
+"""The one contract every head kind honours, so the router and the trainer never special-case a kind.
+
+A head receives the frozen backbone's outputs for its own rows as a features dict
+(`last_hidden_state` [n, T, H], `attention_mask` [n, T], `pooler_output` [n, H]) and:
+- `forward(features) -> outputs` (tensors, at least `logits`),
+- `loss(outputs, targets) -> scalar`, with `targets(raw_labels)` turning data-set labels into tensors,
+- `decode(outputs) -> list[dict]`, one user-facing result per row,
+- `save(folder)` / `load_head(folder)`: `head_config.json` + `head.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_FILE = "head_config.json"
+WEIGHTS_FILE = "head.safetensors"
+
+
+class HeadLoadError(ValueError):
+    """A head folder that cannot be turned back into the head it claims to be."""
+
+
+class HeadOptions(BaseModel):
+    """What a user may set for a head in registry.yaml (`head:`); kinds extend it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HeadConfig(HeadOptions):
+    """Options plus what the hub fills in: the kind, the backbone's width, the labels."""
+
+    kind: str
+    hidden_size: int = Field(ge=1)
+    labels: list[str] | None = None
+
+
+class Head(nn.Module):
+    kind: ClassVar[str]
+    needs_labels: ClassVar[bool]
+    options_class: ClassVar[type[HeadOptions]]
+    config_class: ClassVar[type[HeadConfig]]
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def targets(self, raw_labels: list[Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None) -> "Head":
+        config = cls.config_class.model_validate({**options, "kind": cls.kind, "hidden_size": hidden_size, "labels": labels})
+        return cls(config)
+
+    def save(self, folder: Path) -> None:
+        """Write config and weights into `folder` (the adapter store makes the folder write atomic)."""
+        (folder / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind})
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def read_head_config(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HeadLoadError(f"cannot read {folder / CONFIG_FILE}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise HeadLoadError(f"{folder / CONFIG_FILE} is not valid JSON: {exc}") from None
+
+
+def load_head_from(folder: Path, kinds: dict[str, type[Head]]) -> Head:
+    """Rebuild a head from its folder, checking kind, config and every tensor's name and shape."""
+    raw = read_head_config(folder)
+    head_class = kinds.get(raw.get("kind"))
+    if head_class is None:
+        raise HeadLoadError(f"{folder / CONFIG_FILE}: unknown head kind {raw.get('kind')!r}; known: {', '.join(sorted(kinds))}")
+    try:
+        head = head_class(head_class.config_class.model_validate(raw))
+    except ValueError as exc:
+        raise HeadLoadError(f"{folder / CONFIG_FILE}: invalid config: {exc}") from None
+    try:
+        weights = load_file(str(folder / WEIGHTS_FILE))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise HeadLoadError(f"cannot read {folder / WEIGHTS_FILE} as safetensors: {exc}") from None
+    expected = head.state_dict()
+    if set(weights) != set(expected):
+        raise HeadLoadError(
+            f"{folder / WEIGHTS_FILE}: tensors {sorted(set(weights) ^ set(expected))} do not match a "
+            f"{head.kind} head with this config"
+        )
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise HeadLoadError(
+                f"{folder / WEIGHTS_FILE}: tensor {name!r} has shape {tuple(tensor.shape)}, the config needs "
+                f"{tuple(expected[name].shape)} (labels or hidden size changed?)"
+            )
+    head.load_state_dict(weights)
+    return head.eval()
+
+
+Pooling = Literal["cls", "pooler", "mean", "max"]
+
+
+def pool(features: dict[str, torch.Tensor], how: Pooling) -> torch.Tensor:
+    """One vector per row: raw [CLS] vector, the backbone's pooler output, or a masked mean/max over tokens."""
+    hidden = features["last_hidden_state"]
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "pooler":
+        return features["pooler_output"]
+    mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    if how == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).amax(1)

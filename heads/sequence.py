@@ -1,0 +1,86 @@
+"""Heads over one pooled vector per row: classification (one text or a pair) and regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from .base import Head, HeadConfig, HeadOptions, Pooling, pool
+
+
+class PooledOptions(HeadOptions):
+    pooling: Pooling = Field("mean", description="cls: raw [CLS] vector; pooler: the backbone's pooler; mean/max over tokens")
+    projection: bool = Field(True, description="a dense+tanh layer trained with the head (BERT's pooler, retrained)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class PooledConfig(PooledOptions, HeadConfig):
+    pass
+
+
+class PooledHead(Head):
+    """Pool -> (dense+tanh) -> dropout -> linear; subclasses choose the output size, loss and decoding."""
+
+    options_class = PooledOptions
+    config_class = PooledConfig
+
+    def __init__(self, config: PooledConfig):
+        super().__init__(config)
+        width = config.hidden_size
+        self.projection = nn.Sequential(nn.Linear(width, width), nn.Tanh()) if config.projection else nn.Identity()
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(width, self.output_size())
+
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pooled = self.projection(pool(features, self.config.pooling))
+        return {"logits": self.out(self.dropout(pooled))}
+
+
+class ClassificationHead(PooledHead):
+    kind = "classification"
+    needs_labels = True
+
+    def output_size(self) -> int:
+        return len(self.config.labels)
+
+    def targets(self, raw_labels: list[Any]) -> torch.Tensor:
+        index = {label: i for i, label in enumerate(self.config.labels)}
+        unknown = sorted({str(label) for label in raw_labels if label not in index})
+        if unknown:
+            raise ValueError(f"labels {unknown[:5]} are not among the task's labels {self.config.labels}")
+        return torch.tensor([index[label] for label in raw_labels], dtype=torch.long)
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs["logits"], targets)
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        probs = outputs["logits"].float().softmax(-1)
+        scores, best = probs.max(-1)
+        return [{"label": self.config.labels[i], "score": round(float(s), 6)} for i, s in zip(best.tolist(), scores)]
+
+
+class RegressionHead(PooledHead):
+    kind = "regression"
+    needs_labels = False
+
+    def output_size(self) -> int:
+        return 1
+
+    def targets(self, raw_labels: list[Any]) -> torch.Tensor:
+        try:
+            return torch.tensor([float(v) for v in raw_labels], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"regression targets must be numbers; got e.g. {raw_labels[:3]}") from None
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs["logits"].squeeze(-1).float(), targets)
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        return [{"value": round(float(v), 6)} for v in outputs["logits"].squeeze(-1)]

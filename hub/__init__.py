@@ -1,0 +1,69 @@
+"""One frozen BERT per language, many small task adapters and heads beside it.
+
+    import hub
+    hub.run("sst2", "This movie was amazing!")
+    hub.run("mrpc", ("He said hi.", "He greeted us."))
+    hub.tasks()
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import AdapterError, BackboneError, DataError, HubError, InputError, RegistryError, UnknownTaskError
+from .service import Hub
+
+_default: Hub | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry_path() -> Path:
+    """`$HUB_REGISTRY`, else the registry.yaml shipped beside the package (serves the shipped adapters)."""
+    return Path(os.environ.get("HUB_REGISTRY") or Path(__file__).resolve().parent.parent / "registry.yaml")
+
+
+def load(registry: str | Path | None = None, **kwargs: Any) -> Hub:
+    """Load a registry (default: the shipped one) and make it the one `hub.run` uses."""
+    global _default
+    loaded = Hub.load(registry or default_registry_path(), **kwargs)
+    with _default_lock:
+        _default = loaded
+    return loaded
+
+
+def _hub() -> Hub:
+    with _default_lock:
+        current = _default
+    return current if current is not None else load()
+
+
+def run(task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """Answer one input (str, pair tuple, dict) or a list of them for `task`."""
+    return _hub().run(task, inputs)
+
+
+def run_many(requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Answer mixed `(task, input)` requests in order, sharing backbone passes."""
+    return _hub().run_many(requests)
+
+
+def tasks() -> list[dict[str, Any]]:
+    """The tasks the current registry serves, with kind and language."""
+    return _hub().tasks()
+
+
+def train(task: str, registry: str | Path | None = None, **overrides: Any):
+    """Train `task`'s adapter + head (see hub.training.train_task)."""
+    from .registry import load_registry
+    from .training import train_task
+
+    return train_task(load_registry(registry or default_registry_path()), task, **overrides)
+
+
+__all__ = [
+    "AdapterError", "BackboneError", "DataError", "Hub", "HubError", "InputError", "RegistryError",
+    "UnknownTaskError", "default_registry_path", "load", "run", "run_many", "tasks", "train",
+]

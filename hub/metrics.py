@@ -1,0 +1,61 @@
+"""Each task's official metric (GLUE/CLUE), on scikit-learn and scipy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+
+@dataclass(frozen=True)
+class Metric:
+    """`compute(predictions, references, labels)` -> scores; `primary` names the headline score."""
+
+    primary: str
+    compute: Callable[[Sequence, Sequence, Sequence[str] | None], dict[str, float]]
+
+
+def _accuracy(pred, ref, labels) -> dict[str, float]:
+    return {"accuracy": float(accuracy_score(ref, pred))}
+
+
+def _binary_f1(pred, ref, labels) -> dict[str, float]:
+    """F1 of the positive class, which is the second label (GLUE's MRPC/QQP convention)."""
+    positive = labels[1] if labels else 1
+    return {"f1": float(f1_score(ref, pred, pos_label=positive, average="binary")), **_accuracy(pred, ref, labels)}
+
+
+def _macro_f1(pred, ref, labels) -> dict[str, float]:
+    return {"macro_f1": float(f1_score(ref, pred, labels=labels, average="macro", zero_division=0)), **_accuracy(pred, ref, labels)}
+
+
+def _matthews(pred, ref, labels) -> dict[str, float]:
+    return {"matthews_correlation": float(matthews_corrcoef(ref, pred)), **_accuracy(pred, ref, labels)}
+
+
+def _correlation(pred, ref, labels) -> dict[str, float]:
+    pred, ref = np.asarray(pred, dtype=float), np.asarray(ref, dtype=float)
+    if np.std(pred) == 0 or np.std(ref) == 0:
+        return {"pearson": 0.0, "spearmanr": 0.0}
+    return {"pearson": float(pearsonr(pred, ref)[0]), "spearmanr": float(spearmanr(pred, ref)[0])}
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", _accuracy),
+    "f1": Metric("f1", _binary_f1),
+    "macro_f1": Metric("macro_f1", _macro_f1),
+    "matthews_correlation": Metric("matthews_correlation", _matthews),
+    "pearson_spearman": Metric("pearson", _correlation),
+}
+
+
+def compute_metric(name: str, predictions: Sequence, references: Sequence, labels: Sequence[str] | None = None) -> dict[str, float]:
+    """All scores of metric `name`; the primary one first."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)}), and at least one")
+    metric = METRICS[name]
+    scores = metric.compute(list(predictions), list(references), list(labels) if labels else None)
+    return {metric.primary: scores[metric.primary], **scores}

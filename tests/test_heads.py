@@ -1,0 +1,81 @@
+"""The head contract: pooling, forward/loss/decode, save/load with checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from heads import HEAD_KINDS, HeadLoadError, load_head, pool
+
+
+def _features(n=3, t=5, h=8):
+    torch.manual_seed(0)
+    mask = torch.ones(n, t, dtype=torch.long)
+    mask[0, 2:] = 0
+    return {"last_hidden_state": torch.randn(n, t, h), "attention_mask": mask, "pooler_output": torch.randn(n, h)}
+
+
+def test_mean_and_max_pooling_ignore_padding():
+    features = _features()
+    hidden = features["last_hidden_state"]
+    assert torch.allclose(pool(features, "mean")[0], hidden[0, :2].mean(0))
+    assert torch.allclose(pool(features, "max")[0], hidden[0, :2].amax(0))
+    assert torch.equal(pool(features, "cls"), hidden[:, 0])
+    assert torch.equal(pool(features, "pooler"), features["pooler_output"])
+    changed = {**features, "last_hidden_state": hidden.clone()}
+    changed["last_hidden_state"][0, 3] = 1e6  # a padded position
+    assert torch.allclose(pool(changed, "mean")[0], pool(features, "mean")[0])
+
+
+def test_classification_forward_loss_decode():
+    head = HEAD_KINDS["classification"].from_options({"pooling": "mean"}, hidden_size=8, labels=["a", "b", "c"]).eval()
+    outputs = head(_features())
+    assert outputs["logits"].shape == (3, 3)
+    targets = head.targets(["c", "a", "b"])
+    assert targets.tolist() == [2, 0, 1]
+    assert head.loss(outputs, targets).item() > 0
+    decoded = head.decode(outputs)
+    assert [d["label"] for d in decoded] == [["a", "b", "c"][i] for i in outputs["logits"].argmax(-1).tolist()]
+    assert all(0 < d["score"] <= 1 for d in decoded)
+    with pytest.raises(ValueError, match="not among the task's labels"):
+        head.targets(["a", "zzz"])
+
+
+def test_regression_decode_and_targets():
+    head = HEAD_KINDS["regression"].from_options({"projection": False}, hidden_size=8, labels=None).eval()
+    outputs = head(_features())
+    assert outputs["logits"].shape == (3, 1)
+    assert [d["value"] for d in head.decode(outputs)] == pytest.approx(outputs["logits"].squeeze(-1).tolist(), abs=1e-5)
+    assert head.targets(["1.5", 2]).tolist() == [1.5, 2.0]
+    with pytest.raises(ValueError, match="must be numbers"):
+        head.targets(["high"])
+
+
+def test_save_load_round_trip(tmp_path):
+    head = HEAD_KINDS["classification"].from_options({"pooling": "cls", "dropout": 0.2}, hidden_size=8, labels=["x", "y"]).eval()
+    head.save(tmp_path)
+    loaded = load_head(tmp_path)
+    assert loaded.config == head.config
+    features = _features()
+    assert torch.equal(loaded(features)["logits"], head(features)["logits"])
+
+
+def test_load_refuses_mismatched_weights_and_bad_config(tmp_path):
+    head = HEAD_KINDS["classification"].from_options({}, hidden_size=8, labels=["x", "y"])
+    head.save(tmp_path)
+    config = json.loads((tmp_path / "head_config.json").read_text())
+    (tmp_path / "head_config.json").write_text(json.dumps({**config, "labels": ["x", "y", "z"]}))
+    with pytest.raises(HeadLoadError, match="has shape"):
+        load_head(tmp_path)
+    (tmp_path / "head_config.json").write_text(json.dumps({**config, "kind": "tagging-someday"}))
+    with pytest.raises(HeadLoadError, match="unknown head kind"):
+        load_head(tmp_path)
+    (tmp_path / "head_config.json").write_text(json.dumps({**config, "pooling": "sum"}))
+    with pytest.raises(HeadLoadError, match="invalid config"):
+        load_head(tmp_path)
+    (tmp_path / "head_config.json").write_text(json.dumps(config))
+    (tmp_path / "head.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(HeadLoadError, match="cannot read"):
+        load_head(tmp_path)

@@ -1,0 +1,70 @@
+"""The router: mixed-task batches through one backbone pass equal one-at-a-time answers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import hub.router as router
+from conftest import FILLER, NEGATIVE, POSITIVE
+
+
+def _random_request(rng: random.Random):
+    words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
+    task = rng.choice(["sentiment", "paraphrase", "similarity"])
+    if task == "sentiment":
+        return task, words(rng.randint(1, 12))
+    return task, (words(rng.randint(1, 8)), words(rng.randint(1, 8)))
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a["task"] == b["task"]
+    if "label" in a:
+        assert a["label"] == b["label"]
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    else:
+        assert a["value"] == pytest.approx(b["value"], abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_mixes_equal_one_at_a_time(tiny_hub, seed):
+    rng = random.Random(seed)
+    requests = [_random_request(rng) for _ in range(rng.randint(5, 40))]
+    mixed = tiny_hub.run_many(requests)
+    alone = [tiny_hub.run(task, value) for task, value in requests]
+    assert len(mixed) == len(requests)
+    for a, b in zip(mixed, alone):
+        _assert_same(a, b)
+
+
+def test_one_backbone_pass_for_a_mixed_batch(tiny_hub, monkeypatch):
+    calls = []
+    original = router._forward
+    monkeypatch.setattr(router, "_forward", lambda rows: calls.append({r.task.spec.name for r in rows}) or original(rows))
+    tiny_hub.run_many([("sentiment", "good movie"), ("paraphrase", ("a book", "the book")), ("similarity", ("it is", "it was"))])
+    assert calls == [{"sentiment", "paraphrase", "similarity"}]
+
+
+def test_rows_get_their_own_adapter(tiny_hub):
+    """The three tasks' adapters differ, so the same text through two tasks' adapters must differ too."""
+    runtimes = [tiny_hub.runtime(name) for name in ("paraphrase", "similarity")]
+    assert runtimes[0].adapter_name != runtimes[1].adapter_name
+    assert runtimes[0].backbone is runtimes[1].backbone  # one shared backbone
+
+
+def test_list_input_is_batched_and_ordered(tiny_hub):
+    texts = ["good plot", "awful book", "the movie was fine", "sad"]
+    batched = tiny_hub.run("sentiment", texts)
+    assert [r["task"] for r in batched] == ["sentiment"] * 4
+    for text, result in zip(texts, batched):
+        _assert_same(result, tiny_hub.run("sentiment", text))
+
+
+def test_long_input_is_truncated_and_says_so(tiny_hub):
+    long_text = " ".join(["movie"] * 200)
+    result = tiny_hub.run("sentiment", long_text)
+    assert result["truncated"] is True
+    assert "truncated" not in tiny_hub.run("sentiment", "good movie")
+    pair = tiny_hub.run("paraphrase", (long_text, "the book"))
+    assert pair["truncated"] is True

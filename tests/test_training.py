@@ -1,0 +1,88 @@
+"""Training: only adapter + head change; the folder is complete, evaluated, carded; broken folders never land."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hub
+from hub.card import card_metrics
+from hub.errors import HubError
+from hub.registry import load_registry
+from hub.training import train_task
+
+from conftest import tiny_registry, write_registry
+
+
+def test_only_adapter_and_head_parameters_change(tmp_path, tiny_backbone_dir, monkeypatch):
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    import hub.training as training
+
+    captured = {}
+    original = training.get_peft_model
+
+    def spy(model, config):
+        captured["model"] = model
+        captured["before"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return original(model, config)
+
+    monkeypatch.setattr(training, "get_peft_model", spy)
+    report = train_task(registry, "sentiment", progress=False)
+    after = captured["model"].state_dict()
+    base_keys = [k for k in after if "lora_" not in k]
+    assert {k.replace(".base_layer", "") for k in base_keys} == set(captured["before"])
+    for key in base_keys:
+        assert torch.equal(after[key], captured["before"][key.replace(".base_layer", "")]), key
+    lora_b = [v for k, v in after.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # LoRA B starts at zero: training moved it
+    assert 0 < report["trainable_share"] < 0.5
+
+
+def test_report_card_and_folder(trained_registry):
+    folder = trained_registry.parent / "adapters" / "paraphrase"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "head.safetensors", "head_config.json"]
+    card = (folder / "README.md").read_text()
+    assert "library_name: peft" in card and "base_model: tests/tiny-bert" in card
+    assert "hub train paraphrase" in card and "trainable parameters" in card
+    metrics = card_metrics(folder)
+    assert set(metrics) == {"f1", "accuracy"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_card_metrics_equal_what_serving_measures(trained_registry):
+    from hub.data import load_split
+    from hub.evaluation import evaluate_task
+
+    loaded = hub.Hub.load(trained_registry)
+    for task in ("sentiment", "similarity"):
+        dev = load_split(loaded.registry, loaded.registry.task(task), "dev")
+        measured = evaluate_task(loaded, task, dev, progress=False)
+        recorded = card_metrics(loaded.registry.adapter_dir(loaded.registry.task(task)))
+        for name, value in measured.items():
+            assert recorded[name] == pytest.approx(value, abs=1e-4), (task, name)
+
+
+def test_refuses_to_write_a_broken_folder(tmp_path, tiny_backbone_dir, monkeypatch):
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    import hub.training as training
+
+    def broken_save(self, folder):
+        raise OSError("disk full while writing the head")
+
+    monkeypatch.setattr(training.HEAD_KINDS["classification"], "save", broken_save)
+    target = tmp_path / "adapters" / "sentiment"
+    with pytest.raises(OSError, match="disk full"):
+        train_task(registry, "sentiment", progress=False)
+    assert not target.exists()
+    assert not [p for p in (tmp_path / "adapters").iterdir()]  # no staging folder left
+
+
+def test_bad_training_options_and_missing_data(tmp_path, tiny_backbone_dir):
+    document = tiny_registry(tmp_path, tiny_backbone_dir)
+    del document["tasks"][0]["data"]
+    registry = load_registry(write_registry(tmp_path, document))
+    with pytest.raises(HubError, match="unknown training option"):
+        train_task(registry, "paraphrase", progress=False, epoch=3)
+    with pytest.raises(HubError, match="no 'data' section"):
+        train_task(registry, "sentiment", progress=False)
