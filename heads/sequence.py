@@ -14,7 +14,7 @@ from .base import Head, HeadConfig, HeadOptions, Pooling, pool
 
 class PooledOptions(HeadOptions):
     pooling: Pooling = Field("mean", description="cls: raw [CLS] vector; pooler: the backbone's pooler; mean/max over tokens")
-    projection: bool = Field(True, description="a dense+tanh layer trained with the head (BERT's pooler, retrained)")
+    projection: bool = Field(False, description="a dense+tanh layer trained with the head (BERT's pooler, retrained)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 

@@ -11,6 +11,7 @@ from huggingface_hub.repocard_data import EvalResult
 
 from .registry import BackboneSpec, TaskSpec
 
+REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples", "train_seconds", "command")
 PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification"}
 
 
@@ -26,6 +27,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         tags=["lora", "bert-adapter-hub", task.kind, task.name],
         metrics=[task.metric],
         model_name=f"{task.name}-lora",
+        bert_adapter_hub={key: report[key] for key in REPORT_KEYS},
         eval_results=[
             EvalResult(
                 task_type=PIPELINE_TAGS.get(task.kind, task.kind),
@@ -85,3 +87,8 @@ def card_metrics(folder: Path) -> dict[str, float]:
     """The dev metrics recorded in an adapter folder's card, by metric name."""
     card = ModelCard.load(folder / "README.md")
     return {r.metric_type: float(r.metric_value) for r in (card.data.eval_results or [])}
+
+
+def card_report(folder: Path) -> dict[str, Any]:
+    """The training report (sizes, example counts, reproduce command) recorded in the card's metadata."""
+    return dict(ModelCard.load(folder / "README.md").data.to_dict().get("bert_adapter_hub") or {})

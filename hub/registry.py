@@ -43,14 +43,14 @@ class LoraSpec(_Strict):
     r: int = Field(8, ge=1, le=1024)
     alpha: float = 16.0
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] = ["query", "value"]
+    target_modules: list[str] = ["query", "key", "value", "dense"]  # every linear layer; the pooler is excluded
 
 
 class TrainSpec(_Strict):
     """The training recipe; recorded in the adapter's card."""
 
     epochs: float = Field(3.0, gt=0)
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
     head_learning_rate: float | None = Field(None, gt=0)
     batch_size: int = Field(32, ge=1)
     max_train_examples: int | None = Field(None, ge=1)

@@ -135,7 +135,7 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     report: dict[str, Any] = {
         "task": task.name, "dataset": task.data.corpus or task.data.path or task.name if task.data else task.name,
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
-        "train_examples": len(train_rows), "eval_examples": len(dev_rows), "train_seconds": train_seconds,
+        "train_examples": len(train_rows), "eval_examples": len(dev_rows), "train_seconds": round(train_seconds, 1),
         "head": head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
         "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
     }

