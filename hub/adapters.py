@@ -16,7 +16,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from peft import PeftModel
 from safetensors import safe_open
 from torch import nn
 
@@ -169,6 +168,8 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
 
 def attach_adapter(backbone: Backbone, name: str, folder: Path) -> None:
     """Load a checked LoRA folder into the backbone's shared PEFT wrapper (created on first use)."""
+    from peft import PeftModel  # imported on first use: it costs seconds, and `hub list` never needs it
+
     with backbone.lock:
         if name in backbone.adapters:
             return

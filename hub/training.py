@@ -18,12 +18,14 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, get_linear_schedule_with_warmup
+from transformers import (
+    DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments, get_linear_schedule_with_warmup,
+)
 from transformers.utils import logging as hf_logging
 
 from heads import HEAD_KINDS, Head
 from .adapters import folder_bytes, write_adapter_folder
-from .backbone import load_backbone
+from .backbone import Backbone, load_backbone
 from .card import build_card
 from .data import load_split
 from .errors import DataError, HubError
@@ -80,33 +82,23 @@ def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
     return shlex.join(parts)
 
 
-def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
-    """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
-    task = registry.task(task_name)
-    recipe = _recipe(task, overrides)
-    torch.manual_seed(recipe.seed)
-    train_rows = _subset(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
-    dev_rows = _subset(load_split(registry, task, "dev"), recipe.max_eval_examples, recipe.seed)
-
-    spec = registry.backbone(task.backbone)
-    backbone = load_backbone(spec, registry, shared=False)  # private: LoRA layers get injected into it
+def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec) -> tuple[TaskModel, Backbone]:
+    """A private copy of the backbone with a fresh LoRA adapter, and a fresh head."""
+    backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # PEFT injects into it
     head = HEAD_KINDS[task.kind].from_options(task.head, backbone.hidden_size, task.labels)
     lora = LoraConfig(
         r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
         target_modules=recipe.lora.target_modules, exclude_modules=["pooler.dense"],
     )
-    encoder = get_peft_model(backbone.model, lora)
-    model = TaskModel(encoder, head)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
-          f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
+    return TaskModel(get_peft_model(backbone.model, lora), head), backbone
 
-    train_set = _tokenize(train_rows, task, head, backbone.tokenizer, backbone.max_length)
+
+def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, tokenizer: PreTrainedTokenizerBase, progress: bool) -> float:
+    """Run transformers' Trainer over the adapter + head parameters; returns seconds spent."""
     steps = math.ceil(math.ceil(len(train_set) / recipe.batch_size) * recipe.epochs)
     groups = [
-        {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
-        {"params": list(head.parameters()), "lr": recipe.head_learning_rate or recipe.learning_rate},
+        {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
+        {"params": list(model.head.parameters()), "lr": recipe.head_learning_rate or recipe.learning_rate},
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
@@ -123,28 +115,25 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
         try:
             trainer = Trainer(
                 model=model, args=args, train_dataset=train_set, optimizers=(optimizer, scheduler),
-                data_collator=DataCollatorWithPadding(backbone.tokenizer),
+                data_collator=DataCollatorWithPadding(tokenizer),
             )
             trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
-    train_seconds = time.time() - started
     model.eval()
+    return time.time() - started
 
-    target = Path(output) if output else registry.adapter_dir(task)
-    report: dict[str, Any] = {
-        "task": task.name, "dataset": task.data.corpus or task.data.path or task.name if task.data else task.name,
-        "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
-        "train_examples": len(train_rows), "eval_examples": len(dev_rows), "train_seconds": round(train_seconds, 1),
-        "head": head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
-        "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
-    }
+
+def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Dataset, report: dict[str, Any],
+          target: Path, progress: bool) -> None:
+    """Write adapter + head into a staging folder, evaluate it as served, write the card, then swap it in."""
+    spec = registry.backbone(task.backbone)
 
     def write(staging: Path) -> None:
-        encoder.peft_config["default"].base_model_name_or_path = spec.model_id
-        encoder.save_pretrained(str(staging), save_embedding_layers=False)
+        model.encoder.peft_config["default"].base_model_name_or_path = spec.model_id
+        model.encoder.save_pretrained(str(staging), save_embedding_layers=False)
         (staging / "README.md").unlink(missing_ok=True)  # PEFT's generic card; ours is written by check()
-        head.save(staging)
+        model.head.save(staging)
 
     def check(staging: Path) -> None:
         """Load the staged folder the way serving does and measure dev through the router."""
@@ -155,6 +144,32 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
         (staging / "README.md").write_text(build_card(task, spec, report), encoding="utf-8")
 
     write_adapter_folder(target, write, check)
+
+
+def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
+    task = registry.task(task_name)
+    recipe = _recipe(task, overrides)
+    torch.manual_seed(recipe.seed)
+    train_rows = _subset(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
+    dev_rows = _subset(load_split(registry, task, "dev"), recipe.max_eval_examples, recipe.seed)
+    model, backbone = _build_model(registry, task, recipe)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
+          f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
+    train_set = _tokenize(train_rows, task, model.head, backbone.tokenizer, backbone.max_length)
+    seconds = _fit(model, train_set, recipe, backbone.tokenizer, progress)
+
+    target = Path(output) if output else registry.adapter_dir(task)
+    report: dict[str, Any] = {
+        "task": task.name, "dataset": (task.data.corpus or task.data.path or task.name) if task.data else task.name,
+        "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
+        "train_examples": len(train_rows), "eval_examples": len(dev_rows), "train_seconds": round(seconds, 1),
+        "head": model.head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
+        "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
+    }
+    _save(model, registry, task, dev_rows, report, target, progress)
     report["folder"] = str(target)
     print(f"[{task.name}] dev {task.metric}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items())
           + f"; adapter folder {target} ({report['adapter_bytes']:,} bytes)")

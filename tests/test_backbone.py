@@ -64,3 +64,21 @@ def test_embedded_backbones_load_offline(source, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     backbone = load_backbone(BackboneSpec(name="e", source=source, language="xx"))
     assert backbone.tokenizer.is_fast and backbone.hidden_size in (384, 512)
+
+
+def test_hub_id_loads_through_the_same_path_from_the_cache(tmp_path, tiny_backbone_dir, monkeypatch):
+    """An online user's Hub id, served here from a Hugging Face cache with HF_HUB_OFFLINE=1."""
+    import shutil
+
+    revision = "0" * 40
+    snapshot = tmp_path / "cache" / "models--someone--tiny-bert" / "snapshots" / revision
+    shutil.copytree(tiny_backbone_dir, snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    backbone = load_backbone(BackboneSpec(name="h", source="someone/tiny-bert", language="en"), shared=False)
+    assert backbone.location == "someone/tiny-bert" and backbone.hidden_size == 32
+    with pytest.raises(BackboneError, match="Hub id reachable online or cached"):
+        load_backbone(BackboneSpec(name="h", source="someone/not-cached", language="en"), shared=False)

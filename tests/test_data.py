@@ -91,3 +91,19 @@ def test_real_glue_and_clue_files_read_with_official_row_counts():
     for (task, split), rows in expected.items():
         assert len(load_split(registry, registry.task(task), split)) == rows, (task, split)
     assert SHARED_DATA.is_dir()
+
+
+def test_hub_data_set_path_with_class_label_names(tmp_path, monkeypatch):
+    """format: hf goes through datasets.load_dataset; checked offline on a local parquet data set."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    folder = tmp_path / "my_glue"
+    folder.mkdir()
+    Dataset.from_dict({"sentence": ["great", "awful"], "label": [1, 0]}, features=features).to_parquet(str(folder / "train.parquet"))
+    Dataset.from_dict({"sentence": ["fine"], "label": [1]}, features=features).to_parquet(str(folder / "validation.parquet"))
+    registry = _registry(tmp_path, {"format": "hf", "path": str(folder)})
+    train = load_split(registry, registry.task("t"), "train")
+    assert train["label"] == ["positive", "negative"]
+    assert load_split(registry, registry.task("t"), "dev")["sentence"] == ["fine"]
