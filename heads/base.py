@@ -74,8 +74,6 @@ class Head(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind})
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def read_head_config(folder: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,20 +73,6 @@ def atomic_folder(target: Path):
             os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace one file in place atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -175,10 +162,13 @@ def attach_adapter(backbone: Backbone, name: str, folder: Path) -> None:
             return
         check_adapter_folder(folder, backbone)
         try:
-            if backbone.peft_model is None:
-                backbone.peft_model = PeftModel.from_pretrained(backbone.model, str(folder), adapter_name=name)
-            else:
-                backbone.peft_model.load_adapter(str(folder), adapter_name=name)
+            with warnings.catch_warnings():
+                # peft 0.21 still calls transformers 5's deprecated `is_gradient_checkpointing`: not the user's concern.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                if backbone.peft_model is None:
+                    backbone.peft_model = PeftModel.from_pretrained(backbone.model, str(folder), adapter_name=name)
+                else:
+                    backbone.peft_model.load_adapter(str(folder), adapter_name=name)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise AdapterError(f"PEFT could not load {folder}: {str(exc).splitlines()[0]}; retrain or re-download it.") from None
         backbone.peft_model.requires_grad_(False)

@@ -34,16 +34,9 @@ class Backbone:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if not _is_lora(p))
-
     @property
     def max_length(self) -> int:
         return min(self.spec.max_length, self.model.config.max_position_embeddings)
-
-
-def _is_lora(param: torch.Tensor) -> bool:
-    return getattr(param, "_is_lora", False)
 
 
 def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:

@@ -80,6 +80,8 @@ the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapte
 
 
 def _example_input(task: TaskSpec) -> str:
+    if task.example_input is not None:
+        return repr(task.example_input)
     return '"some text"' if len(task.inputs) == 1 else '("first text", "second text")'
 
 

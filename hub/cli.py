@@ -108,24 +108,19 @@ def evaluate(
 
 @app.command()
 def demo(registry: RegistryOption = None) -> None:
-    """Answer one example per trained task, all in one mixed batch."""
-    examples = {
-        "sst2": "This movie was amazing!", "cola": "The book was written by John quickly the.",
-        "mrpc": ("He said hi.", "He greeted us."), "stsb": ("A man plays.", "A man is playing."),
-        "rte": ("The cat sat on the mat.", "A cat is sitting."), "bbc_news": "The central bank raised interest rates again.",
-        "tnews": "上课时学生手机响个不停，老师一怒之下把手机摔了", "afqmc": ("花呗怎么还款", "花呗如何还钱"),
-        "sentiment_zh": "质量很好，物流也快，非常满意",
-    }
+    """Answer every trained task's registry `example`, all in one mixed batch."""
     try:
         hub = _hub(registry)
-        served = [t for t in hub.tasks() if t["trained"] and t["task"] in examples]
-        results = hub.run_many([(t["task"], examples[t["task"]]) for t in served])
+        served = [t for t in hub.registry.tasks if t.example is not None and hub.registry.adapter_dir(t).is_dir()]
+        results = hub.run_many([(t.name, t.example_input) for t in served])
     except HubError as exc:
         _fail(exc)
-    table = Table("task", "language", "input", "result", title="one mixed batch, one backbone pass per language")
-    for t, result in zip(served, results):
+    table = Table("task", "lang", "input", "result", title="one mixed batch: one backbone pass per language")
+    for task, result in zip(served, results):
         shown = {k: v for k, v in result.items() if k != "task"}
-        table.add_row(t["task"], t["language"], str(examples[t["task"]]), json.dumps(shown, ensure_ascii=False))
+        language = hub.registry.backbone(task.backbone).language
+        table.add_row(task.name, language, " | ".join(task.example) if isinstance(task.example, list) else task.example,
+                      json.dumps(shown, ensure_ascii=False))
     out.print(table)
 
 

@@ -84,6 +84,7 @@ class TaskSpec(_Strict):
     inputs: list[str] = ["text"]
     metric: str
     description: str = ""
+    example: str | list[str] | None = Field(None, description="a sample input (a list of two for pairs), used by `hub demo` and the card")
     head: dict[str, Any] = {}
     data: DataSpec | None = None
     train: TrainSpec = TrainSpec()
@@ -120,7 +121,14 @@ class TaskSpec(_Strict):
         elif self.labels:
             raise ValueError(f"kind {self.kind!r} predicts a value, not labels; remove 'labels'")
         head_class.options_class.model_validate(self.head)  # unknown or bad head options fail here
+        if self.example is not None and len([self.example] if isinstance(self.example, str) else self.example) != len(self.inputs):
+            raise ValueError(f"'example' must give {len(self.inputs)} text(s), one per input field {self.inputs}")
         return self
+
+    @property
+    def example_input(self) -> str | tuple[str, ...] | None:
+        """`example` in the form `hub.run` takes (a tuple for pairs)."""
+        return tuple(self.example) if isinstance(self.example, list) else self.example
 
 
 class Registry(_Strict):

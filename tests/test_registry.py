@@ -116,3 +116,10 @@ def test_head_config_kind_mismatch(tmp_path, tiny_backbone_dir, trained_registry
     assert "head is of kind 'regression'" in message
     config = json.loads((tmp_path / "adapters" / "sentiment" / "head_config.json").read_text())
     assert config["kind"] == "regression"
+
+
+def test_example_must_fit_the_input_fields(tmp_path, tiny_backbone_dir):
+    message = _error(tmp_path, tiny_backbone_dir, lambda d: d["tasks"][1].update(example="only one text"))
+    assert "'example' must give 2 text(s)" in message and "'paraphrase'" in message
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    assert registry.task("sentiment").example_input is None

@@ -55,3 +55,14 @@ def test_card_metric_reproduces_on_dev_rows(shipped, task):
     measured = evaluate_task(shipped, task, dev, progress=False)[spec.metric]
     tolerance = 3 * (recorded * (1 - recorded) / len(dev)) ** 0.5
     assert measured == pytest.approx(recorded, abs=tolerance)
+
+
+def test_demo_command_answers_every_shipped_task(shipped):
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    result = CliRunner().invoke(app, ["demo"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for task in shipped.tasks():
+        assert task["task"] in result.output
