@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from heads import HEAD_KINDS
 from .errors import RegistryError
@@ -89,19 +89,13 @@ class TaskSpec(_Strict):
     data: DataSpec | None = None
     train: TrainSpec = TrainSpec()
 
-    @field_validator("kind")
+    @field_validator("kind", "metric")
     @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"unknown kind {kind!r}; use one of: {', '.join(sorted(HEAD_KINDS))}")
-        return kind
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; use one of: {', '.join(sorted(METRICS))}")
-        return metric
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        known = HEAD_KINDS if info.field_name == "kind" else METRICS
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r}; use one of: {', '.join(sorted(known))}")
+        return value
 
     @field_validator("inputs")
     @classmethod
