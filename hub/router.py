@@ -18,12 +18,13 @@ from .registry import TaskSpec
 
 @dataclass(eq=False)
 class TaskRuntime:
-    """Everything needed to serve one task: its entry, its backbone, its adapter's name there, its head."""
+    """Everything needed to serve one task: its entry, its backbone, its adapter's name there, its head, its row limit."""
 
     spec: TaskSpec
     backbone: Backbone
     adapter_name: str
     head: Head
+    max_length: int
 
 
 @dataclass
@@ -41,7 +42,7 @@ def run_batch(items: Sequence[tuple[TaskRuntime, tuple[str, ...]]], max_batch_si
         by_task[id(task)].append(position)
     for positions in by_task.values():
         task = items[positions[0]][0]
-        encoded = encode(task.backbone.tokenizer, [items[p][1] for p in positions], task.backbone.max_length)
+        encoded = encode(task.backbone.tokenizer, [items[p][1] for p in positions], task.max_length)
         rows_by_backbone[id(task.backbone)].extend(_Row(p, task, e) for p, e in zip(positions, encoded))
 
     results: list[dict[str, Any] | None] = [None] * len(items)

@@ -62,11 +62,12 @@ class Hub:
             raise AdapterError(
                 f"task {spec.name!r} has no trained adapter at {folder}; train it with `hub train {spec.name}`."
             )
+        backbone_spec = self.registry.backbone(spec.backbone)
         backbone = self._backbone(spec.backbone)
         head = load_task_head(folder, spec, backbone)
         name = adapter_name(spec.name, folder)
-        attach_adapter(backbone, name, folder)
-        return TaskRuntime(spec=spec, backbone=backbone, adapter_name=name, head=head)
+        attach_adapter(backbone, name, folder, backbone_spec.model_id)
+        return TaskRuntime(spec=spec, backbone=backbone, adapter_name=name, head=head, max_length=backbone.max_length(backbone_spec))
 
     def _backbone(self, name: str) -> Backbone:
         """The process-wide shared backbone, or (share_backbones=False) one owned by this Hub alone."""

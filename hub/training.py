@@ -158,7 +158,7 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     total = sum(p.numel() for p in model.parameters())
     print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
           f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
-    train_set = _tokenize(train_rows, task, model.head, backbone.tokenizer, backbone.max_length)
+    train_set = _tokenize(train_rows, task, model.head, backbone.tokenizer, backbone.max_length(registry.backbone(task.backbone)))
     seconds = _fit(model, train_set, recipe, backbone.tokenizer, progress)
 
     target = Path(output) if output else registry.adapter_dir(task)

@@ -54,7 +54,7 @@ def test_refuses_pickled_weights(trained_registry, tmp_path):
     folder = _copy_task(trained_registry, tmp_path)
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     with pytest.raises(AdapterError, match="only safetensors are read"):
-        check_adapter_folder(folder, _backbone(trained_registry))
+        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
 
 
 def test_refuses_adapter_of_another_base_model(trained_registry, tmp_path):
@@ -62,7 +62,7 @@ def test_refuses_adapter_of_another_base_model(trained_registry, tmp_path):
     config = json.loads((folder / "adapter_config.json").read_text())
     (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "bert-base-uncased"}))
     with pytest.raises(AdapterError, match="trained on 'bert-base-uncased'"):
-        check_adapter_folder(folder, _backbone(trained_registry))
+        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
 
 
 def test_refuses_wrong_shapes_and_corrupt_weights(trained_registry, tmp_path):
@@ -70,11 +70,11 @@ def test_refuses_wrong_shapes_and_corrupt_weights(trained_registry, tmp_path):
     config = json.loads((folder / "adapter_config.json").read_text())
     (folder / "adapter_config.json").write_text(json.dumps({**config, "r": 16}))
     with pytest.raises(AdapterError, match="has shape"):
-        check_adapter_folder(folder, _backbone(trained_registry))
+        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
     (folder / "adapter_config.json").write_text(json.dumps(config))
     (folder / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(AdapterError, match="not a readable safetensors"):
-        check_adapter_folder(folder, _backbone(trained_registry))
+        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
 
 
 def test_broken_adapter_gives_clear_error_and_hub_keeps_serving(trained_registry, tmp_path):

@@ -82,3 +82,25 @@ def test_hub_id_loads_through_the_same_path_from_the_cache(tmp_path, tiny_backbo
     assert backbone.location == "someone/tiny-bert" and backbone.hidden_size == 32
     with pytest.raises(BackboneError, match="Hub id reachable online or cached"):
         load_backbone(BackboneSpec(name="h", source="someone/not-cached", language="en"), shared=False)
+
+
+def test_registries_sharing_weights_keep_their_own_id_and_max_length(trained_registry, tmp_path):
+    """The shared backbone is loaded once, but each registry's `id` and `max_length` apply to its own tasks."""
+    import shutil
+
+    import hub
+
+    first = hub.Hub.load(trained_registry)
+    text = trained_registry.read_text().replace("max_length: 24", "max_length: 12")
+    (tmp_path / "registry.yaml").write_text(text)
+    for name in ("adapters", "data"):
+        shutil.copytree(trained_registry.parent / name, tmp_path / name)
+    second = hub.Hub.load(tmp_path / "registry.yaml")
+    assert first.runtime("sentiment").backbone is second.runtime("sentiment").backbone
+    words = "the movie was very good and the plot was fine but the book was dull"  # 17 tokens: over 12, under 24
+    assert "truncated" not in first.run("sentiment", words)
+    assert second.run("sentiment", words)["truncated"] is True
+    third = tmp_path / "other_id.yaml"
+    third.write_text(trained_registry.read_text().replace("id: tests/tiny-bert", "id: someone/else"))
+    with pytest.raises(hub.AdapterError, match="registry's backbone is 'someone/else'"):
+        hub.Hub.load(third).run("sentiment", "good")
