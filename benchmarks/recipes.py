@@ -63,7 +63,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     lines = [f"Recipe search: {args.max_train_examples} train examples, {args.epochs} epoch(s), lr {args.learning_rate}, seed 42.",
-             f"Command: `python benchmarks/recipes.py --tasks {' '.join(args.tasks)} --max-train-examples {args.max_train_examples} --epochs {args.epochs} --learning-rate {args.learning_rate}`", "",
+             f"Command: `python benchmarks/recipes.py --tasks {' '.join(args.tasks)} --max-train-examples {args.max_train_examples} "
+             f"--epochs {args.epochs} --learning-rate {args.learning_rate}"
+             + (f" --variants {' '.join(repr(v) for v in args.variants)} --out {args.out}`" if args.variants else "`"), "",
              "| task | variant | dev metric | score | trainable params | bytes | train s |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['task']} | {r['variant']} | {r['metric']} | {r['score']:.4f} | {r['trainable']:,} | {r['bytes']:,} | {r['seconds']} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
