@@ -4,8 +4,9 @@ from pathlib import Path
 
 from .base import Head, HeadConfig, HeadLoadError, HeadOptions, load_head_from, pool
 from .sequence import ClassificationHead, RegressionHead
+from .tagging import TaggingHead
 
-HEAD_KINDS: dict[str, type[Head]] = {cls.kind: cls for cls in (ClassificationHead, RegressionHead)}
+HEAD_KINDS: dict[str, type[Head]] = {cls.kind: cls for cls in (ClassificationHead, RegressionHead, TaggingHead)}
 
 
 def load_head(folder: Path) -> Head:

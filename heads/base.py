@@ -64,6 +64,11 @@ class Head(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def expand_labels(cls, labels: list[str] | None, options: dict[str, Any]) -> list[str] | None:
+        """The head's output labels for the registry's `labels` (tagging turns entity types into tags)."""
+        return labels
+
+    @classmethod
     def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None) -> "Head":
         config = cls.config_class.model_validate({**options, "kind": cls.kind, "hidden_size": hidden_size, "labels": labels})
         return cls(config)

@@ -10,13 +10,13 @@ from .service import Hub
 
 
 def predict_dataset(hub: Hub, task: str, dataset: Dataset, chunk: int = 256, progress: bool = True) -> list:
-    """Predicted label (or value) for every row of `dataset`."""
-    spec = hub.registry.task(task)
-    inputs = list(zip(*(dataset[name] for name in spec.inputs)))
+    """The prediction (label, value, tags, ...) the served task gives for every row of `dataset`."""
+    codec = hub.runtime(task).codec
+    requests = [codec.request(example) for example in dataset]
     predictions = []
-    for start in tqdm(range(0, len(inputs), chunk), desc=f"eval {task}", disable=not progress, unit="chunk"):
-        results = hub.run_many([(task, row) for row in inputs[start:start + chunk]])
-        predictions.extend(r["label"] if "label" in r else r["value"] for r in results)
+    for start in tqdm(range(0, len(requests), chunk), desc=f"eval {task}", disable=not progress, unit="chunk"):
+        results = hub.run_many([(task, request) for request in requests[start:start + chunk]])
+        predictions.extend(codec.prediction(result) for result in results)
     return predictions
 
 
@@ -24,4 +24,5 @@ def evaluate_task(hub: Hub, task: str, dataset: Dataset, progress: bool = True) 
     """The task's official metric (primary first) on `dataset`."""
     spec = hub.registry.task(task)
     predictions = predict_dataset(hub, task, dataset, progress=progress)
-    return compute_metric(spec.metric, predictions, dataset["label"], spec.labels)
+    codec = hub.runtime(task).codec
+    return compute_metric(spec.metric, predictions, [codec.reference(example) for example in dataset], spec.labels)

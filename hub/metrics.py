@@ -43,7 +43,35 @@ def _correlation(pred, ref, labels) -> dict[str, float]:
     return {"pearson": float(pearsonr(pred, ref)[0]), "spearmanr": float(spearmanr(pred, ref)[0])}
 
 
+def _seqeval_tags(tags: Sequence[str]) -> list[str]:
+    """BMES and untyped (word segmentation) tags in the BIOES form seqeval reads: M -> I, 'B' -> 'B-W'."""
+    out = []
+    for tag in tags:
+        prefix, _, kind = tag.partition("-")
+        out.append(tag if tag == "O" else f"{'I' if prefix == 'M' else prefix}-{kind or 'W'}")
+    return out
+
+
+def _entity_f1(pred, ref, labels) -> dict[str, float]:
+    """Entity-level micro F1 (seqeval, conlleval rules), with precision, recall and F1 per entity type."""
+    from seqeval.metrics import classification_report, f1_score as entity_f1, precision_score, recall_score
+
+    pred, ref = [_seqeval_tags(p) for p in pred], [_seqeval_tags(r) for r in ref]
+    scores = {"f1": float(entity_f1(ref, pred)), "precision": float(precision_score(ref, pred)), "recall": float(recall_score(ref, pred))}
+    report = classification_report(ref, pred, output_dict=True, zero_division=0)
+    scores.update({f"f1_{kind}": float(row["f1-score"]) for kind, row in report.items() if "avg" not in kind})
+    return scores
+
+
+def _token_accuracy(pred, ref, labels) -> dict[str, float]:
+    flat_pred = [tag for tags in pred for tag in tags]
+    flat_ref = [tag for tags in ref for tag in tags]
+    return {"token_accuracy": float(accuracy_score(flat_ref, flat_pred))}
+
+
 METRICS: dict[str, Metric] = {
+    "entity_f1": Metric("f1", _entity_f1),
+    "token_accuracy": Metric("token_accuracy", _token_accuracy),
     "accuracy": Metric("accuracy", _accuracy),
     "f1": Metric("f1", _binary_f1),
     "macro_f1": Metric("macro_f1", _macro_f1),

@@ -62,9 +62,9 @@ class TrainSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Where a task's train/dev examples come from; see hub/data.py for the formats."""
+    """Where a task's train/dev examples come from; see hub/data/__init__.py for the formats."""
 
-    format: Literal["tsv", "csv", "jsonl", "hf", "package"]
+    format: Literal["tsv", "csv", "jsonl", "conll", "hf", "package"]
     train: str | None = None
     dev: str | None = None
     header: bool = True
@@ -115,6 +115,8 @@ class TaskSpec(_Strict):
         elif self.labels:
             raise ValueError(f"kind {self.kind!r} predicts a value, not labels; remove 'labels'")
         head_class.options_class.model_validate(self.head)  # unknown or bad head options fail here
+        self.labels = head_class.expand_labels(self.labels, self.head)
+        head_class.config_class.model_validate({**self.head, "kind": self.kind, "hidden_size": 1, "labels": self.labels})
         if self.example is not None and len([self.example] if isinstance(self.example, str) else self.example) != len(self.inputs):
             raise ValueError(f"'example' must give {len(self.inputs)} text(s), one per input field {self.inputs}")
         return self

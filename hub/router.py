@@ -1,5 +1,5 @@
 """Mixed-task batches: rows of many tasks share ONE backbone forward pass (per-row adapters), then each
-row goes through its own task's head."""
+row goes through its own task's head, and each task's codec turns its rows back into results."""
 
 from __future__ import annotations
 
@@ -12,57 +12,62 @@ import torch
 
 from heads import Head
 from .backbone import Backbone
-from .encoding import EncodedRow, encode
+from .codecs import Codec, Row
 from .registry import TaskSpec
 
 
 @dataclass(eq=False)
 class TaskRuntime:
-    """Everything needed to serve one task: its entry, its backbone, its adapter's name there, its head, its row limit."""
+    """Everything needed to serve one task: its entry, backbone, adapter name there, head, codec."""
 
     spec: TaskSpec
     backbone: Backbone
     adapter_name: str
     head: Head
-    max_length: int
+    codec: Codec
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
-    position: int
+    request: int
     task: TaskRuntime
-    encoded: EncodedRow
+    row: Row
 
 
-def run_batch(items: Sequence[tuple[TaskRuntime, tuple[str, ...]]], max_batch_size: int = 64) -> list[dict[str, Any]]:
-    """Results for `(task, checked fields)` items, in order. Rows are length-sorted to keep padding small."""
-    rows_by_backbone: dict[int, list[_Row]] = defaultdict(list)
+def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64) -> list[dict[str, Any]]:
+    """Results for `(task, normalized request)` items, in order. Rows are length-sorted to keep padding small."""
     by_task: dict[int, list[int]] = defaultdict(list)
     for position, (task, _) in enumerate(items):
         by_task[id(task)].append(position)
+    rows_by_backbone: dict[int, list[_Row]] = defaultdict(list)
+    rows_of_request: list[list[_Row]] = [[] for _ in items]
     for positions in by_task.values():
         task = items[positions[0]][0]
-        encoded = encode(task.backbone.tokenizer, [items[p][1] for p in positions], task.max_length)
-        rows_by_backbone[id(task.backbone)].extend(_Row(p, task, e) for p, e in zip(positions, encoded))
+        for position, rows in zip(positions, task.codec.encode([items[p][1] for p in positions])):
+            rows_of_request[position] = [_Row(position, task, row) for row in rows]
+            rows_by_backbone[id(task.backbone)].extend(rows_of_request[position])
 
-    results: list[dict[str, Any] | None] = [None] * len(items)
+    decoded: dict[int, dict[str, Any]] = {}
     for rows in rows_by_backbone.values():
-        rows.sort(key=lambda r: len(r.encoded.input_ids))
+        rows.sort(key=lambda r: len(r.row.input_ids))
         for start in range(0, len(rows), max_batch_size):
-            for row, result in zip(rows[start:start + max_batch_size], _forward(rows[start:start + max_batch_size])):
-                results[row.position] = result
-    return results  # type: ignore[return-value]
+            chunk = rows[start:start + max_batch_size]
+            decoded.update(zip(map(id, chunk), _forward(chunk)))
+    return [
+        {"task": task.spec.name, **task.codec.finish(request, [r.row for r in rows_of_request[i]], [decoded[id(r)] for r in rows_of_request[i]])}
+        for i, (task, request) in enumerate(items)
+    ]
 
 
 def _pad(rows: list[_Row], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(r.encoded.input_ids) for r in rows)
+    width = max(len(r.row.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     types = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row.encoded.input_ids)
-        ids[i, :n] = torch.tensor(row.encoded.input_ids)
-        types[i, :n] = torch.tensor(row.encoded.token_type_ids)
+    for i, r in enumerate(rows):
+        n = len(r.row.input_ids)
+        ids[i, :n] = torch.tensor(r.row.input_ids)
+        types[i, :n] = torch.tensor(r.row.token_type_ids)
         mask[i, :n] = 1
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
@@ -82,16 +87,14 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
             "pooler_output": out.pooler_output,
         }
         groups: dict[int, list[int]] = defaultdict(list)
-        for i, row in enumerate(rows):
-            groups[id(row.task)].append(i)
+        for i, r in enumerate(rows):
+            groups[id(r.task)].append(i)
         results: list[dict[str, Any]] = [{} for _ in rows]
         for indices in groups.values():
             task = rows[indices[0]].task
             index = torch.tensor(indices)
             sub = {k: v.index_select(0, index) for k, v in features.items() if v is not None}
+            sub.update(task.codec.collate_extras([rows[i].row.extras for i in indices]))
             for i, decoded in zip(indices, task.head.decode(task.head(sub))):
-                result = {"task": task.spec.name, **decoded}
-                if rows[i].encoded.truncated:
-                    result["truncated"] = True
-                results[i] = result
+                results[i] = decoded
     return results

@@ -8,7 +8,7 @@ from typing import Any
 
 from .adapters import adapter_name, attach_adapter, load_task_head
 from .backbone import Backbone, load_backbone
-from .encoding import normalize_input
+from .codecs import make_codec
 from .errors import AdapterError, InputError
 from .registry import Registry, TaskSpec, load_registry
 from .router import TaskRuntime, run_batch
@@ -67,7 +67,8 @@ class Hub:
         head = load_task_head(folder, spec, backbone)
         name = adapter_name(spec.name, folder)
         attach_adapter(backbone, name, folder, backbone_spec.model_id)
-        return TaskRuntime(spec=spec, backbone=backbone, adapter_name=name, head=head, max_length=backbone.max_length(backbone_spec))
+        codec = make_codec(spec, head, backbone.tokenizer, backbone.max_length(backbone_spec), backbone_spec.language)
+        return TaskRuntime(spec=spec, backbone=backbone, adapter_name=name, head=head, codec=codec)
 
     def _backbone(self, name: str) -> Backbone:
         """The process-wide shared backbone, or (share_backbones=False) one owned by this Hub alone."""
@@ -91,8 +92,8 @@ class Hub:
                 raise InputError(f"request #{i} must be a (task, input) tuple; got {type(request).__name__}.")
             runtime = self.runtime(request[0])
             try:
-                fields = normalize_input(runtime.spec, request[1])
+                checked = runtime.codec.normalize(request[1])
             except InputError as exc:
                 raise InputError(f"request #{i}: {exc}" if len(requests) > 1 else str(exc)) from None
-            items.append((runtime, fields))
+            items.append((runtime, checked))
         return run_batch(items, self.max_batch_size)

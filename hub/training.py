@@ -18,15 +18,14 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import (
-    DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments, get_linear_schedule_with_warmup,
-)
+from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from heads import HEAD_KINDS, Head
 from .adapters import folder_bytes, write_adapter_folder
 from .backbone import Backbone, load_backbone
 from .card import build_card
+from .codecs import Codec, make_codec, pad_lists
 from .data import load_split
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
@@ -42,9 +41,10 @@ class TaskModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **extras) -> dict[str, torch.Tensor]:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
+        features.update(extras)
         outputs = self.head(features)
         if labels is not None:
             outputs["loss"] = self.head.loss(outputs, labels)
@@ -62,16 +62,35 @@ def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return dataset if limit is None or limit >= len(dataset) else dataset.shuffle(seed=seed).select(range(limit))
 
 
-def _tokenize(dataset: Dataset, task: TaskSpec, head: Head, tokenizer, max_length: int) -> Dataset:
+def _tokenize(dataset: Dataset, task: TaskSpec, codec: Codec) -> Dataset:
+    """Training rows through the task's codec (the same one that serves it); an example may give several."""
+
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(*[batch[name] for name in task.inputs], truncation=True, max_length=max_length)
-        encoded["labels"] = head.targets(batch["label"]).tolist()
-        return encoded
+        rows = [row for i in range(len(batch[next(iter(batch))])) for row in codec.features({k: v[i] for k, v in batch.items()})]
+        return {key: [row[key] for row in rows] for key in (rows[0] if rows else {"input_ids": None})}
 
     try:
         return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"tokenize {task.name}")
     except ValueError as exc:
         raise DataError(f"task {task.name!r}: {exc}") from None
+
+
+class _Collator:
+    """Pads token ids, the codec's extra inputs and the labels (lists are padded with -100)."""
+
+    def __init__(self, codec: Codec, pad_id: int):
+        self.codec, self.pad_id = codec, pad_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = {
+            "input_ids": pad_lists([r["input_ids"] for r in rows], self.pad_id),
+            "token_type_ids": pad_lists([r["token_type_ids"] for r in rows], 0),
+            "attention_mask": pad_lists([[1] * len(r["input_ids"]) for r in rows], 0),
+            **self.codec.collate_extras(rows),
+        }
+        labels = [r["labels"] for r in rows]
+        batch["labels"] = pad_lists(labels, -100) if isinstance(labels[0], list) else torch.tensor(labels)
+        return batch
 
 
 def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
@@ -93,7 +112,7 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec) -> tuple
     return TaskModel(get_peft_model(backbone.model, lora), head), backbone
 
 
-def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, tokenizer: PreTrainedTokenizerBase, progress: bool) -> float:
+def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Collator, progress: bool) -> float:
     """Run transformers' Trainer over the adapter + head parameters; returns seconds spent."""
     steps = math.ceil(math.ceil(len(train_set) / recipe.batch_size) * recipe.epochs)
     groups = [
@@ -108,14 +127,14 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, tokenizer: Pre
             output_dir=scratch, num_train_epochs=recipe.epochs, per_device_train_batch_size=recipe.batch_size,
             learning_rate=recipe.learning_rate, save_strategy="no", eval_strategy="no", report_to=[],
             logging_steps=max(1, steps // 10), seed=recipe.seed, disable_tqdm=not progress,
-            train_sampling_strategy="group_by_length", dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length", dataloader_num_workers=0, remove_unused_columns=False,
         )
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
             trainer = Trainer(
                 model=model, args=args, train_dataset=train_set, optimizers=(optimizer, scheduler),
-                data_collator=DataCollatorWithPadding(tokenizer),
+                data_collator=collator,
             )
             trainer.train()
         finally:
@@ -158,8 +177,10 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     total = sum(p.numel() for p in model.parameters())
     print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
           f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
-    train_set = _tokenize(train_rows, task, model.head, backbone.tokenizer, backbone.max_length(registry.backbone(task.backbone)))
-    seconds = _fit(model, train_set, recipe, backbone.tokenizer, progress)
+    spec = registry.backbone(task.backbone)
+    codec = make_codec(task, model.head, backbone.tokenizer, backbone.max_length(spec), spec.language)
+    train_set = _tokenize(train_rows, task, codec)
+    seconds = _fit(model, train_set, recipe, _Collator(codec, backbone.tokenizer.pad_token_id or 0), progress)
 
     target = Path(output) if output else registry.adapter_dir(task)
     report: dict[str, Any] = {

@@ -63,19 +63,51 @@ def pair_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def tagging_rows(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """Sentences of filler words with 'GOOD' entities (one or two positive words) and 'BAD' ones."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(2, 6)):
+            roll = rng.random()
+            if roll < 0.2:
+                words = rng.sample(POSITIVE, rng.randint(1, 2))
+                tokens += words
+                tags += ["B-GOOD"] + ["I-GOOD"] * (len(words) - 1)
+            elif roll < 0.35:
+                tokens.append(rng.choice(NEGATIVE))
+                tags.append("B-BAD")
+            else:
+                tokens.append(rng.choice(FILLER))
+                tags.append("O")
+        rows.append((tokens, tags))
+    return rows
+
+
+def write_conll(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
+    lines = ["-DOCSTART- -X- O", ""]
+    for tokens, tags in rows:
+        lines += [f"{token} X {tag}" for token, tag in zip(tokens, tags)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
 def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = None) -> dict:
-    """A registry document with the tiny backbone and three tasks (single, pair, regression) on jsonl data."""
+    """A registry document with the tiny backbone and four tasks (single, pair, regression, tagging)."""
     data = folder / "data"
     data.mkdir(exist_ok=True)
     write_jsonl(data / "sent_train.jsonl", sentiment_rows(96, 1))
     write_jsonl(data / "sent_dev.jsonl", sentiment_rows(40, 2))
     write_jsonl(data / "pair_train.jsonl", pair_rows(96, 3))
     write_jsonl(data / "pair_dev.jsonl", pair_rows(40, 4))
+    write_conll(data / "tag_train.conll", tagging_rows(96, 5))
+    write_conll(data / "tag_dev.conll", tagging_rows(40, 6))
     fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
     default_tasks = [
         {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
@@ -87,6 +119,9 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
         {"name": "similarity", "backbone": "tiny", "kind": "regression", "inputs": ["first", "second"],
          "metric": "pearson_spearman", "head": {"pooling": "max", "projection": False}, "train": fast,
          "data": {"format": "jsonl", "columns": {"label": "score"}, "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
+        {"name": "entities", "backbone": "tiny", "kind": "tagging", "labels": ["GOOD", "BAD"], "metric": "entity_f1",
+         "head": {"scheme": "bio", "crf": True}, "train": {**fast, "epochs": 3},
+         "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll"}},
     ]
     return {
         "backbones": [{"name": "tiny", "source": str(backbone_dir), "id": "tests/tiny-bert", "language": "en", "max_length": 24}],
@@ -102,14 +137,14 @@ def write_registry(folder: Path, document: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
-    """A registry whose three tiny tasks have been trained with the project's trainer (once per session)."""
+    """A registry whose tiny tasks have been trained with the project's trainer (once per session)."""
     from hub.registry import load_registry
     from hub.training import train_task
 
     folder = tmp_path_factory.mktemp("trained")
     path = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
     registry = load_registry(path)
-    for task in ("sentiment", "paraphrase", "similarity"):
+    for task in ("sentiment", "paraphrase", "similarity", "entities"):
         train_task(registry, task, progress=False)
     return path
 

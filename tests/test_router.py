@@ -12,9 +12,11 @@ from conftest import FILLER, NEGATIVE, POSITIVE
 
 def _random_request(rng: random.Random):
     words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
-    task = rng.choice(["sentiment", "paraphrase", "similarity"])
+    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities"])
     if task == "sentiment":
         return task, words(rng.randint(1, 12))
+    if task == "entities":
+        return task, words(rng.randint(1, 30)) if rng.random() < 0.5 else tuple(words(rng.randint(1, 9)).split())
     return task, (words(rng.randint(1, 8)), words(rng.randint(1, 8)))
 
 
@@ -23,6 +25,10 @@ def _assert_same(a: dict, b: dict) -> None:
     if "label" in a:
         assert a["label"] == b["label"]
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    elif "tags" in a:
+        assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"]
+        assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
+        assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
     else:
         assert a["value"] == pytest.approx(b["value"], abs=1e-4)
 

@@ -1,0 +1,109 @@
+"""Sequence labelling (NER, POS, word segmentation): a tag per word, by softmax or a constrained CRF.
+
+The head sees token-level hidden states and `label_positions` [n, W]: for each word, the index of the
+token its tag is read from (the first sub-word; every sub-word with `label_all_subwords`), -1 for
+padding. Text <-> words <-> sub-words is the tagging codec's job (hub/codecs/tagging.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from .base import Head, HeadConfig, HeadOptions
+from .crf import CRF
+from .tag_schemes import check_labels, detect_scheme, transition_constraints
+
+
+_TAG = re.compile(r"^(O|[BIMES])(-.+)?$")
+
+
+class TaggingOptions(HeadOptions):
+    scheme: Literal["auto", "bio", "bioes", "bmes", "plain"] = Field(
+        "auto", description="tag scheme; auto: from the label names (B-/I- -> bio, E-/S- -> bioes, M -> bmes, else plain)")
+    crf: bool = Field(False, description="a CRF layer with the scheme's transition constraints, Viterbi decoding")
+    label_all_subwords: bool = Field(False, description="train on every sub-word (continuations keep the span), not only the first")
+    words: Literal["auto", "chars", "tokenizer"] = Field(
+        "auto", description="how raw text is split into words: chars (Chinese), the tokenizer's words, auto: by the backbone's language")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TaggingConfig(TaggingOptions, HeadConfig):
+    @model_validator(mode="after")
+    def _scheme_fits_labels(self) -> "TaggingConfig":
+        if self.labels:
+            check_labels(self.resolved_scheme, self.labels)
+        return self
+
+    @property
+    def resolved_scheme(self) -> str:
+        return detect_scheme(self.labels or []) if self.scheme == "auto" else self.scheme
+
+
+class TaggingHead(Head):
+    kind = "tagging"
+    needs_labels = True
+    options_class = TaggingOptions
+    config_class = TaggingConfig
+
+    def __init__(self, config: TaggingConfig):
+        super().__init__(config)
+        self.scheme = config.resolved_scheme
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden_size, len(config.labels))
+        self.crf = CRF(*transition_constraints(config.labels, self.scheme)) if config.crf else None
+
+    @classmethod
+    def expand_labels(cls, labels: list[str] | None, options: dict[str, Any]) -> list[str] | None:
+        """Entity types (`[PER, ORG]`) with an explicit scheme become its tags (`O, B-PER, I-PER, ...`)."""
+        scheme = options.get("scheme", "auto")
+        if not labels or scheme not in ("bio", "bioes", "bmes") or any(_TAG.match(label) for label in labels):
+            return labels
+        prefixes = {"bio": "BI", "bioes": "BIES", "bmes": "BMES"}[scheme]
+        return ["O"] + [f"{prefix}-{kind}" for kind in labels for prefix in prefixes]
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        positions = features["label_positions"]
+        mask = positions >= 0
+        hidden = features["last_hidden_state"]
+        picked = hidden.gather(1, positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return {"logits": self.out(self.dropout(picked)), "mask": mask}
+
+    def targets(self, raw_labels: list[Any]) -> torch.Tensor:
+        """Per-row lists of tag names (one per label position) -> [n, W] ids, -100 as padding."""
+        index = {tag: i for i, tag in enumerate(self.config.labels)}
+        width = max((len(tags) for tags in raw_labels), default=0)
+        out = torch.full((len(raw_labels), width), -100, dtype=torch.long)
+        for row, tags in enumerate(raw_labels):
+            unknown = sorted({t for t in tags if t not in index})
+            if unknown:
+                raise ValueError(f"tags {unknown[:5]} are not among the task's labels {self.config.labels}")
+            out[row, : len(tags)] = torch.tensor([index[t] for t in tags], dtype=torch.long)
+        return out
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        logits = outputs["logits"]
+        targets = targets[:, : logits.shape[1]]
+        if self.crf is not None:
+            return self.crf.nll(logits, targets, outputs["mask"] & (targets >= 0))
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Per row: the tag and its probability at each label position (CRF: Viterbi path + marginals)."""
+        logits, mask = outputs["logits"], outputs["mask"]
+        if self.crf is None:
+            probs = logits.float().softmax(-1)
+            paths = [row[m].tolist() for row, m in zip(probs.argmax(-1), mask)]
+        else:
+            probs = self.crf.marginals(logits, mask)
+            paths = self.crf.viterbi(logits, mask)
+        results = []
+        for row, path in enumerate(paths):
+            scores = probs[row, torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] if path else torch.zeros(0)
+            results.append({"tags": [self.config.labels[i] for i in path], "scores": [round(float(s), 6) for s in scores]})
+        return results

@@ -1,0 +1,20 @@
+"""Codecs: request <-> backbone rows <-> result, one per head kind (see base.Codec)."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from heads import Head
+from ..registry import TaskSpec
+from .base import Codec, Row, pad_lists
+from .tagging import TaggingCodec
+from .text import TextCodec
+
+CODECS: dict[str, type[Codec]] = {"classification": TextCodec, "regression": TextCodec, "tagging": TaggingCodec}
+
+
+def make_codec(task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, max_length: int, language: str) -> Codec:
+    return CODECS[task.kind](task, head, tokenizer, max_length, language)
+
+
+__all__ = ["CODECS", "Codec", "Row", "make_codec", "pad_lists"]

@@ -1,0 +1,207 @@
+"""Codec for sequence labelling: text (or pre-split tokens) -> words -> sub-word windows -> word tags
+-> entities / words with character offsets.
+
+Words: raw Chinese text is split into characters, other languages into the tokenizer's words (head
+option `words`). Each word's tag is read from its first sub-word (or from every sub-word with
+`label_all_subwords`; the word's tag is then rebuilt from its first and last sub-word). A sentence
+longer than the backbone takes is cut into consecutive windows of whole words, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from itertools import groupby
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from heads.tag_schemes import repair_tags, spans, subword_tags, tags_for_spans, word_tag
+from ..errors import DataError, InputError
+from .base import Codec, Row
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+@dataclass
+class TaggingRequest:
+    words: list[str]
+    offsets: list[tuple[int, int]] | None  # character offsets into `text`; None for pre-split tokens
+    text: str | None
+
+
+class TaggingCodec(Codec):
+    extras_padding = {"label_positions": -1}
+
+    @property
+    def _config(self):
+        return self.head.config
+
+    @property
+    def _scheme(self) -> str:
+        return self.head.scheme
+
+    def _split_chars(self) -> bool:
+        mode = self._config.words
+        return mode == "chars" or (mode == "auto" and self.language.lower().startswith(("zh", "ja")))
+
+    def normalize(self, value: Any) -> TaggingRequest:
+        usage = (f"task {self.task.name!r} tags a text: pass a non-empty string, a list of pre-split tokens, "
+                 "or a dict with 'text' or 'tokens'")
+        if isinstance(value, dict):
+            if len(value) != 1 or not set(value) <= {"text", "tokens"}:
+                raise InputError(f"{usage}; got keys {sorted(value)}.")
+            value = next(iter(value.values()))
+        if isinstance(value, str):
+            if not value.strip():
+                raise InputError(f"{usage}; got an empty or whitespace-only text.")
+            words, offsets = self._words(value)
+            return TaggingRequest(words, offsets, value)
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise InputError(f"{usage}; got an empty token list.")
+            for i, token in enumerate(value):
+                if not isinstance(token, str) or not token.strip():
+                    got = repr(token) if isinstance(token, str) else type(token).__name__
+                    raise InputError(f"{usage}; token #{i} is {got}: every token must be a non-empty string.")
+            return TaggingRequest(list(value), None, None)
+        raise InputError(f"{usage}; got {'None' if value is None else type(value).__name__}.")
+
+    def _words(self, text: str) -> tuple[list[str], list[tuple[int, int]]]:
+        if self._split_chars():
+            found = [(ch, (i, i + 1)) for i, ch in enumerate(text) if not ch.isspace()]
+        else:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is not None and backend.pre_tokenizer is not None:
+                found = backend.pre_tokenizer.pre_tokenize_str(text)
+            else:
+                found = [(m.group(), m.span()) for m in _WORD.finditer(text)]
+        return [w for w, _ in found], [tuple(span) for _, span in found]
+
+    @cached_property
+    def _specials(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a text ([CLS] ... [SEP] for BERT)."""
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a")["input_ids"]
+        start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
+        return full[:start], full[start + len(bare):]
+
+    def _pieces(self, word_lists: Sequence[list[str]]) -> list[list[list[int]]]:
+        """Sub-word ids of every word, per sentence."""
+        encoded = self.tokenizer(list(word_lists), is_split_into_words=True, add_special_tokens=False)
+        out = []
+        for row, words in enumerate(word_lists):
+            per_word: list[list[int]] = [[] for _ in words]
+            for token_id, word in zip(encoded["input_ids"][row], encoded.word_ids(row)):
+                if word is not None:
+                    per_word[word].append(token_id)
+            out.append(per_word)
+        return out
+
+    def _windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
+        """(first word, end word) of consecutive windows whose sub-words fit the backbone."""
+        budget = self.max_length - sum(map(len, self._specials))
+        windows, start, used = [], 0, 0
+        for i, word in enumerate(pieces):
+            size = min(len(word), budget)
+            if used + size > budget and i > start:
+                windows.append((start, i))
+                start, used = i, 0
+            used += size
+        windows.append((start, len(pieces)))
+        return windows
+
+    def _row(self, pieces: list[list[int]], start: int, end: int) -> Row:
+        """One window: special tokens around the words' sub-words; label positions per word (or sub-word)."""
+        prefix, suffix = self._specials
+        budget = self.max_length - len(prefix) - len(suffix)
+        ids: list[int] = []
+        positions, owners, truncated = [], [], False
+        for word in range(start, end):
+            word_pieces = pieces[word][: budget]
+            truncated |= len(word_pieces) < len(pieces[word])
+            taken = word_pieces if self._config.label_all_subwords else word_pieces[:1]
+            positions.extend(len(prefix) + len(ids) + k for k in range(len(taken)))
+            owners.extend([word] * len(taken))
+            ids.extend(word_pieces)
+        input_ids = prefix + ids + suffix
+        return Row(input_ids, [0] * len(input_ids), {"label_positions": positions}, {"owners": owners}, truncated)
+
+    def encode(self, requests: Sequence[TaggingRequest]) -> list[list[Row]]:
+        all_pieces = self._pieces([r.words for r in requests])
+        return [[self._row(pieces, s, e) for s, e in self._windows(pieces)] for pieces in all_pieces]
+
+    def finish(self, request: TaggingRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
+        """Word tags from the windows' positions; words with no sub-word (rare symbols) are tagged O."""
+        outside = "O" if "O" in self._config.labels else self._config.labels[0]
+        first: dict[int, tuple[str, float]] = {}
+        last: dict[int, str] = {}
+        for row, result in zip(rows, decoded):
+            for word, tag, score in zip(row.meta["owners"], result["tags"], result["scores"]):
+                first.setdefault(word, (tag, score))
+                last[word] = tag
+        tags, scores = [], []
+        for word in range(len(request.words)):
+            tag, score = first.get(word, (outside, 1.0))
+            tags.append(word_tag(tag, last.get(word, tag), self._scheme) if self._config.label_all_subwords else tag)
+            scores.append(score)
+        result: dict[str, Any] = {"tokens": request.words, "tags": tags}
+        result.update(self._spans(request, tags, scores))
+        if any(row.truncated for row in rows):
+            result["truncated"] = True
+        return result
+
+    def _spans(self, request: TaggingRequest, tags: list[str], scores: list[float]) -> dict[str, Any]:
+        """Entities (typed schemes), words (segmentation) or tagged words (plain), with offsets."""
+        joiner = "" if self._split_chars() else " "
+        found = []
+        for start, end, kind in spans(tags, self._scheme):
+            if request.offsets is None:
+                item = {"text": joiner.join(request.words[start:end]), "start": start, "end": end}
+            else:
+                first, last = request.offsets[start][0], request.offsets[end - 1][1]
+                item = {"text": request.text[first:last], "start": first, "end": last}
+            item["score"] = round(sum(scores[start:end]) / (end - start), 6)
+            found.append((kind, item))
+        if self._scheme == "plain":
+            return {"words": [{"text": item["text"], "tag": kind, **{k: item[k] for k in ("start", "end", "score")}} for kind, item in found]}
+        if all(not kind for kind, _ in found) and not any("-" in label for label in self._config.labels):
+            return {"words": [{k: item[k] for k in ("text", "start", "end")} for _, item in found]}
+        return {"entities": [{"text": item["text"], "label": kind, **{k: item[k] for k in ("start", "end", "score")}} for kind, item in found]}
+
+    def _words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """A data-set example as words + word tags; character spans are mapped onto the codec's words."""
+        if "tokens" in example:
+            return example["tokens"], example["tags"]
+        words, offsets = self._words(example["text"])
+        found = []
+        for span in example["spans"]:
+            inside = [i for i, (s, e) in enumerate(offsets) if s < span["end"] and e > span["start"]]
+            if inside:
+                found.append((inside[0], inside[-1] + 1, span["label"]))
+        try:
+            return words, tags_for_spans(len(words), found, self._scheme)
+        except ValueError as exc:
+            raise DataError(f"task {self.task.name!r}, text {example['text'][:40]!r}: {exc}") from None
+
+    def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
+        """Training rows (one per window) with the tag of every label position."""
+        words, tags = self._words_and_tags(example)
+        pieces = self._pieces([words])[0]
+        rows = []
+        for start, end in self._windows(pieces):
+            row = self._row(pieces, start, end)
+            labels = [t for word, group in groupby(row.meta["owners"]) for t in subword_tags(tags[word], len(list(group)), self._scheme)]
+            labels = repair_tags(labels, self._scheme)
+            rows.append({"input_ids": row.input_ids, "token_type_ids": row.token_type_ids,
+                         "label_positions": row.extras["label_positions"], "labels": self.head.targets([labels])[0].tolist()})
+        return rows
+
+    def request(self, example: dict[str, Any]) -> list[str] | str:
+        return example["tokens"] if "tokens" in example else example["text"]
+
+    def prediction(self, result: dict[str, Any]) -> list[str]:
+        return result["tags"]
+
+    def reference(self, example: dict[str, Any]) -> list[str]:
+        return self._words_and_tags(example)[1]

@@ -1,0 +1,89 @@
+"""Codec for one text or a text pair (classification, regression): truncation is reported, never silent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import InputError
+from ..registry import TaskSpec
+from .base import Codec, Row
+
+
+def _describe(task: TaskSpec) -> str:
+    if len(task.inputs) == 1:
+        return f"task {task.name!r} takes one text: pass a non-empty string"
+    a, b = task.inputs
+    return f"task {task.name!r} takes a pair ({a}, {b}): pass a tuple of two non-empty strings or a dict with keys {a!r}, {b!r}"
+
+
+def normalize_input(task: TaskSpec, value: Any) -> tuple[str, ...]:
+    """Check one request's input against the task's input fields; return its texts in field order."""
+    if isinstance(value, str):
+        fields: tuple = (value,)
+    elif isinstance(value, tuple):
+        fields = value
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - set(task.inputs))
+        missing = [name for name in task.inputs if name not in value]
+        if unknown or missing:
+            raise InputError(f"{_describe(task)}; got keys {sorted(value)}.")
+        fields = tuple(value[name] for name in task.inputs)
+    else:
+        got = "None" if value is None else type(value).__name__
+        raise InputError(f"{_describe(task)}; got {got}.")
+    if len(fields) != len(task.inputs):
+        raise InputError(f"{_describe(task)}; got {len(fields)} text(s).")
+    for field in fields:
+        if not isinstance(field, str):
+            got = "None" if field is None else type(field).__name__
+            raise InputError(f"{_describe(task)}; got a {got} inside the input.")
+        if not field.strip():
+            raise InputError(f"{_describe(task)}; got an empty or whitespace-only text.")
+    return fields
+
+
+class TextCodec(Codec):
+    def normalize(self, value: Any) -> tuple[str, ...]:
+        return normalize_input(self.task, value)
+
+    def encode(self, requests: Sequence[tuple[str, ...]]) -> list[list[Row]]:
+        """Tokenize single texts or pairs; rows longer than `max_length` are truncated and flagged."""
+        if not requests:
+            return []
+        firsts = [r[0] for r in requests]
+        seconds = [r[1] for r in requests] if len(requests[0]) == 2 else None
+        full = self.tokenizer(firsts, seconds, truncation=False, verbose=False)
+        too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
+        if too_long:
+            cut = self.tokenizer(
+                [firsts[i] for i in too_long],
+                [seconds[i] for i in too_long] if seconds else None,
+                truncation="longest_first",
+                max_length=self.max_length,
+            )
+            for j, i in enumerate(too_long):
+                full["input_ids"][i] = cut["input_ids"][j]
+                full["token_type_ids"][i] = cut["token_type_ids"][j]
+        long_rows = set(too_long)
+        return [
+            [Row(ids, types, truncated=i in long_rows)]
+            for i, (ids, types) in enumerate(zip(full["input_ids"], full["token_type_ids"]))
+        ]
+
+    def finish(self, request: tuple[str, ...], rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**decoded[0], **({"truncated": True} if rows[0].truncated else {})}
+
+    def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
+        encoded = self.tokenizer(*[example[name] for name in self.task.inputs], truncation=True, max_length=self.max_length)
+        label = self.head.targets([example["label"]])[0].item()
+        return [{"input_ids": encoded["input_ids"], "token_type_ids": encoded["token_type_ids"], "labels": label}]
+
+    def request(self, example: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(example[name] for name in self.task.inputs)
+
+    def prediction(self, result: dict[str, Any]) -> Any:
+        return result["label"] if "label" in result else result["value"]
+
+    def reference(self, example: dict[str, Any]) -> Any:
+        return example["label"]

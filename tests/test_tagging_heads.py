@@ -1,0 +1,138 @@
+"""Tag schemes, the constrained CRF (against brute force), and the tagging head's contract."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from heads import HEAD_KINDS, load_head
+from heads.crf import CRF
+from heads.tag_schemes import (
+    detect_scheme, repair_tags, spans, subword_tags, tags_for_spans, transition_constraints, word_tag,
+)
+
+BIO = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
+
+
+def test_detect_scheme():
+    assert detect_scheme(BIO) == "bio"
+    assert detect_scheme(BIOES) == "bioes"
+    assert detect_scheme(["B", "M", "E", "S"]) == "bmes"
+    assert detect_scheme(["NN", "VB", "DT"]) == "plain"
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bioes", "bmes"])
+def test_spans_round_trip(scheme):
+    entities = [(0, 1, "PER"), (2, 5, "ORG"), (5, 7, "PER")]
+    tags = tags_for_spans(8, entities, scheme)
+    assert spans(tags, scheme) == entities
+
+
+def test_spans_are_lenient_like_conlleval():
+    assert spans(["O", "I-PER", "I-PER", "B-ORG"], "bio") == [(1, 3, "PER"), (3, 4, "ORG")]
+    assert spans(["B-PER", "I-ORG"], "bio") == [(0, 1, "PER"), (1, 2, "ORG")]
+    assert spans(["B", "E", "S", "B", "M"], "bmes") == [(0, 2, ""), (2, 3, ""), (3, 5, "")]
+
+
+def test_overlapping_spans_are_refused_for_tagging():
+    with pytest.raises(ValueError, match="overlaps"):
+        tags_for_spans(5, [(0, 3, "PER"), (2, 4, "ORG")], "bio")
+
+
+@pytest.mark.parametrize(("tag", "scheme"), [("S-PER", "bioes"), ("B-PER", "bioes"), ("E-PER", "bioes"), ("I-PER", "bioes"),
+                                             ("B-PER", "bio"), ("I-PER", "bio"), ("S", "bmes"), ("E", "bmes"), ("O", "bio")])
+def test_subword_tags_keep_the_word_span(tag, scheme):
+    pieces = subword_tags(tag, 3, scheme)
+    assert len(pieces) == 3
+    assert word_tag(pieces[0], pieces[-1], scheme) == tag
+    assert subword_tags(tag, 1, scheme) == [tag]
+
+
+def test_repair_makes_a_valid_sequence():
+    assert repair_tags(["I-PER", "I-PER", "O"], "bio") == ["B-PER", "I-PER", "O"]
+    assert repair_tags(["I-PER", "E-PER", "B-PER"], "bioes") == ["B-PER", "E-PER", "S-PER"]
+
+
+def test_constraints_forbid_what_the_scheme_forbids():
+    start, allowed, end = transition_constraints(BIO, "bio")
+    index = {tag: i for i, tag in enumerate(BIO)}
+    assert not allowed[index["B-PER"], index["I-ORG"]]
+    assert not allowed[index["O"], index["I-PER"]]
+    assert allowed[index["B-PER"], index["I-PER"]] and allowed[index["I-ORG"], index["B-PER"]]
+    assert not start[index["I-PER"]] and start[index["B-ORG"]] and end.all()
+    start, allowed, end = transition_constraints(BIOES, "bioes")
+    index = {tag: i for i, tag in enumerate(BIOES)}
+    assert not end[index["B-PER"]] and not allowed[index["B-PER"], index["O"]] and allowed[index["E-PER"], index["S-PER"]]
+
+
+def _brute_force(crf: CRF, emissions: torch.Tensor, length: int) -> tuple[torch.Tensor, dict]:
+    start, transitions, end = crf._scores()
+    scores = {}
+    for path in itertools.product(range(emissions.shape[-1]), repeat=length):
+        s = start[path[0]] + end[path[-1]] + sum(emissions[t, path[t]] for t in range(length))
+        s = s + sum(transitions[path[t - 1], path[t]] for t in range(1, length))
+        scores[path] = s
+    return torch.logsumexp(torch.stack(list(scores.values())), 0), scores
+
+
+@torch.no_grad()
+def test_crf_matches_brute_force_and_respects_constraints():
+    torch.manual_seed(0)
+    crf = CRF(*transition_constraints(BIO, "bio"))
+    with torch.no_grad():
+        crf.transitions.normal_()
+        crf.start.normal_()
+    emissions = torch.randn(2, 4, len(BIO))
+    emissions[:, 1, BIO.index("I-ORG")] += 20  # tempt the decoder into B-PER -> I-ORG, O -> I-ORG, ...
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
+    tags = torch.tensor([[1, 2, 0, 3], [3, 4, 4, 0]])
+    nll = crf.nll(emissions, tags, mask)
+    expected = []
+    paths = crf.viterbi(emissions, mask)
+    marginals = crf.marginals(emissions, mask)
+    for row, length in enumerate([4, 3]):
+        log_z, scores = _brute_force(crf, emissions[row], length)
+        expected.append(log_z - scores[tuple(tags[row, :length].tolist())])
+        assert tuple(paths[row]) == max(scores, key=lambda p: scores[p])
+        labels = [BIO[i] for i in paths[row]]
+        assert repair_tags(labels, "bio") == labels  # the best path is a valid BIO sequence
+        for t in range(length):
+            per_tag = [sum(float((s - log_z).exp()) for p, s in scores.items() if p[t] == k) for k in range(len(BIO))]
+            assert marginals[row, t].tolist() == pytest.approx(per_tag, abs=1e-4)
+    assert nll.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-3)
+    assert marginals[1, 3].abs().sum() == 0
+
+
+def _tag_features(n=2, t=6, h=8):
+    torch.manual_seed(1)
+    return {"last_hidden_state": torch.randn(n, t, h), "attention_mask": torch.ones(n, t, dtype=torch.long),
+            "label_positions": torch.tensor([[1, 2, 4], [1, 3, -1]])}
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_tagging_head_contract(tmp_path, crf):
+    head = HEAD_KINDS["tagging"].from_options({"crf": crf}, hidden_size=8, labels=BIO)
+    outputs = head(_tag_features())
+    assert outputs["logits"].shape == (2, 3, len(BIO)) and outputs["mask"].tolist() == [[True] * 3, [True, True, False]]
+    targets = head.targets([["B-PER", "I-PER", "O"], ["B-ORG", "I-ORG"]])
+    assert targets.tolist() == [[1, 2, 0], [3, 4, -100]]
+    loss = head.loss(outputs, targets)
+    loss.backward()
+    assert loss.item() > 0 and head.out.weight.grad is not None
+    decoded = head.eval().decode(head(_tag_features()))
+    assert [len(d["tags"]) for d in decoded] == [3, 2] and all(0 <= s <= 1 for d in decoded for s in d["scores"])
+    head.save(tmp_path)
+    loaded = load_head(tmp_path)
+    assert loaded.decode(loaded(_tag_features())) == decoded
+
+
+def test_entity_types_expand_to_tags():
+    expand = HEAD_KINDS["tagging"].expand_labels
+    assert expand(["PER", "ORG"], {"scheme": "bio"}) == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+    assert expand(["B", "M", "E", "S"], {"scheme": "bmes"}) == ["B", "M", "E", "S"]
+    assert expand(BIO, {"scheme": "bio"}) == BIO
+    with pytest.raises(ValueError, match="not a BIO tag"):
+        HEAD_KINDS["tagging"].from_options({"scheme": "bio"}, hidden_size=8, labels=["O", "X-PER"])
