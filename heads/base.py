@@ -122,14 +122,20 @@ def load_head_from(folder: Path, kinds: dict[str, type[Head]]) -> Head:
 Pooling = Literal["cls", "pooler", "mean", "max"]
 
 
-def pool(features: dict[str, torch.Tensor], how: Pooling) -> torch.Tensor:
-    """One vector per row: raw [CLS] vector, the backbone's pooler output, or a masked mean/max over tokens."""
+def pool(features: dict[str, torch.Tensor], how: Pooling, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One vector per row: raw [CLS] vector, the backbone's pooler output, or a masked mean/max over tokens.
+
+    `mask` [n, T] picks the tokens of one text of a row (default: the attention mask); `cls` is then
+    that text's first token.
+    """
     hidden = features["last_hidden_state"]
     if how == "cls":
-        return hidden[:, 0]
+        return hidden[:, 0] if mask is None else hidden[torch.arange(len(hidden)), mask.float().argmax(1)]
     if how == "pooler":
+        if mask is not None:
+            raise ValueError("pooling 'pooler' reads the whole row; a siamese pair needs cls, mean or max")
         return features["pooler_output"]
-    mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mask = (features["attention_mask"] if mask is None else mask).unsqueeze(-1).to(hidden.dtype)
     if how == "mean":
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
     return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).amax(1)

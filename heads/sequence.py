@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -15,11 +15,17 @@ from .base import Head, HeadConfig, HeadOptions, Pooling, pool
 class PooledOptions(HeadOptions):
     pooling: Pooling = Field("mean", description="cls: raw [CLS] vector; pooler: the backbone's pooler; mean/max over tokens")
     projection: bool = Field(False, description="a dense+tanh layer trained with the head (BERT's pooler, retrained)")
+    pair: Literal["cross", "siamese"] = Field(
+        "cross", description="a text pair as one input (cross-encoder) or each text on its own, compared as [u, v, |u-v|, u*v]")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class PooledConfig(PooledOptions, HeadConfig):
-    pass
+    @model_validator(mode="after")
+    def _siamese_pools_each_text(self) -> "PooledConfig":
+        if self.pair == "siamese" and self.pooling == "pooler":
+            raise ValueError("pair: siamese pools each text on its own; use pooling cls, mean or max, not pooler")
+        return self
 
 
 class PooledHead(Head):
@@ -33,13 +39,17 @@ class PooledHead(Head):
         width = config.hidden_size
         self.projection = nn.Sequential(nn.Linear(width, width), nn.Tanh()) if config.projection else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(width, self.output_size())
+        self.out = nn.Linear(width * (4 if config.pair == "siamese" else 1), self.output_size())
 
     def output_size(self) -> int:
         raise NotImplementedError
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        pooled = self.projection(pool(features, self.config.pooling))
+        if self.config.pair == "siamese":  # `segments` [n, T]: 0 = first text, 1 = second, -1 = padding
+            u, v = (self.projection(pool(features, self.config.pooling, features["segments"] == k)) for k in (0, 1))
+            pooled = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+        else:
+            pooled = self.projection(pool(features, self.config.pooling))
         return {"logits": self.out(self.dropout(pooled))}
 
 

@@ -30,6 +30,8 @@ class TaggingOptions(HeadOptions):
     label_all_subwords: bool = Field(False, description="train on every sub-word (continuations keep the span), not only the first")
     words: Literal["auto", "chars", "tokenizer"] = Field(
         "auto", description="how raw text is split into words: chars (Chinese), the tokenizer's words, auto: by the backbone's language")
+    output: Literal["auto", "entities", "words"] = Field(
+        "auto", description="results as `entities` (NER) or `words` (segmentation, POS); auto: words when no tag is O")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 

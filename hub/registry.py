@@ -115,6 +115,8 @@ class TaskSpec(_Strict):
         elif self.labels:
             raise ValueError(f"kind {self.kind!r} predicts a value, not labels; remove 'labels'")
         head_class.options_class.model_validate(self.head)  # unknown or bad head options fail here
+        if self.head.get("pair") == "siamese" and len(self.inputs) != 2:
+            raise ValueError("head.pair: siamese compares two texts; this task has one input field")
         self.labels = head_class.expand_labels(self.labels, self.head)
         head_class.config_class.model_validate({**self.head, "kind": self.kind, "hidden_size": 1, "labels": self.labels})
         if self.example is not None and len([self.example] if isinstance(self.example, str) else self.example) != len(self.inputs):

@@ -12,7 +12,7 @@ import torch
 
 from heads import Head
 from .backbone import Backbone
-from .codecs import Codec, Row
+from .codecs import Codec, Row, backbone_batch, model_inputs
 from .registry import TaskSpec
 
 
@@ -59,28 +59,15 @@ def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64
     ]
 
 
-def _pad(rows: list[_Row], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(r.row.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r.row.input_ids)
-        ids[i, :n] = torch.tensor(r.row.input_ids)
-        types[i, :n] = torch.tensor(r.row.token_type_ids)
-        mask[i, :n] = 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-
-
 def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
     """One backbone pass for rows of one backbone, whatever their tasks; then per-task heads."""
     backbone = rows[0].task.backbone
-    batch = _pad(rows, backbone.tokenizer.pad_token_id or 0)
+    batch = backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0)
     with backbone.lock, torch.inference_mode():
         if backbone.peft_model is None:
-            out = backbone.model(**batch)
+            out = backbone.model(**model_inputs(batch))
         else:
-            out = backbone.peft_model(**batch, adapter_names=[r.task.adapter_name for r in rows])
+            out = backbone.peft_model(**model_inputs(batch), adapter_names=[r.task.adapter_name for r in rows])
         features = {
             "last_hidden_state": out.last_hidden_state,
             "attention_mask": batch["attention_mask"],
@@ -94,7 +81,7 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
             task = rows[indices[0]].task
             index = torch.tensor(indices)
             sub = {k: v.index_select(0, index) for k, v in features.items() if v is not None}
-            sub.update(task.codec.collate_extras([rows[i].row.extras for i in indices]))
+            sub.update(task.codec.collate_extras([rows[i].row.extras for i in indices], batch["input_ids"].shape[1]))
             for i, decoded in zip(indices, task.head.decode(task.head(sub))):
                 results[i] = decoded
     return results

@@ -25,7 +25,7 @@ from heads import HEAD_KINDS, Head
 from .adapters import folder_bytes, write_adapter_folder
 from .backbone import Backbone, load_backbone
 from .card import build_card
-from .codecs import Codec, make_codec, pad_lists
+from .codecs import Codec, backbone_batch, make_codec, model_inputs, pad_lists
 from .data import load_split
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
@@ -41,8 +41,12 @@ class TaskModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **extras) -> dict[str, torch.Tensor]:
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, block_mask=None, position_ids=None,
+                **extras) -> dict[str, torch.Tensor]:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        if block_mask is not None:
+            batch.update(block_mask=block_mask, position_ids=position_ids)
+        out = self.encoder(**model_inputs(batch))
         features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
         features.update(extras)
         outputs = self.head(features)
@@ -82,12 +86,8 @@ class _Collator:
         self.codec, self.pad_id = codec, pad_id
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = {
-            "input_ids": pad_lists([r["input_ids"] for r in rows], self.pad_id),
-            "token_type_ids": pad_lists([r["token_type_ids"] for r in rows], 0),
-            "attention_mask": pad_lists([[1] * len(r["input_ids"]) for r in rows], 0),
-            **self.codec.collate_extras(rows),
-        }
+        batch = backbone_batch(rows, self.pad_id)
+        batch.update(self.codec.collate_extras(rows, batch["input_ids"].shape[1]))
         labels = [r["labels"] for r in rows]
         batch["labels"] = pad_lists(labels, -100) if isinstance(labels[0], list) else torch.tensor(labels)
         return batch

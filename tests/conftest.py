@@ -117,7 +117,7 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
          "inputs": ["first", "second"], "metric": "f1", "head": {"pooling": "cls"}, "train": fast,
          "data": {"format": "jsonl", "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
         {"name": "similarity", "backbone": "tiny", "kind": "regression", "inputs": ["first", "second"],
-         "metric": "pearson_spearman", "head": {"pooling": "max", "projection": False}, "train": fast,
+         "metric": "pearson_spearman", "head": {"pooling": "max", "pair": "siamese"}, "train": fast,
          "data": {"format": "jsonl", "columns": {"label": "score"}, "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
         {"name": "entities", "backbone": "tiny", "kind": "tagging", "labels": ["GOOD", "BAD"], "metric": "entity_f1",
          "head": {"scheme": "bio", "crf": True}, "train": {**fast, "epochs": 3},

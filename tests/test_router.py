@@ -74,3 +74,33 @@ def test_long_input_is_truncated_and_says_so(tiny_hub):
     assert "truncated" not in tiny_hub.run("sentiment", "good movie")
     pair = tiny_hub.run("paraphrase", (long_text, "the book"))
     assert pair["truncated"] is True
+
+
+def test_siamese_pair_row_encodes_each_text_as_if_alone(tiny_backbone_dir):
+    """Two texts in one row with attention blocks + restarted positions == each text through the backbone alone."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from hub.codecs import backbone_batch, model_inputs
+
+    model, tokenizer = AutoModel.from_pretrained(tiny_backbone_dir).eval(), AutoTokenizer.from_pretrained(tiny_backbone_dir)
+    a, b = tokenizer("good movie")["input_ids"], tokenizer("the plot was very dull")["input_ids"]
+    rows = [{"input_ids": a + b, "token_type_ids": [0] * (len(a) + len(b)), "blocks": [0] * len(a) + [1] * len(b)},
+            {"input_ids": a, "token_type_ids": [0] * len(a)}]  # a plain row in the same batch
+    batch = backbone_batch(rows, 0)
+    assert batch["position_ids"][0].tolist() == list(range(len(a))) + list(range(len(b)))
+    with torch.inference_mode():
+        together = model(**model_inputs(batch)).last_hidden_state
+        alone_a = model(input_ids=torch.tensor([a])).last_hidden_state[0]
+        alone_b = model(input_ids=torch.tensor([b])).last_hidden_state[0]
+    assert torch.allclose(together[0, : len(a)], alone_a, atol=1e-5)
+    assert torch.allclose(together[0, len(a):], alone_b, atol=1e-5)
+    assert torch.allclose(together[1, : len(a)], alone_a, atol=1e-5)
+    assert not torch.isnan(together).any()
+
+
+def test_siamese_rows_carry_blocks_and_segments(tiny_hub):
+    runtime = tiny_hub.runtime("similarity")
+    assert runtime.codec.siamese
+    row = runtime.codec.encode([("good movie", "the plot")])[0][0]
+    assert row.blocks == row.extras["segments"] and set(row.blocks) == {0, 1}

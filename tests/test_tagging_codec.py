@@ -113,3 +113,19 @@ def test_character_spans_become_word_tags(tokenizers):
 def test_bad_tagging_input_is_refused_clearly(tokenizers, value):
     with pytest.raises(InputError, match="tags a text"):
         _codec(tokenizers["en"], "en").normalize(value)
+
+
+def test_segmentation_and_pos_return_words(tokenizers):
+    registry = load_registry(REPO / "registry.yaml")
+    text = "江泽民发表讲话"
+    word_tags = {"cws_zh": ["B", "M", "E", "B", "E", "B", "E"], "pos_zh": ["B-nr", "M-nr", "E-nr", "B-v", "E-v", "B-n", "E-n"]}
+    for name, tags in word_tags.items():
+        task = registry.task(name)
+        head = HEAD_KINDS["tagging"].from_options(task.head, hidden_size=8, labels=task.labels)
+        codec = make_codec(task, head, tokenizers["zh"], 128, "zh")
+        by_char = dict(zip(text, tags))
+        _, _, result = _serve(codec, text, lambda ch: by_char[ch])
+        words = [(w["text"], w["start"], w["end"], w.get("tag")) for w in result["words"]]
+        kinds = [None] * 3 if name == "cws_zh" else ["nr", "v", "n"]
+        assert words == [("江泽民", 0, 3, kinds[0]), ("发表", 3, 5, kinds[1]), ("讲话", 5, 7, kinds[2])]
+        assert "entities" not in result

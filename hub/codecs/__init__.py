@@ -6,7 +6,7 @@ from transformers import PreTrainedTokenizerBase
 
 from heads import Head
 from ..registry import TaskSpec
-from .base import Codec, Row, pad_lists
+from .base import Codec, Row, backbone_batch, model_inputs, pad_lists
 from .tagging import TaggingCodec
 from .text import TextCodec
 
@@ -17,4 +17,4 @@ def make_codec(task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, m
     return CODECS[task.kind](task, head, tokenizer, max_length, language)
 
 
-__all__ = ["CODECS", "Codec", "Row", "make_codec", "pad_lists"]
+__all__ = ["CODECS", "Codec", "Row", "backbone_batch", "make_codec", "model_inputs", "pad_lists"]

@@ -31,11 +31,13 @@ class Row:
     extras: dict[str, list[int]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     truncated: bool = False
+    blocks: list[int] | None = None  # attention blocks: a token attends only within its block (siamese pairs)
 
 
 class Codec:
     # extra per-row inputs the head reads, with the value that pads them
     extras_padding: ClassVar[dict[str, int]] = {}
+    token_aligned: ClassVar[frozenset[str]] = frozenset()  # extras with one value per token of the row
 
     def __init__(self, task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, max_length: int, language: str):
         self.task = task
@@ -65,13 +67,48 @@ class Codec:
     def reference(self, example: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def collate_extras(self, extras: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        """Pad each extra input to the longest row."""
-        return {name: pad_lists([e[name] for e in extras], pad) for name, pad in self.extras_padding.items()}
+    def collate_extras(self, extras: Sequence[dict[str, list[int]]], width: int) -> dict[str, torch.Tensor]:
+        """Pad each extra input to the longest row; one value per token (`token_aligned`) pads to the batch `width`."""
+        return {
+            name: pad_lists([e[name] for e in extras], pad, width if name in self.token_aligned else 0)
+            for name, pad in self.extras_padding.items()
+        }
 
 
-def pad_lists(values: Sequence[Sequence[int]], pad: int) -> torch.Tensor:
-    width = max((len(v) for v in values), default=0)
+def backbone_batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Padded `input_ids`, `token_type_ids` and the [n, T] `attention_mask` of rows given as dicts.
+
+    When a row has attention `blocks`, the batch also gets `block_mask` [n, 1, T, T] (a token sees only
+    its own block; rows without blocks see everything) and `position_ids` restarting in every block, so
+    a block is encoded exactly as if it were alone: two texts in one row, encoded separately.
+    """
+    batch = {
+        "input_ids": pad_lists([r["input_ids"] for r in rows], pad_id),
+        "token_type_ids": pad_lists([r["token_type_ids"] for r in rows], 0),
+        "attention_mask": pad_lists([[1] * len(r["input_ids"]) for r in rows], 0),
+    }
+    if any(r.get("blocks") for r in rows):
+        blocks = pad_lists([r.get("blocks") or [0] * len(r["input_ids"]) for r in rows], -1)
+        # padding is a block of its own: real tokens never see it, and no query row is empty (no NaN)
+        batch["block_mask"] = (blocks.unsqueeze(2) == blocks.unsqueeze(1)).unsqueeze(1)
+        starts = torch.ones_like(blocks, dtype=torch.bool)
+        starts[:, 1:] = blocks[:, 1:] != blocks[:, :-1]
+        index = torch.arange(blocks.shape[1]).expand_as(blocks)
+        batch["position_ids"] = index - torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
+    return batch
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the backbone itself takes from a `backbone_batch`."""
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    if "block_mask" in batch:
+        inputs["attention_mask"] = batch["block_mask"]
+        inputs["position_ids"] = batch["position_ids"]
+    return inputs
+
+
+def pad_lists(values: Sequence[Sequence[int]], pad: int, min_width: int = 0) -> torch.Tensor:
+    width = max([min_width, *(len(v) for v in values)])
     out = torch.full((len(values), width), pad, dtype=torch.long)
     for i, value in enumerate(values):
         if len(value):

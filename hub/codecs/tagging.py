@@ -163,10 +163,11 @@ class TaggingCodec(Codec):
                 item = {"text": request.text[first:last], "start": first, "end": last}
             item["score"] = round(sum(scores[start:end]) / (end - start), 6)
             found.append((kind, item))
-        if self._scheme == "plain":
-            return {"words": [{"text": item["text"], "tag": kind, **{k: item[k] for k in ("start", "end", "score")}} for kind, item in found]}
-        if all(not kind for kind, _ in found) and not any("-" in label for label in self._config.labels):
-            return {"words": [{k: item[k] for k in ("text", "start", "end")} for _, item in found]}
+        output = self._config.output
+        if output == "words" or (output == "auto" and (self._scheme == "plain" or "O" not in self._config.labels)):
+            typed = any("-" in label for label in self._config.labels) or self._scheme == "plain"
+            return {"words": [{"text": item["text"], **({"tag": kind} if typed else {}), **{k: item[k] for k in ("start", "end", "score")}}
+                              for kind, item in found]}
         return {"entities": [{"text": item["text"], "label": kind, **{k: item[k] for k in ("start", "end", "score")}} for kind, item in found]}
 
     def _words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -44,6 +44,16 @@ def normalize_input(task: TaskSpec, value: Any) -> tuple[str, ...]:
 
 
 class TextCodec(Codec):
+    """Single texts and pairs. A pair is one input ([CLS] a [SEP] b [SEP]) or, with the head's
+    `pair: siamese`, two texts side by side in one row that never attend to each other."""
+
+    token_aligned = frozenset({"segments"})
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.siamese = getattr(self.head.config, "pair", "cross") == "siamese" and len(self.task.inputs) == 2
+        self.extras_padding = {"segments": -1} if self.siamese else {}
+
     def normalize(self, value: Any) -> tuple[str, ...]:
         return normalize_input(self.task, value)
 
@@ -51,6 +61,8 @@ class TextCodec(Codec):
         """Tokenize single texts or pairs; rows longer than `max_length` are truncated and flagged."""
         if not requests:
             return []
+        if self.siamese:
+            return [[row] for row in self._siamese_rows(requests)]
         firsts = [r[0] for r in requests]
         seconds = [r[1] for r in requests] if len(requests[0]) == 2 else None
         full = self.tokenizer(firsts, seconds, truncation=False, verbose=False)
@@ -71,13 +83,32 @@ class TextCodec(Codec):
             for i, (ids, types) in enumerate(zip(full["input_ids"], full["token_type_ids"]))
         ]
 
+    def _siamese_rows(self, requests: Sequence[tuple[str, ...]]) -> list[Row]:
+        """[CLS] a [SEP] [CLS] b [SEP], each text its own attention block and segment; longest text cut first."""
+        firsts = self.tokenizer([r[0] for r in requests], verbose=False)["input_ids"]
+        seconds = self.tokenizer([r[1] for r in requests], verbose=False)["input_ids"]
+        rows = []
+        for a, b in zip(firsts, seconds):
+            keep_a, keep_b = len(a), len(b)
+            while keep_a + keep_b > self.max_length:
+                if keep_a >= keep_b:
+                    keep_a -= 1
+                else:
+                    keep_b -= 1
+            truncated = (keep_a, keep_b) != (len(a), len(b))
+            a, b = a[: keep_a - 1] + a[-1:], b[: keep_b - 1] + b[-1:]  # keep each text's closing [SEP]
+            segments = [0] * len(a) + [1] * len(b)
+            rows.append(Row(a + b, [0] * len(segments), {"segments": segments}, truncated=truncated, blocks=segments))
+        return rows
+
     def finish(self, request: tuple[str, ...], rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
         return {**decoded[0], **({"truncated": True} if rows[0].truncated else {})}
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
-        encoded = self.tokenizer(*[example[name] for name in self.task.inputs], truncation=True, max_length=self.max_length)
+        row = self.encode([self.request(example)])[0][0]
         label = self.head.targets([example["label"]])[0].item()
-        return [{"input_ids": encoded["input_ids"], "token_type_ids": encoded["token_type_ids"], "labels": label}]
+        extra = {"blocks": row.blocks, **row.extras} if self.siamese else {}
+        return [{"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **extra, "labels": label}]
 
     def request(self, example: dict[str, Any]) -> tuple[str, ...]:
         return tuple(example[name] for name in self.task.inputs)

