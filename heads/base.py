@@ -1,8 +1,9 @@
 """The one contract every head kind honours, so the router and the trainer never special-case a kind.
 
 A head receives the frozen backbone's outputs for its own rows as a features dict
-(`last_hidden_state` [n, T, H], `attention_mask` [n, T], `pooler_output` [n, H]) and:
-- `forward(features) -> outputs` (tensors, at least `logits`),
+(`last_hidden_state` [n, T, H], `attention_mask` [n, T], `pooler_output` [n, H], `hidden_states`
+[n, layers + 1, T, H] when its `layers` option needs them, and its codec's extra inputs) and:
+- `forward(features) -> outputs` (tensors, at least `logits`): picks the layers, then the kind's `predict`,
 - `loss(outputs, targets) -> scalar`, with `targets(raw_labels)` turning data-set labels into tensors,
 - `decode(outputs) -> list[dict]`, one user-facing result per row,
 - `save(folder)` / `load_head(folder)`: `head_config.json` + `head.safetensors`.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -31,6 +32,8 @@ class HeadOptions(BaseModel):
     """What a user may set for a head in registry.yaml (`head:`); kinds extend it."""
 
     model_config = ConfigDict(extra="forbid")
+    layers: Literal["last", "last4", "mix"] = Field(
+        "last", description="token vectors from the last layer, the mean of the last four, or a learned softmax-weighted mix of all")
 
 
 class HeadConfig(HeadOptions):
@@ -38,7 +41,15 @@ class HeadConfig(HeadOptions):
 
     kind: str
     hidden_size: int = Field(ge=1)
+    num_layers: int | None = Field(None, ge=0, description="the backbone's transformer layers (filled in when the head is built)")
     labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _enough_layers(self) -> "HeadConfig":
+        needed = {"last": 0, "last4": 4, "mix": 1}[self.layers]
+        if self.num_layers is not None and self.num_layers < needed:
+            raise ValueError(f"layers: {self.layers} needs a backbone with at least {needed} layers (num_layers={self.num_layers})")
+        return self
 
 
 class Head(nn.Module):
@@ -50,9 +61,37 @@ class Head(nn.Module):
     def __init__(self, config: HeadConfig):
         super().__init__()
         self.config = config
+        self.class_weights: torch.Tensor | None = None  # training-only loss options, never saved
+        self.focal_gamma = 0.0
+        if config.layers != "last" and config.num_layers is None:
+            raise ValueError(f"layers: {config.layers} needs the backbone's layer count (num_layers)")
+        if config.layers == "mix":  # ELMo's scalar mix: softmax weights over embeddings + every layer, and a scale
+            self.layer_weights = nn.Parameter(torch.zeros(config.num_layers + 1))
+            self.layer_scale = nn.Parameter(torch.ones(()))
+
+    @property
+    def needs_all_layers(self) -> bool:
+        return self.config.layers != "last"
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pick the token vectors the options ask for, then `predict`."""
+        if self.config.layers == "last":
+            return self.predict(features)
+        layers = features["hidden_states"]  # [n, layers + 1, T, H]
+        if self.config.layers == "last4":
+            tokens = layers[:, -4:].mean(1)
+        else:
+            weights = self.layer_weights.softmax(0).to(layers.dtype)
+            tokens = self.layer_scale * torch.einsum("l,nlth->nth", weights, layers)
+        return self.predict({**features, "last_hidden_state": tokens})
+
+    def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def configure_loss(self, class_weights: torch.Tensor | None = None, focal_gamma: float = 0.0) -> None:
+        """Class-imbalance options of the loss; heads whose loss cannot take them refuse clearly."""
+        if class_weights is not None or focal_gamma:
+            raise ValueError(f"class_weights / focal_gamma apply to softmax classification and tagging heads, not to {self.kind!r}")
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -69,8 +108,9 @@ class Head(nn.Module):
         return labels
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None) -> "Head":
-        config = cls.config_class.model_validate({**options, "kind": cls.kind, "hidden_size": hidden_size, "labels": labels})
+    def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None, num_layers: int | None = None) -> "Head":
+        config = cls.config_class.model_validate(
+            {**options, "kind": cls.kind, "hidden_size": hidden_size, "num_layers": num_layers, "labels": labels})
         return cls(config)
 
     def save(self, folder: Path) -> None:

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import Head, HeadConfig, HeadOptions, Pooling, pool
+from .losses import classification_loss
 
 
 class PooledOptions(HeadOptions):
@@ -44,7 +45,7 @@ class PooledHead(Head):
     def output_size(self) -> int:
         raise NotImplementedError
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.config.pair == "siamese":  # `segments` [n, T]: 0 = first text, 1 = second, -1 = padding
             u, v = (self.projection(pool(features, self.config.pooling, features["segments"] == k)) for k in (0, 1))
             pooled = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
@@ -67,8 +68,11 @@ class ClassificationHead(PooledHead):
             raise ValueError(f"labels {unknown[:5]} are not among the task's labels {self.config.labels}")
         return torch.tensor([index[label] for label in raw_labels], dtype=torch.long)
 
+    def configure_loss(self, class_weights: torch.Tensor | None = None, focal_gamma: float = 0.0) -> None:
+        self.class_weights, self.focal_gamma = class_weights, focal_gamma
+
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs["logits"], targets)
+        return classification_loss(outputs["logits"], targets, self.class_weights, self.focal_gamma)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         probs = outputs["logits"].float().softmax(-1)

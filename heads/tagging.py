@@ -13,10 +13,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 from torch import nn
-from torch.nn import functional as F
 
 from .base import Head, HeadConfig, HeadOptions
 from .crf import CRF
+from .losses import classification_loss
 from .tag_schemes import check_labels, detect_scheme, transition_constraints
 
 
@@ -69,7 +69,7 @@ class TaggingHead(Head):
         prefixes = {"bio": "BI", "bioes": "BIES", "bmes": "BMES"}[scheme]
         return ["O"] + [f"{prefix}-{kind}" for kind in labels for prefix in prefixes]
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         positions = features["label_positions"]
         mask = positions >= 0
         hidden = features["last_hidden_state"]
@@ -88,12 +88,17 @@ class TaggingHead(Head):
             out[row, : len(tags)] = torch.tensor([index[t] for t in tags], dtype=torch.long)
         return out
 
+    def configure_loss(self, class_weights: torch.Tensor | None = None, focal_gamma: float = 0.0) -> None:
+        if self.crf is not None:
+            super().configure_loss(class_weights, focal_gamma)  # a CRF scores whole paths: no per-tag weights
+        self.class_weights, self.focal_gamma = class_weights, focal_gamma
+
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         logits = outputs["logits"]
         targets = targets[:, : logits.shape[1]]
         if self.crf is not None:
             return self.crf.nll(logits, targets, outputs["mask"] & (targets >= 0))
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return classification_loss(logits, targets, self.class_weights, self.focal_gamma)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Per row: the tag and its probability at each label position (CRF: Viterbi path + marginals)."""

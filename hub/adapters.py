@@ -140,10 +140,11 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
         head = load_head(folder)
     except HeadLoadError as exc:
         raise AdapterError(f"{exc}; retrain the task with `hub train {task.name}`.") from None
-    if head.config.hidden_size != backbone.hidden_size:
+    layers = backbone.model.config.num_hidden_layers
+    if head.config.hidden_size != backbone.hidden_size or (head.needs_all_layers and head.config.num_layers != layers):
         raise AdapterError(
-            f"{folder}: head expects hidden size {head.config.hidden_size}, backbone {task.backbone!r} has "
-            f"{backbone.hidden_size}; retrain the task on this backbone."
+            f"{folder}: head expects hidden size {head.config.hidden_size} and {head.config.num_layers} layers, backbone "
+            f"{task.backbone!r} has {backbone.hidden_size} and {layers}; retrain the task on this backbone."
         )
     if head.kind != task.kind or head.config.labels != task.labels:
         raise AdapterError(

@@ -59,6 +59,13 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
     lora: LoraSpec = LoraSpec()
+    # class imbalance (classification; class weights and focal loss also for softmax tagging)
+    sampling: Literal["instance", "class", "sqrt", "power"] = Field(
+        "instance", description="re-sampling: p(example of class c) ∝ n_c^q, q = 1 (instance), 0 (class), 0.5 (sqrt), sampling_power")
+    sampling_power: float = Field(0.5, ge=0.0, le=1.0, description="q for sampling: power")
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="loss weight per label: 'balanced' (n / (k * n_c)) or {label: weight}")
+    focal_gamma: float = Field(0.0, ge=0.0, description="focal loss (1 - p_t)^gamma; 0 = cross entropy")
 
 
 class DataSpec(_Strict):

@@ -63,15 +63,17 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
     """One backbone pass for rows of one backbone, whatever their tasks; then per-task heads."""
     backbone = rows[0].task.backbone
     batch = backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0)
+    all_layers = any(r.task.head.needs_all_layers for r in rows)
     with backbone.lock, torch.inference_mode():
         if backbone.peft_model is None:
-            out = backbone.model(**model_inputs(batch))
+            out = backbone.model(**model_inputs(batch), output_hidden_states=all_layers)
         else:
-            out = backbone.peft_model(**model_inputs(batch), adapter_names=[r.task.adapter_name for r in rows])
+            out = backbone.peft_model(**model_inputs(batch), adapter_names=[r.task.adapter_name for r in rows], output_hidden_states=all_layers)
         features = {
             "last_hidden_state": out.last_hidden_state,
             "attention_mask": batch["attention_mask"],
             "pooler_output": out.pooler_output,
+            "hidden_states": torch.stack(out.hidden_states, dim=1) if all_layers else None,
         }
         groups: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(rows):

@@ -29,6 +29,7 @@ from .codecs import Codec, backbone_batch, make_codec, model_inputs, pad_lists
 from .data import load_split
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
+from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
 from .registry import Registry, TaskSpec, TrainSpec
 from .service import Hub
 
@@ -46,8 +47,10 @@ class TaskModel(nn.Module):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         if block_mask is not None:
             batch.update(block_mask=block_mask, position_ids=position_ids)
-        out = self.encoder(**model_inputs(batch))
+        out = self.encoder(**model_inputs(batch), output_hidden_states=self.head.needs_all_layers)
         features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
+        if self.head.needs_all_layers:
+            features["hidden_states"] = torch.stack(out.hidden_states, dim=1)
         features.update(extras)
         outputs = self.head(features)
         if labels is not None:
@@ -104,7 +107,10 @@ def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
 def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec) -> tuple[TaskModel, Backbone]:
     """A private copy of the backbone with a fresh LoRA adapter, and a fresh head."""
     backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # PEFT injects into it
-    head = HEAD_KINDS[task.kind].from_options(task.head, backbone.hidden_size, task.labels)
+    try:
+        head = HEAD_KINDS[task.kind].from_options(task.head, backbone.hidden_size, task.labels, backbone.model.config.num_hidden_layers)
+    except ValueError as exc:
+        raise HubError(f"task {task.name!r}: head options do not fit backbone {task.backbone!r}: {exc}") from None
     lora = LoraConfig(
         r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
         target_modules=recipe.lora.target_modules, exclude_modules=["pooler.dense"],
@@ -112,8 +118,28 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec) -> tuple
     return TaskModel(get_peft_model(backbone.model, lora), head), backbone
 
 
+def _imbalance(head: Head, recipe: TrainSpec, train_set: Dataset) -> list[float] | None:
+    """Apply the recipe's loss options to the head; return per-example sampling weights (None: no re-sampling)."""
+    labels = train_set["labels"]
+    per_example = bool(labels) and not isinstance(labels[0], list)
+    flat = labels if per_example else [i for row in labels for i in row if i >= 0]
+    if not head.config.labels and recipe.class_weights is not None:
+        raise HubError("training option: class_weights weigh labels; a regression task has none")
+    try:
+        head.configure_loss(class_weights(recipe, head.config.labels, flat) if head.config.labels else None, recipe.focal_gamma)
+    except ValueError as exc:
+        raise HubError(f"training option: {exc}") from None
+    power = sampling_power(recipe)
+    if power == 1.0:
+        return None
+    if not per_example or not head.config.labels:
+        raise HubError(f"sampling {recipe.sampling!r} re-samples examples by their one label; it needs a classification task")
+    return example_weights(labels, power)
+
+
 def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Collator, progress: bool) -> float:
     """Run transformers' Trainer over the adapter + head parameters; returns seconds spent."""
+    weights = _imbalance(model.head, recipe, train_set)
     steps = math.ceil(math.ceil(len(train_set) / recipe.batch_size) * recipe.epochs)
     groups = [
         {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
@@ -132,10 +158,8 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            trainer = Trainer(
-                model=model, args=args, train_dataset=train_set, optimizers=(optimizer, scheduler),
-                data_collator=collator,
-            )
+            common = {"model": model, "args": args, "train_dataset": train_set, "optimizers": (optimizer, scheduler), "data_collator": collator}
+            trainer = Trainer(**common) if weights is None else ResamplingTrainer(**common, example_weights=weights, seed=recipe.seed)
             trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)

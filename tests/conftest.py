@@ -111,16 +111,16 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
     fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
     default_tasks = [
         {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
-         "inputs": ["text"], "metric": "accuracy", "train": fast,
+         "inputs": ["text"], "metric": "accuracy", "train": {**fast, "class_weights": "balanced", "focal_gamma": 1.0},
          "data": {"format": "jsonl", "train": "data/sent_train.jsonl", "dev": "data/sent_dev.jsonl"}},
         {"name": "paraphrase", "backbone": "tiny", "kind": "classification", "labels": ["different", "same"],
-         "inputs": ["first", "second"], "metric": "f1", "head": {"pooling": "cls"}, "train": fast,
+         "inputs": ["first", "second"], "metric": "f1", "head": {"pooling": "cls"}, "train": {**fast, "sampling": "sqrt"},
          "data": {"format": "jsonl", "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
         {"name": "similarity", "backbone": "tiny", "kind": "regression", "inputs": ["first", "second"],
          "metric": "pearson_spearman", "head": {"pooling": "max", "pair": "siamese"}, "train": fast,
          "data": {"format": "jsonl", "columns": {"label": "score"}, "train": "data/pair_train.jsonl", "dev": "data/pair_dev.jsonl"}},
         {"name": "entities", "backbone": "tiny", "kind": "tagging", "labels": ["GOOD", "BAD"], "metric": "entity_f1",
-         "head": {"scheme": "bio", "crf": True}, "train": {**fast, "epochs": 3},
+         "head": {"scheme": "bio", "crf": True, "layers": "mix"}, "train": {**fast, "epochs": 3},
          "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll"}},
     ]
     return {

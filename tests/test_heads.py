@@ -79,3 +79,37 @@ def test_load_refuses_mismatched_weights_and_bad_config(tmp_path):
     (tmp_path / "head.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(HeadLoadError, match="cannot read"):
         load_head(tmp_path)
+
+
+def _layered_features(n=3, t=5, h=8, layers=6):
+    features = _features(n, t, h)
+    torch.manual_seed(2)
+    features["hidden_states"] = torch.randn(n, layers + 1, t, h)
+    features["last_hidden_state"] = features["hidden_states"][:, -1]
+    return features
+
+
+def test_last_four_layers_are_averaged():
+    head = HEAD_KINDS["classification"].from_options({"layers": "last4"}, hidden_size=8, labels=["a", "b"], num_layers=6).eval()
+    features = _layered_features()
+    expected = head.predict({**features, "last_hidden_state": features["hidden_states"][:, -4:].mean(1)})
+    assert torch.allclose(head(features)["logits"], expected["logits"])
+    assert not torch.allclose(head(features)["logits"], head.predict(features)["logits"])
+
+
+def test_learned_layer_mix_trains_and_round_trips(tmp_path):
+    head = HEAD_KINDS["classification"].from_options({"layers": "mix"}, hidden_size=8, labels=["a", "b"], num_layers=6)
+    features = _layered_features()
+    uniform = head.eval().predict({**features, "last_hidden_state": features["hidden_states"].mean(1)})
+    assert torch.allclose(head(features)["logits"], uniform["logits"], atol=1e-6)  # starts as the plain mean
+    head.train()
+    head.loss(head(features), head.targets(["a", "b", "a"])).backward()
+    assert head.layer_weights.grad is not None and head.layer_weights.grad.abs().sum() > 0
+    with torch.no_grad():
+        head.layer_weights[3] = 2.0
+    head.eval().save(tmp_path)
+    loaded = load_head(tmp_path)
+    assert torch.equal(loaded.layer_weights, head.layer_weights)
+    assert torch.allclose(loaded(features)["logits"], head(features)["logits"])
+    with pytest.raises(ValueError, match="at least 4 layers"):
+        HEAD_KINDS["classification"].from_options({"layers": "last4"}, hidden_size=8, labels=["a", "b"], num_layers=2)

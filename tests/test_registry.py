@@ -124,3 +124,15 @@ def test_example_must_fit_the_input_fields(tmp_path, tiny_backbone_dir):
     assert "'example' must give 2 text(s)" in message and "'paraphrase'" in message
     registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
     assert registry.task("sentiment").example_input is None
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda d: d["tasks"][0]["head"].update(pair="siamese") if "head" in d["tasks"][0] else d["tasks"][0].update(head={"pair": "siamese"}),
+     "siamese compares two texts"),
+    (lambda d: d["tasks"][2].update(head={"pooling": "pooler", "pair": "siamese"}), "use pooling cls, mean or max"),
+    (lambda d: d["tasks"][3].update(labels=["O", "X-GOOD"]), "not a BIO tag"),
+    (lambda d: d["tasks"][3].update(labels=["O", "B-GOOD", "I-GOOD"], head={"scheme": "bmes"}), "not a BMES tag"),
+])
+def test_head_options_that_cannot_work_are_refused(tmp_path, tiny_backbone_dir, change, expected):
+    message = _error(tmp_path, tiny_backbone_dir, change)
+    assert expected in message and "registry.yaml" in message

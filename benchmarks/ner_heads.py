@@ -1,0 +1,32 @@
+"""NER heads side by side on the same data, subset, seed and LoRA: softmax vs CRF, first sub-word vs
+every sub-word (span-based NER joins this table when its head lands). Writes
+benchmarks/results/ner_heads.{md,json}.
+
+    python benchmarks/ner_heads.py --tasks conll2003 --max-train-examples 4000 --epochs 2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from variants import run_variants, variant_arguments, write_table
+
+VARIANTS: dict[str, dict] = {
+    "tagging, softmax": {"head": {"crf": False}},
+    "tagging, CRF": {"head": {"crf": True}},
+    "tagging, softmax, all sub-words": {"head": {"crf": False, "label_all_subwords": True}},
+    "tagging, CRF, all sub-words": {"head": {"crf": True, "label_all_subwords": True}},
+}
+
+
+def main() -> None:
+    args = variant_arguments(__doc__, ["conll2003"], 2.0, "ner_heads").parse_args()
+    rows = run_variants(args, VARIANTS)
+    header = (f"NER heads: {args.max_train_examples} train sentences, {args.epochs} epoch(s), the registry's recipe otherwise, seed 42; "
+              f"entity F1 (seqeval) on the full dev set.\nCommand: `python benchmarks/ner_heads.py --tasks {' '.join(args.tasks)} "
+              f"--max-train-examples {args.max_train_examples} --epochs {args.epochs}`")
+    print(write_table(Path(args.out), header, rows, vars(args), extra_columns=("precision", "recall")))
+
+
+if __name__ == "__main__":
+    main()
