@@ -37,9 +37,9 @@ class Backbone:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
-    def max_length(self, spec: BackboneSpec) -> int:
-        """Tokens per row under `spec` (registries sharing these weights may set different limits)."""
-        return min(spec.max_length, self.model.config.max_position_embeddings)
+    def max_length(self, spec: BackboneSpec, task_limit: int | None = None) -> int:
+        """Tokens per row under `spec` or a task's own limit (registries sharing these weights may set different limits)."""
+        return min(task_limit or spec.max_length, self.model.config.max_position_embeddings)
 
 
 def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:

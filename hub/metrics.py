@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import unicodedata
+from collections import Counter
+
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -69,7 +72,50 @@ def _token_accuracy(pred, ref, labels) -> dict[str, float]:
     return {"token_accuracy": float(accuracy_score(flat_ref, flat_pred))}
 
 
+def _is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" or "\uf900" <= ch <= "\ufaff"
+
+
+def answer_tokens(text: str) -> list[str]:
+    """SQuAD's answer normalisation (lower case, no punctuation, no English articles), with every CJK
+    character a token of its own (CMRC2018's mixed segmentation), so one metric serves both languages."""
+    tokens, word = [], []
+    for ch in text.lower():
+        if ch.isspace() or unicodedata.category(ch).startswith(("P", "S")) or _is_cjk(ch):
+            if word:
+                tokens.append("".join(word))
+                word = []
+            if _is_cjk(ch):
+                tokens.append(ch)
+        else:
+            word.append(ch)
+    if word:
+        tokens.append("".join(word))
+    return [t for t in tokens if t not in ("a", "an", "the")]
+
+
+def _token_f1(prediction: list[str], gold: list[str]) -> float:
+    common = sum((Counter(prediction) & Counter(gold)).values())
+    if not prediction or not gold:
+        return float(prediction == gold)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(prediction), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _squad(pred, ref, labels) -> dict[str, float]:
+    """Exact match and token F1, each the best over the gold answers, averaged over questions."""
+    em = f1 = 0.0
+    for prediction, golds in zip(pred, ref):
+        tokens = answer_tokens(prediction)
+        em += max(float(tokens == answer_tokens(g)) for g in golds)
+        f1 += max(_token_f1(tokens, answer_tokens(g)) for g in golds)
+    return {"f1": f1 / len(pred), "exact_match": em / len(pred)}
+
+
 METRICS: dict[str, Metric] = {
+    "squad": Metric("f1", _squad),
     "entity_f1": Metric("f1", _entity_f1),
     "token_accuracy": Metric("token_accuracy", _token_accuracy),
     "accuracy": Metric("accuracy", _accuracy),

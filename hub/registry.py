@@ -71,7 +71,7 @@ class TrainSpec(_Strict):
 class DataSpec(_Strict):
     """Where a task's train/dev examples come from; see hub/data/__init__.py for the formats."""
 
-    format: Literal["tsv", "csv", "jsonl", "conll", "hf", "package"]
+    format: Literal["tsv", "csv", "jsonl", "conll", "squad", "hf", "package"]
     train: str | None = None
     dev: str | None = None
     header: bool = True
@@ -80,6 +80,7 @@ class DataSpec(_Strict):
     path: str | None = Field(None, description="Hub data set id (format: hf)")
     name: str | None = Field(None, description="Hub data set config (format: hf)")
     corpus: str | None = Field(None, description="package corpus name (format: package)")
+    dev_every: int | None = Field(None, ge=2, description="train and dev from one file: every n-th article (squad) is dev")
 
 
 class TaskSpec(_Strict):
@@ -91,7 +92,9 @@ class TaskSpec(_Strict):
     inputs: list[str] = ["text"]
     metric: str
     description: str = ""
-    example: str | list[str] | None = Field(None, description="a sample input (a list of two for pairs), used by `hub demo` and the card")
+    example: str | list[str] | dict[str, str] | None = Field(
+        None, description="a sample input (a list of two for pairs, a dict for QA), used by `hub demo` and the card")
+    max_length: int | None = Field(None, ge=8, le=4096, description="tokens per row for this task (default: the backbone's)")
     head: dict[str, Any] = {}
     data: DataSpec | None = None
     train: TrainSpec = TrainSpec()
@@ -126,7 +129,7 @@ class TaskSpec(_Strict):
             raise ValueError("head.pair: siamese compares two texts; this task has one input field")
         self.labels = head_class.expand_labels(self.labels, self.head)
         head_class.config_class.model_validate({**self.head, "kind": self.kind, "hidden_size": 1, "labels": self.labels})
-        if self.example is not None and len([self.example] if isinstance(self.example, str) else self.example) != len(self.inputs):
+        if isinstance(self.example, list) and len(self.example) != len(self.inputs) or isinstance(self.example, str) and len(self.inputs) != 1:
             raise ValueError(f"'example' must give {len(self.inputs)} text(s), one per input field {self.inputs}")
         return self
 

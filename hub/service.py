@@ -67,7 +67,7 @@ class Hub:
         head = load_task_head(folder, spec, backbone)
         name = adapter_name(spec.name, folder)
         attach_adapter(backbone, name, folder, backbone_spec.model_id)
-        codec = make_codec(spec, head, backbone.tokenizer, backbone.max_length(backbone_spec), backbone_spec.language)
+        codec = make_codec(spec, head, backbone.tokenizer, backbone.max_length(backbone_spec, spec.max_length), backbone_spec.language)
         return TaskRuntime(spec=spec, backbone=backbone, adapter_name=name, head=head, codec=codec)
 
     def _backbone(self, name: str) -> Backbone:

@@ -202,7 +202,7 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
           f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
     spec = registry.backbone(task.backbone)
-    codec = make_codec(task, model.head, backbone.tokenizer, backbone.max_length(spec), spec.language)
+    codec = make_codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
     train_set = _tokenize(train_rows, task, codec)
     seconds = _fit(model, train_set, recipe, _Collator(codec, backbone.tokenizer.pad_token_id or 0), progress)
 

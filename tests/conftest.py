@@ -93,6 +93,21 @@ def write_conll(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
     return path
 
 
+def write_squad(path: Path, n: int, seed: int) -> Path:
+    """SQuAD-format questions: 'what is good?' over filler contexts holding one positive word (the answer)."""
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(n):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 30))]
+        answer = rng.choice(POSITIVE)
+        words.insert(rng.randint(0, len(words)), answer)
+        context = " ".join(words)
+        start = len(" ".join(words[: words.index(answer)])) + (1 if words.index(answer) else 0)
+        paragraphs.append({"context": context, "qas": [{"id": str(i), "question": "what is good?", "answers": [{"text": answer, "answer_start": start}]}]})
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}), encoding="utf-8")
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -108,6 +123,8 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
     write_jsonl(data / "pair_dev.jsonl", pair_rows(40, 4))
     write_conll(data / "tag_train.conll", tagging_rows(96, 5))
     write_conll(data / "tag_dev.conll", tagging_rows(40, 6))
+    write_squad(data / "qa_train.json", 96, 7)
+    write_squad(data / "qa_dev.json", 40, 8)
     fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
     default_tasks = [
         {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
@@ -122,6 +139,9 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
         {"name": "entities", "backbone": "tiny", "kind": "tagging", "labels": ["GOOD", "BAD"], "metric": "entity_f1",
          "head": {"scheme": "bio", "crf": True, "layers": "mix"}, "train": {**fast, "epochs": 3},
          "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll"}},
+        {"name": "reader", "backbone": "tiny", "kind": "qa", "inputs": ["question", "context"], "metric": "squad",
+         "head": {"doc_stride": 6, "max_answer_tokens": 8}, "train": {**fast, "epochs": 4},
+         "data": {"format": "squad", "train": "data/qa_train.json", "dev": "data/qa_dev.json"}},
     ]
     return {
         "backbones": [{"name": "tiny", "source": str(backbone_dir), "id": "tests/tiny-bert", "language": "en", "max_length": 24}],
@@ -144,7 +164,7 @@ def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
     folder = tmp_path_factory.mktemp("trained")
     path = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
     registry = load_registry(path)
-    for task in ("sentiment", "paraphrase", "similarity", "entities"):
+    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader"):
         train_task(registry, task, progress=False)
     return path
 

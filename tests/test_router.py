@@ -12,9 +12,11 @@ from conftest import FILLER, NEGATIVE, POSITIVE
 
 def _random_request(rng: random.Random):
     words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
-    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities"])
+    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader"])
     if task == "sentiment":
         return task, words(rng.randint(1, 12))
+    if task == "reader":
+        return task, {"question": "what is good?", "context": words(rng.randint(1, 40))}
     if task == "entities":
         return task, words(rng.randint(1, 30)) if rng.random() < 0.5 else tuple(words(rng.randint(1, 9)).split())
     return task, (words(rng.randint(1, 8)), words(rng.randint(1, 8)))
@@ -24,6 +26,9 @@ def _assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys() and a["task"] == b["task"]
     if "label" in a:
         assert a["label"] == b["label"]
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    elif "answer" in a:
+        assert (a["answer"], a["start"], a["end"], a["windows"]) == (b["answer"], b["start"], b["end"], b["windows"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
     elif "tags" in a:
         assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"]

@@ -29,6 +29,8 @@ def read_rows(registry: Registry, task: TaskSpec, split: str) -> tuple[list[Any]
             f"task {task.name!r}: data file {path} not found (data.{split} in {registry.path}); fix the path or "
             "fetch the data (GLUE/CLUE files live in ../shared/data, see README)."
         )
+    if data.format == "squad":
+        return list(_squad(path, data, split)), str(path)
     readers = {"jsonl": _jsonl, "conll": _conll}
     reader = readers.get(data.format, _delimited)
     return list(reader(path, data)), str(path)
@@ -57,6 +59,23 @@ def _jsonl(path: Path, data: DataSpec) -> Iterator[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{number}: not a JSON object ({exc.msg}); fix or remove that line.") from None
+
+
+def _squad(path: Path, data: DataSpec, split: str) -> Iterator[dict[str, Any]]:
+    """SQuAD-format JSON (SQuAD, XQuAD, CMRC2018): one row per question. With `dev_every: n` the same
+    file gives both splits: every n-th article is dev, the others train (a split anyone can rebuild)."""
+    try:
+        articles = json.loads(path.read_text(encoding="utf-8-sig"))["data"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not SQuAD-format JSON (a top-level 'data' list of articles): {exc}") from None
+    for number, article in enumerate(articles, 1):
+        if data.dev_every and (number % data.dev_every == 0) != (split == "dev"):
+            continue
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [a for a in qa.get("answers", []) if a.get("text")]
+                yield {"id": str(qa.get("id", "")), "question": qa["question"], "context": paragraph["context"],
+                       "answers": {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}}
 
 
 def _conll(path: Path, data: DataSpec) -> Iterator[dict[str, list[str]]]:

@@ -1,0 +1,72 @@
+"""Extractive question answering: a start and an end score for every context token.
+
+The head sees `context_mask` [n, T] (1 on the window's context tokens); position 0 ([CLS]) stands for
+"no answer". Per window it decodes the best spans (start <= end, at most `max_answer_tokens` long)
+with their probabilities, and the no-answer probability; the QA codec picks the best over all windows
+and maps tokens back to characters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from .base import Head, HeadConfig, HeadOptions
+
+
+class QAOptions(HeadOptions):
+    max_answer_tokens: int = Field(30, ge=1, description="longest answer considered, in sub-word tokens")
+    doc_stride: int = Field(64, ge=1, description="tokens shared by consecutive windows of a long context")
+    allow_no_answer: bool = Field(False, description="answer 'no answer' when [CLS] beats every span (SQuAD 2.0 style data)")
+    top_k: int = Field(20, ge=1, description="start and end candidates per window")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class QAConfig(QAOptions, HeadConfig):
+    pass
+
+
+class QAHead(Head):
+    kind = "qa"
+    needs_labels = False
+    options_class = QAOptions
+    config_class = QAConfig
+
+    def __init__(self, config: QAConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden_size, 2)
+
+    def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self.out(self.dropout(features["last_hidden_state"])).float()  # [n, T, 2]
+        allowed = features["context_mask"].bool()
+        allowed[:, 0] = True  # [CLS]: no answer in this window
+        logits = logits.masked_fill(~allowed.unsqueeze(-1), torch.finfo(logits.dtype).min)
+        return {"logits": logits, "start": logits[..., 0], "end": logits[..., 1], "allowed": allowed}
+
+    def targets(self, raw_labels: list[Any]) -> torch.Tensor:
+        """(start token, end token) per window; (0, 0) where the answer is not in the window."""
+        return torch.tensor([[int(s), int(e)] for s, e in raw_labels], dtype=torch.long)
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return (F.cross_entropy(outputs["start"], targets[:, 0]) + F.cross_entropy(outputs["end"], targets[:, 1])) / 2
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Per window: best spans [(start, end, probability)], best first, and the no-answer probability."""
+        start_log, end_log = outputs["start"].log_softmax(-1), outputs["end"].log_softmax(-1)
+        k = min(self.config.top_k, start_log.shape[1])
+        results = []
+        for s_log, e_log, allowed in zip(start_log, end_log, outputs["allowed"].tolist()):
+            s_top, e_top = s_log.topk(k), e_log.topk(k)
+            spans = []
+            for s_score, s in zip(s_top.values.tolist(), s_top.indices.tolist()):
+                for e_score, e in zip(e_top.values.tolist(), e_top.indices.tolist()):
+                    if 0 < s <= e < s + self.config.max_answer_tokens and allowed[s] and allowed[e]:
+                        spans.append((s, e, float(torch.tensor(s_score + e_score).exp())))
+            spans.sort(key=lambda span: -span[2])
+            results.append({"spans": spans[: self.config.top_k], "no_answer": float((s_log[0] + e_log[0]).exp())})
+        return results
