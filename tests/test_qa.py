@@ -99,10 +99,15 @@ def test_squad_reader_splits_by_article_and_checks_answers(tmp_path):
     registry = parse_registry({"backbones": [{"name": "b", "source": "x", "language": "en"}], "tasks": [task]}, tmp_path / "r.yaml")
     train, dev = load_split(registry, registry.task("t"), "train"), load_split(registry, registry.task("t"), "dev")
     assert [a["text"][0] for a in dev["answers"]] == ["2", "5"] and len(train) == 4
-    articles[0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 0
+    articles[0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "0", "answer_start": 0}, {"text": "zz", "answer_start": 1}]
+    articles[1]["paragraphs"][0]["qas"][0]["question"] = " "  # article 2 of the train split
     (tmp_path / "s.json").write_text(json.dumps({"data": articles}))
-    with pytest.raises(DataError, match="is not at character 0"):
-        load_split(registry, registry.task("t"), "train")
+    with pytest.warns(UserWarning, match=r"skipped 1 question\(s\) with an empty question or context \(#1\)"):
+        assert len(load_split(registry, registry.task("t"), "train")) == 3
+    articles[1]["paragraphs"][0]["qas"][0]["question"] = "which?"
+    (tmp_path / "s.json").write_text(json.dumps({"data": articles}))
+    answers = load_split(registry, registry.task("t"), "train")[0]["answers"]
+    assert answers == {"text": ["0", "zz"], "answer_start": [5, -1]}  # moved to the text; absent -> -1
 
 
 def test_exact_match_and_f1_in_english_and_chinese():

@@ -73,7 +73,10 @@ class QACodec(Codec):
         """Every window of a training question, labelled with the first answer's tokens or (0, 0) when outside."""
         request = QARequest(example["question"], example["context"])
         answers = example["answers"]
-        span = (answers["answer_start"][0], answers["answer_start"][0] + len(answers["text"][0])) if answers["text"] else None
+        located = [(s, s + len(t)) for t, s in zip(answers["text"], answers["answer_start"]) if s >= 0]
+        if answers["text"] and not located:
+            return []  # its answers are not in the context: nothing to learn from (still a dev question)
+        span = located[0] if located else None
         out = []
         for row in self.encode([request])[0]:
             label = (0, 0)
