@@ -102,7 +102,7 @@ def test_squad_reader_splits_by_article_and_checks_answers(tmp_path):
     articles[0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "0", "answer_start": 0}, {"text": "zz", "answer_start": 1}]
     articles[1]["paragraphs"][0]["qas"][0]["question"] = " "  # article 2 of the train split
     (tmp_path / "s.json").write_text(json.dumps({"data": articles}))
-    with pytest.warns(UserWarning, match=r"skipped 1 question\(s\) with an empty question or context \(#1\)"):
+    with pytest.warns(UserWarning, match=r"skipped 1 question\(s\) with an empty question or context \(#2\)"):
         assert len(load_split(registry, registry.task("t"), "train")) == 3
     articles[1]["paragraphs"][0]["qas"][0]["question"] = "which?"
     (tmp_path / "s.json").write_text(json.dumps({"data": articles}))
