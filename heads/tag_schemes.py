@@ -114,6 +114,15 @@ def tags_for_spans(length: int, entities: list[tuple[int, int, str]], scheme: Sc
     return tags
 
 
+def without_overlaps(entities: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The longest spans that do not overlap (ties: the earlier one), for tagging data with nested entities."""
+    kept: list[tuple[int, int, str]] = []
+    for span in sorted(entities, key=lambda s: (-(s[1] - s[0]), s[0])):
+        if all(span[1] <= other[0] or span[0] >= other[1] for other in kept):
+            kept.append(span)
+    return sorted(kept)
+
+
 def subword_tags(tag: str, pieces: int, scheme: Scheme) -> list[str]:
     """Tags for every sub-word of one word (training on all sub-words): the word's span is kept intact."""
     if pieces <= 1:

@@ -11,7 +11,7 @@ import torch
 from heads import HEAD_KINDS
 from hub.codecs import make_codec
 from hub.data import load_split
-from hub.errors import DataError, InputError
+from hub.errors import InputError
 from hub.metrics import compute_metric
 from hub.registry import load_registry, parse_registry
 

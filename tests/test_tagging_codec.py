@@ -107,6 +107,8 @@ def test_character_spans_become_word_tags(tokenizers):
     example = {"text": "在 上海见到李四", "spans": [{"start": 2, "end": 4, "label": "LOC"}, {"start": 6, "end": 8, "label": "PER"}]}
     assert codec.reference(example) == ["O", "B-LOC", "I-LOC", "O", "O", "B-PER", "I-PER"]
     assert codec.request(example) == example["text"]
+    nested = {"text": "北京大学", "spans": [{"start": 0, "end": 4, "label": "LOC"}, {"start": 0, "end": 2, "label": "LOC"}]}
+    assert codec.reference(nested) == ["B-LOC", "I-LOC", "I-LOC", "I-LOC"]  # the longest of overlapping spans
 
 
 @pytest.mark.parametrize("value", ["", "   ", [], ["ok", ""], ["ok", " "], ["ok", None], None, 3, {"words": ["a"]}])

@@ -10,7 +10,7 @@ import torch
 from heads import HEAD_KINDS, load_head
 from heads.crf import CRF
 from heads.tag_schemes import (
-    detect_scheme, repair_tags, spans, subword_tags, tags_for_spans, transition_constraints, word_tag,
+    detect_scheme, repair_tags, spans, subword_tags, tags_for_spans, transition_constraints, without_overlaps, word_tag,
 )
 
 BIO = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
@@ -37,9 +37,10 @@ def test_spans_are_lenient_like_conlleval():
     assert spans(["B", "E", "S", "B", "M"], "bmes") == [(0, 2, ""), (2, 3, ""), (3, 5, "")]
 
 
-def test_overlapping_spans_are_refused_for_tagging():
+def test_overlapping_spans_are_refused_for_tagging_or_resolved_to_the_longest():
     with pytest.raises(ValueError, match="overlaps"):
         tags_for_spans(5, [(0, 3, "PER"), (2, 4, "ORG")], "bio")
+    assert without_overlaps([(2, 4, "ORG"), (0, 3, "PER"), (4, 6, "LOC"), (5, 6, "X")]) == [(0, 3, "PER"), (4, 6, "LOC")]
 
 
 @pytest.mark.parametrize(("tag", "scheme"), [("S-PER", "bioes"), ("B-PER", "bioes"), ("E-PER", "bioes"), ("I-PER", "bioes"),

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from heads.tag_schemes import repair_tags, spans, subword_tags, tags_for_spans, word_tag
-from ..errors import DataError, InputError
+from heads.tag_schemes import repair_tags, spans, subword_tags, tags_for_spans, without_overlaps, word_tag
+from ..errors import InputError
 from .base import Codec, Row
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -180,10 +180,8 @@ class TaggingCodec(Codec):
             inside = [i for i, (s, e) in enumerate(offsets) if s < span["end"] and e > span["start"]]
             if inside:
                 found.append((inside[0], inside[-1] + 1, span["label"]))
-        try:
-            return words, tags_for_spans(len(words), found, self._scheme)
-        except ValueError as exc:
-            raise DataError(f"task {self.task.name!r}, text {example['text'][:40]!r}: {exc}") from None
+        # tags hold one entity per word: nested or overlapping annotations keep the longest (span_ner keeps all)
+        return words, tags_for_spans(len(words), without_overlaps(found), self._scheme)
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         """Training rows (one per window) with the tag of every label position."""
