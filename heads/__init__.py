@@ -5,9 +5,12 @@ from pathlib import Path
 from .base import Head, HeadConfig, HeadLoadError, HeadOptions, load_head_from, pool
 from .sequence import ClassificationHead, RegressionHead
 from .qa import QAHead
+from .relation import RelationHead
 from .tagging import TaggingHead
 
-HEAD_KINDS: dict[str, type[Head]] = {cls.kind: cls for cls in (ClassificationHead, RegressionHead, TaggingHead, QAHead)}
+HEAD_KINDS: dict[str, type[Head]] = {
+    cls.kind: cls for cls in (ClassificationHead, RegressionHead, TaggingHead, QAHead, RelationHead)
+}
 
 
 def load_head(folder: Path) -> Head:

@@ -54,12 +54,12 @@ class PooledHead(Head):
         return {"logits": self.out(self.dropout(pooled))}
 
 
-class ClassificationHead(PooledHead):
-    kind = "classification"
-    needs_labels = True
+class SingleLabel:
+    """Targets, loss (with the class-imbalance options) and decoding for one label per row."""
 
-    def output_size(self) -> int:
-        return len(self.config.labels)
+    config: HeadConfig
+    class_weights: torch.Tensor | None
+    focal_gamma: float
 
     def targets(self, raw_labels: list[Any]) -> torch.Tensor:
         index = {label: i for i, label in enumerate(self.config.labels)}
@@ -78,6 +78,14 @@ class ClassificationHead(PooledHead):
         probs = outputs["logits"].float().softmax(-1)
         scores, best = probs.max(-1)
         return [{"label": self.config.labels[i], "score": round(float(s), 6)} for i, s in zip(best.tolist(), scores)]
+
+
+class ClassificationHead(SingleLabel, PooledHead):
+    kind = "classification"
+    needs_labels = True
+
+    def output_size(self) -> int:
+        return len(self.config.labels)
 
 
 class RegressionHead(PooledHead):

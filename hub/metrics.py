@@ -114,7 +114,23 @@ def _squad(pred, ref, labels) -> dict[str, float]:
     return {"f1": f1 / len(pred), "exact_match": em / len(pred)}
 
 
+def _semeval_macro_f1(pred, ref, labels) -> dict[str, float]:
+    """SemEval-2010 Task 8's official score: macro F1 over the relation types except Other, where a
+    prediction is correct only with the right direction ("Cause-Effect(e1,e2)" != "Cause-Effect(e2,e1)")."""
+    kind = lambda label: label.split("(")[0]  # noqa: E731
+    kinds = sorted({kind(label) for label in (labels or ref)} - {"Other"})
+    f1s = {}
+    for k in kinds:
+        predicted = sum(kind(p) == k for p in pred)
+        gold = sum(kind(r) == k for r in ref)
+        correct = sum(p == r and kind(p) == k for p, r in zip(pred, ref))
+        precision, recall = correct / predicted if predicted else 0.0, correct / gold if gold else 0.0
+        f1s[k] = 2 * precision * recall / (precision + recall) if correct else 0.0
+    return {"macro_f1": sum(f1s.values()) / len(f1s), **_accuracy(pred, ref, labels), **{f"f1_{k}": v for k, v in f1s.items()}}
+
+
 METRICS: dict[str, Metric] = {
+    "semeval_macro_f1": Metric("macro_f1", _semeval_macro_f1),
     "squad": Metric("f1", _squad),
     "entity_f1": Metric("f1", _entity_f1),
     "token_accuracy": Metric("token_accuracy", _token_accuracy),

@@ -29,10 +29,10 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-bert")
-    letters = list(string.ascii_lowercase + string.digits + ".,!?'")
+    letters = list(string.ascii_lowercase + string.digits + ".,!?'@#")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, *letters, *[f"##{c}" for c in letters]]
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)
@@ -108,6 +108,22 @@ def write_squad(path: Path, n: int, seed: int) -> Path:
     return path
 
 
+def write_semeval(path: Path, n: int, seed: int) -> Path:
+    """SemEval-2010-format sentences: a positive word 'beats' a negative one, in either direction, or Other."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        first, second = rng.choice([(POSITIVE, NEGATIVE), (NEGATIVE, POSITIVE), (FILLER, FILLER)])
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 8))]
+        a, b = sorted(rng.sample(range(len(words) + 1), 2))
+        words.insert(b, f"<e2>{rng.choice(second)}</e2>")
+        words.insert(a, f"<e1>{rng.choice(first)}</e1>")
+        label = "Beats(e1,e2)" if first is POSITIVE else "Beats(e2,e1)" if first is NEGATIVE else "Other"
+        lines += [f'{i + 1}\t"{" ".join(words)}"', label, "Comment:", ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -125,6 +141,8 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
     write_conll(data / "tag_dev.conll", tagging_rows(40, 6))
     write_squad(data / "qa_train.json", 96, 7)
     write_squad(data / "qa_dev.json", 40, 8)
+    write_semeval(data / "rel_train.txt", 120, 9)
+    write_semeval(data / "rel_dev.txt", 40, 10)
     fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
     default_tasks = [
         {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
@@ -142,6 +160,9 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
         {"name": "reader", "backbone": "tiny", "kind": "qa", "inputs": ["question", "context"], "metric": "squad",
          "head": {"doc_stride": 6, "max_answer_tokens": 8}, "train": {**fast, "epochs": 4},
          "data": {"format": "squad", "train": "data/qa_train.json", "dev": "data/qa_dev.json"}},
+        {"name": "relations", "backbone": "tiny", "kind": "relation", "labels": ["Beats(e1,e2)", "Beats(e2,e1)", "Other"],
+         "metric": "semeval_macro_f1", "train": {**fast, "epochs": 4},
+         "data": {"format": "semeval", "train": "data/rel_train.txt", "dev": "data/rel_dev.txt"}},
     ]
     return {
         "backbones": [{"name": "tiny", "source": str(backbone_dir), "id": "tests/tiny-bert", "language": "en", "max_length": 24}],
@@ -164,7 +185,7 @@ def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
     folder = tmp_path_factory.mktemp("trained")
     path = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
     registry = load_registry(path)
-    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader"):
+    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader", "relations"):
         train_task(registry, task, progress=False)
     return path
 

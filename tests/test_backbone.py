@@ -104,3 +104,12 @@ def test_registries_sharing_weights_keep_their_own_id_and_max_length(trained_reg
     third.write_text(trained_registry.read_text().replace("id: tests/tiny-bert", "id: someone/else"))
     with pytest.raises(hub.AdapterError, match="registry's backbone is 'someone/else'"):
         hub.Hub.load(third).run("sentiment", "good")
+
+
+def test_tiny_fixture_tokenizer_knows_its_vocabulary(tiny_backbone_dir):
+    """Guards the fixture itself: a tokenizer that mapped every word to [UNK] would make the tiny tests vacuous."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone_dir)
+    ids = tokenizer("good movie @ dull", add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in ids and len(ids) == 4

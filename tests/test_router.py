@@ -12,9 +12,12 @@ from conftest import FILLER, NEGATIVE, POSITIVE
 
 def _random_request(rng: random.Random):
     words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
-    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader"])
+    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "relations"])
     if task == "sentiment":
         return task, words(rng.randint(1, 12))
+    if task == "relations":
+        text = words(rng.randint(3, 12))
+        return task, {"text": text, "head": [0, text.index(" ")], "tail": [text.rindex(" ") + 1, len(text)]}
     if task == "reader":
         return task, {"question": "what is good?", "context": words(rng.randint(1, 40))}
     if task == "entities":

@@ -8,10 +8,13 @@ from heads import Head
 from ..registry import TaskSpec
 from .base import Codec, Row, backbone_batch, model_inputs, pad_lists
 from .qa import QACodec
+from .relation import RelationCodec
 from .tagging import TaggingCodec
 from .text import TextCodec
 
-CODECS: dict[str, type[Codec]] = {"classification": TextCodec, "regression": TextCodec, "tagging": TaggingCodec, "qa": QACodec}
+CODECS: dict[str, type[Codec]] = {
+    "classification": TextCodec, "regression": TextCodec, "tagging": TaggingCodec, "qa": QACodec, "relation": RelationCodec,
+}
 
 
 def make_codec(task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, max_length: int, language: str) -> Codec:

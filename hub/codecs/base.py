@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
@@ -45,6 +46,14 @@ class Codec:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.language = language
+
+    @cached_property
+    def specials(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a text ([CLS] ... [SEP] for BERT)."""
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a")["input_ids"]
+        start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
+        return full[:start], full[start + len(bare):]
 
     def normalize(self, value: Any) -> Any:
         raise NotImplementedError

@@ -13,7 +13,6 @@ import re
 from collections.abc import Sequence
 from itertools import groupby
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from heads.tag_schemes import repair_tags, spans, subword_tags, tags_for_spans, without_overlaps, word_tag
@@ -78,14 +77,6 @@ class TaggingCodec(Codec):
                 found = [(m.group(), m.span()) for m in _WORD.finditer(text)]
         return [w for w, _ in found], [tuple(span) for _, span in found]
 
-    @cached_property
-    def _specials(self) -> tuple[list[int], list[int]]:
-        """The special tokens the tokenizer puts before and after a text ([CLS] ... [SEP] for BERT)."""
-        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = self.tokenizer("a")["input_ids"]
-        start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
-        return full[:start], full[start + len(bare):]
-
     def _pieces(self, word_lists: Sequence[list[str]]) -> list[list[list[int]]]:
         """Sub-word ids of every word, per sentence."""
         encoded = self.tokenizer(list(word_lists), is_split_into_words=True, add_special_tokens=False)
@@ -100,7 +91,7 @@ class TaggingCodec(Codec):
 
     def _windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
         """(first word, end word) of consecutive windows whose sub-words fit the backbone."""
-        budget = self.max_length - sum(map(len, self._specials))
+        budget = self.max_length - sum(map(len, self.specials))
         windows, start, used = [], 0, 0
         for i, word in enumerate(pieces):
             size = min(len(word), budget)
@@ -113,7 +104,7 @@ class TaggingCodec(Codec):
 
     def _row(self, pieces: list[list[int]], start: int, end: int) -> Row:
         """One window: special tokens around the words' sub-words; label positions per word (or sub-word)."""
-        prefix, suffix = self._specials
+        prefix, suffix = self.specials
         budget = self.max_length - len(prefix) - len(suffix)
         ids: list[int] = []
         positions, owners, truncated = [], [], False

