@@ -6,10 +6,11 @@ from .base import Head, HeadConfig, HeadLoadError, HeadOptions, load_head_from, 
 from .sequence import ClassificationHead, RegressionHead
 from .qa import QAHead
 from .relation import RelationHead
+from .span_ner import SpanNERHead
 from .tagging import TaggingHead
 
 HEAD_KINDS: dict[str, type[Head]] = {
-    cls.kind: cls for cls in (ClassificationHead, RegressionHead, TaggingHead, QAHead, RelationHead)
+    cls.kind: cls for cls in (ClassificationHead, RegressionHead, TaggingHead, QAHead, RelationHead, SpanNERHead)
 }
 
 

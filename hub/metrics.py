@@ -129,7 +129,24 @@ def _semeval_macro_f1(pred, ref, labels) -> dict[str, float]:
     return {"macro_f1": sum(f1s.values()) / len(f1s), **_accuracy(pred, ref, labels), **{f"f1_{k}": v for k, v in f1s.items()}}
 
 
+def _span_f1(pred, ref, labels) -> dict[str, float]:
+    """Exact-match entity F1 over (start, end, type) sets, micro and per type; nested entities count each."""
+    found = {(i, *span) for i, spans in enumerate(pred) for span in spans}
+    gold = {(i, *span) for i, spans in enumerate(ref) for span in spans}
+
+    def f1(p: set, g: set) -> tuple[float, float, float]:
+        correct = len(p & g)
+        precision, recall = correct / len(p) if p else 0.0, correct / len(g) if g else 0.0
+        return (2 * precision * recall / (precision + recall) if correct else 0.0), precision, recall
+
+    score, precision, recall = f1(found, gold)
+    kinds = sorted({s[-1] for s in found | gold})
+    return {"f1": score, "precision": precision, "recall": recall,
+            **{f"f1_{k}": f1({s for s in found if s[-1] == k}, {s for s in gold if s[-1] == k})[0] for k in kinds}}
+
+
 METRICS: dict[str, Metric] = {
+    "span_f1": Metric("f1", _span_f1),
     "semeval_macro_f1": Metric("macro_f1", _semeval_macro_f1),
     "squad": Metric("f1", _squad),
     "entity_f1": Metric("f1", _entity_f1),

@@ -160,6 +160,9 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
         {"name": "reader", "backbone": "tiny", "kind": "qa", "inputs": ["question", "context"], "metric": "squad",
          "head": {"doc_stride": 6, "max_answer_tokens": 8}, "train": {**fast, "epochs": 4},
          "data": {"format": "squad", "train": "data/qa_train.json", "dev": "data/qa_dev.json"}},
+        {"name": "spans", "backbone": "tiny", "kind": "span_ner", "labels": ["GOOD", "BAD"], "metric": "span_f1",
+         "head": {"max_span_width": 3, "negative_samples": 10}, "train": {**fast, "epochs": 3},
+         "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll"}},
         {"name": "relations", "backbone": "tiny", "kind": "relation", "labels": ["Beats(e1,e2)", "Beats(e2,e1)", "Other"],
          "metric": "semeval_macro_f1", "train": {**fast, "epochs": 4},
          "data": {"format": "semeval", "train": "data/rel_train.txt", "dev": "data/rel_dev.txt"}},
@@ -185,7 +188,7 @@ def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
     folder = tmp_path_factory.mktemp("trained")
     path = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
     registry = load_registry(path)
-    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader", "relations"):
+    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"):
         train_task(registry, task, progress=False)
     return path
 

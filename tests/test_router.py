@@ -12,7 +12,7 @@ from conftest import FILLER, NEGATIVE, POSITIVE
 
 def _random_request(rng: random.Random):
     words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
-    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "relations"])
+    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"])
     if task == "sentiment":
         return task, words(rng.randint(1, 12))
     if task == "relations":
@@ -20,7 +20,7 @@ def _random_request(rng: random.Random):
         return task, {"text": text, "head": [0, text.index(" ")], "tail": [text.rindex(" ") + 1, len(text)]}
     if task == "reader":
         return task, {"question": "what is good?", "context": words(rng.randint(1, 40))}
-    if task == "entities":
+    if task in ("entities", "spans"):
         return task, words(rng.randint(1, 30)) if rng.random() < 0.5 else tuple(words(rng.randint(1, 9)).split())
     return task, (words(rng.randint(1, 8)), words(rng.randint(1, 8)))
 
@@ -34,7 +34,7 @@ def _assert_same(a: dict, b: dict) -> None:
         assert (a["answer"], a["start"], a["end"], a["windows"]) == (b["answer"], b["start"], b["end"], b["windows"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
     elif "tags" in a:
-        assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"]
+        assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"] and len(a["entities"]) == len(b["entities"])
         assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
         assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
     else:

@@ -9,11 +9,13 @@ from ..registry import TaskSpec
 from .base import Codec, Row, backbone_batch, model_inputs, pad_lists
 from .qa import QACodec
 from .relation import RelationCodec
+from .span_ner import SpanCodec
 from .tagging import TaggingCodec
 from .text import TextCodec
 
 CODECS: dict[str, type[Codec]] = {
     "classification": TextCodec, "regression": TextCodec, "tagging": TaggingCodec, "qa": QACodec, "relation": RelationCodec,
+    "span_ner": SpanCodec,
 }
 
 

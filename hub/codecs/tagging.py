@@ -40,6 +40,10 @@ class TaggingCodec(Codec):
     def _scheme(self) -> str:
         return self.head.scheme
 
+    @property
+    def _all_subwords(self) -> bool:
+        return self._config.label_all_subwords
+
     def _split_chars(self) -> bool:
         mode = self._config.words
         return mode == "chars" or (mode == "auto" and self.language.lower().startswith(("zh", "ja")))
@@ -111,7 +115,7 @@ class TaggingCodec(Codec):
         for word in range(start, end):
             word_pieces = pieces[word][: budget]
             truncated |= len(word_pieces) < len(pieces[word])
-            taken = word_pieces if self._config.label_all_subwords else word_pieces[:1]
+            taken = word_pieces if self._all_subwords else word_pieces[:1]
             positions.extend(len(prefix) + len(ids) + k for k in range(len(taken)))
             owners.extend([word] * len(taken))
             ids.extend(word_pieces)
@@ -134,7 +138,7 @@ class TaggingCodec(Codec):
         tags, scores = [], []
         for word in range(len(request.words)):
             tag, score = first.get(word, (outside, 1.0))
-            tags.append(word_tag(tag, last.get(word, tag), self._scheme) if self._config.label_all_subwords else tag)
+            tags.append(word_tag(tag, last.get(word, tag), self._scheme) if self._all_subwords else tag)
             scores.append(score)
         result: dict[str, Any] = {"tokens": request.words, "tags": tags}
         result.update(self._spans(request, tags, scores))

@@ -39,7 +39,8 @@ def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
     if task.data is None:
         raise DataError(f"task {task.name!r} has no 'data' section in {registry.path}; add one (see README: 'Add your own task').")
     rows, source = read_rows(registry, task, split)
-    build = {"tagging": tagging_examples, "qa": qa_examples, "relation": relation_examples}.get(task.kind, text_examples)
+    build = {"tagging": tagging_examples, "span_ner": tagging_examples, "qa": qa_examples, "relation": relation_examples}.get(
+        task.kind, text_examples)
     examples = build(rows, task, source)
     if not examples:
         raise DataError(f"task {task.name!r}: {source} holds no examples.")

@@ -36,7 +36,8 @@ def _tokens_example(tokens: Any, tags: Any, task: TaskSpec, where: str) -> Examp
         raise DataError(f"{where}: tokens and tags must be lists of the same length.")
     mapping = task.data.label_values or {}
     tags = [mapping.get(str(tag), str(tag)) for tag in tags]
-    unknown = sorted(set(tags) - set(task.labels))
+    known = set(task.labels) if task.kind == "tagging" else {"O"} | {t for t in tags if t.partition("-")[2] in task.labels}
+    unknown = sorted(set(tags) - known)
     if unknown:
         raise DataError(f"{where}: tags {unknown[:5]} are not among the task's labels; add them or map them with data.label_values.")
     kept = [(str(token), tag) for token, tag in zip(tokens, tags) if str(token).strip()]
@@ -64,7 +65,7 @@ def _spans_example(text: Any, raw: Any, task: TaskSpec, where: str) -> Example:
         spans = [{"start": int(s["start"]), "end": int(s["end"]), "label": str(s["label"])} for s in raw]
     elif raw is not None:
         raise DataError(f"{where}: spans must be a CLUENER-style object or a list of {{start, end, label}}.")
-    types = {tag.partition("-")[2] for tag in task.labels} - {""}
+    types = set(task.labels) if task.kind == "span_ner" else {tag.partition("-")[2] for tag in task.labels} - {""}
     for span in spans:
         if span["label"] not in types:
             raise DataError(f"{where}: entity type {span['label']!r} is not among the task's types {sorted(types)}.")

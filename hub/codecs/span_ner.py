@@ -1,0 +1,103 @@
+"""Codec for span-based NER: the tagging codec's words and windows, plus the spans each row scores.
+
+Training rows list the gold spans and up to `negative_samples` non-entity spans drawn with a fixed,
+per-sentence seed (a rerun samples the same ones); serving rows list every span up to `max_span_width`.
+Results have the tagging format (entities with character offsets), and nested entities may overlap.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from heads.tag_schemes import detect_scheme, tags_for_spans, without_overlaps
+from heads.tag_schemes import spans as tag_spans
+from .base import Row
+from .tagging import TaggingCodec, TaggingRequest
+
+
+class SpanCodec(TaggingCodec):
+    extras_padding = {"label_positions": -1, "span_starts": -1, "span_ends": -1}
+
+    @property
+    def _scheme(self) -> str:
+        return "bio"  # only for the `tags` of a result (non-overlapping entities)
+
+    @property
+    def _all_subwords(self) -> bool:
+        return False
+
+    def _enumerate(self, words: int) -> list[tuple[int, int]]:
+        """Every (first, last) word pair of a row, inclusive, up to the maximum width."""
+        width = self.head.config.max_span_width
+        return [(i, j) for i in range(words) for j in range(i, min(words, i + width))]
+
+    def _with_spans(self, row: Row, spans: list[tuple[int, int]]) -> Row:
+        row.extras["span_starts"] = [s for s, _ in spans]
+        row.extras["span_ends"] = [e for _, e in spans]
+        row.meta["spans"] = spans
+        return row
+
+    def encode(self, requests: Sequence[TaggingRequest]) -> list[list[Row]]:
+        return [[self._with_spans(row, self._enumerate(len(row.meta["owners"]))) for row in rows] for rows in super().encode(requests)]
+
+    def finish(self, request: TaggingRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
+        found = []  # (first word, end word exclusive, type, score)
+        for row, result in zip(rows, decoded):
+            owners = row.meta["owners"]
+            for index, label, score in result["spans"]:
+                first, last = row.meta["spans"][index]
+                found.append((owners[first], owners[last] + 1, label, score))
+        joiner = "" if self._split_chars() else " "
+        entities = []
+        for start, end, label, score in sorted(found):
+            if request.offsets is None:
+                item = {"text": joiner.join(request.words[start:end]), "label": label, "start": start, "end": end}
+            else:
+                first, last = request.offsets[start][0], request.offsets[end - 1][1]
+                item = {"text": request.text[first:last], "label": label, "start": first, "end": last}
+            entities.append({**item, "score": score})
+        tags = tags_for_spans(len(request.words), without_overlaps([(s, e, k) for s, e, k, _ in found]), "bio")
+        return {"tokens": request.words, "tags": tags, "entities": entities}
+
+    def _gold_spans(self, example: dict[str, Any]) -> tuple[list[str], list[tuple[int, int, str]]]:
+        """Words and gold entities (first word, end exclusive, type); nested ones kept."""
+        if "tokens" in example:
+            scheme = detect_scheme(sorted(set(example["tags"])))  # an all-O sentence reads as 'plain': no entities
+            return example["tokens"], tag_spans(example["tags"], scheme) if scheme != "plain" else []
+        words, offsets = self._words(example["text"])
+        gold = []
+        for span in example["spans"]:
+            inside = [i for i, (s, e) in enumerate(offsets) if s < span["end"] and e > span["start"]]
+            if inside:
+                gold.append((inside[0], inside[-1] + 1, span["label"]))
+        return words, gold
+
+    def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
+        words, gold = self._gold_spans(example)
+        pieces = self._pieces([words])[0]
+        rng = random.Random(" ".join(words))
+        rows = []
+        for start, end in self._windows(pieces):
+            row = self._row(pieces, start, end)
+            local = {word: i for i, word in enumerate(row.meta["owners"])}
+            labelled = {}
+            for first, stop, kind in gold:
+                if first in local and stop - 1 in local and stop - first <= self.head.config.max_span_width:
+                    labelled[(local[first], local[stop - 1])] = kind
+            negatives = [span for span in self._enumerate(len(local)) if span not in labelled]
+            negatives = rng.sample(negatives, min(len(negatives), self.head.config.negative_samples))
+            spans = sorted(labelled) + negatives
+            self._with_spans(row, spans)
+            rows.append({"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **row.extras,
+                         "labels": self.head.targets([[labelled.get(span) for span in spans]])[0].tolist()})
+        return rows
+
+    def prediction(self, result: dict[str, Any]) -> list[tuple[int, int, str]]:
+        return sorted((e["start"], e["end"], e["label"]) for e in result["entities"])
+
+    def reference(self, example: dict[str, Any]) -> list[tuple[int, int, str]]:
+        if "tokens" in example:
+            return sorted(self._gold_spans(example)[1])
+        return sorted((s["start"], s["end"], s["label"]) for s in example["spans"])
