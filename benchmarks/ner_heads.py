@@ -1,6 +1,6 @@
 """NER heads side by side on the same data, subset, seed and LoRA: softmax vs CRF, first sub-word vs
-every sub-word (span-based NER joins this table when its head lands). Writes
-benchmarks/results/ner_heads.{md,json}.
+every sub-word, tagging vs span-based (exact-match entity F1 either way: seqeval for tags, span F1 for
+spans; they agree on data without nested entities). Writes benchmarks/results/ner_heads.{md,json}.
 
     python benchmarks/ner_heads.py --tasks conll2003 --max-train-examples 4000 --epochs 2
 """
@@ -16,6 +16,8 @@ VARIANTS: dict[str, dict] = {
     "tagging, CRF": {"head": {"crf": True}},
     "tagging, softmax, all sub-words": {"head": {"crf": False, "label_all_subwords": True}},
     "tagging, CRF, all sub-words": {"head": {"crf": True, "label_all_subwords": True}},
+    "span-based (SpERT), width <= 8": {"kind": "span_ner", "head": {"max_span_width": 8}, "metric": "span_f1",
+                                       "labels": lambda task: sorted({tag.split("-", 1)[1] for tag in task.labels if "-" in tag})},
 }
 
 

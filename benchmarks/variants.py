@@ -39,16 +39,21 @@ def run_variants(args: argparse.Namespace, variants: dict[str, dict[str, Any]], 
 
 
 def train_variants(registry: Registry, task_name: str, variants: dict[str, dict[str, Any]], **train: Any) -> list[dict[str, Any]]:
-    """One row per variant (`{"head": {...}, "lora": {...}}` overrides): dev score, sizes, seconds."""
+    """One row per variant (`{"head": {...}, "lora": {...}}` overrides, or another `kind` with its `labels(task)`
+    and `metric`): dev score, sizes, seconds."""
     task = registry.task(task_name)
     rows = []
     for name, variant in variants.items():
         lora = {**task.train.lora.model_dump(), **variant.get("lora", {})}
-        variant_task = task.model_copy(update={"head": {**task.head, **variant.get("head", {})}})
+        if variant.get("kind", task.kind) == task.kind:
+            update = {"head": {**task.head, **variant.get("head", {})}}
+        else:
+            update = {"kind": variant["kind"], "head": variant.get("head", {}), "labels": variant["labels"](task), "metric": variant["metric"]}
+        variant_task = task.model_copy(update=update)
         variant_registry = registry.model_copy(update={"tasks": [variant_task]})
         with tempfile.TemporaryDirectory() as out:
             report = train_task(variant_registry, task_name, output=Path(out) / task_name, progress=False, lora=lora, **train)
-        rows.append({"task": task_name, "variant": name, "metric": task.metric, "score": next(iter(report["metrics"].values())),
+        rows.append({"task": task_name, "variant": name, "metric": variant_task.metric, "score": next(iter(report["metrics"].values())),
                      "metrics": report["metrics"], "trainable": report["trainable_parameters"], "bytes": report["adapter_bytes"],
                      "seconds": round(report["train_seconds"])})
         print(json.dumps(rows[-1]), flush=True)
