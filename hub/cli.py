@@ -48,7 +48,7 @@ def list_tasks(registry: RegistryOption = None) -> None:
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="task name, e.g. sst2")],
-    texts: Annotated[list[str], typer.Argument(help="one text, or two for a pair task")],
+    texts: Annotated[list[str], typer.Argument(help="one text; two for a pair task or QA (question, context); several = pre-split tokens for tagging")],
     registry: RegistryOption = None,
 ) -> None:
     """Answer one input and print the result as JSON."""
@@ -119,8 +119,9 @@ def demo(registry: RegistryOption = None) -> None:
     for task, result in zip(served, results):
         shown = {k: v for k, v in result.items() if k != "task"}
         language = hub.registry.backbone(task.backbone).language
-        table.add_row(task.name, language, " | ".join(task.example) if isinstance(task.example, list) else task.example,
-                      json.dumps(shown, ensure_ascii=False))
+        example = task.example if isinstance(task.example, str) else " | ".join(
+            task.example.values() if isinstance(task.example, dict) else task.example)
+        table.add_row(task.name, language, example, json.dumps(shown, ensure_ascii=False))
     out.print(table)
 
 

@@ -46,3 +46,16 @@ def test_train_and_eval(tmp_path, tiny_backbone_dir):
 def test_python_dash_m_hub_works():
     result = subprocess.run([sys.executable, "-m", "hub", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_demo_and_run_for_every_task_kind(trained_registry):
+    runner = CliRunner()
+    demo = runner.invoke(app, ["demo", "--registry", str(trained_registry)], env={"COLUMNS": "250"})
+    assert demo.exit_code == 0, demo.output
+    assert "reader" in demo.output and "entities" in demo.output
+    qa = runner.invoke(app, ["run", "reader", "what is good?", "a fine movie", "--registry", str(trained_registry)])
+    assert qa.exit_code == 0 and json.loads(qa.output)["answer"] is not None
+    tokens = runner.invoke(app, ["run", "entities", "good", "movie", "--registry", str(trained_registry)])
+    assert json.loads(tokens.output)["tokens"] == ["good", "movie"]
+    relation = runner.invoke(app, ["run", "relations", "<e1>good</e1> beats <e2>dull</e2>", "--registry", str(trained_registry)])
+    assert json.loads(relation.output)["label"] in ("Beats(e1,e2)", "Beats(e2,e1)", "Other")
