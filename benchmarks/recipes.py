@@ -18,6 +18,7 @@ VARIANTS: dict[str, dict] = {
     "mean, dense+tanh head, LoRA q/v": {"head": {"pooling": "mean", "projection": True}, "lora": {"target_modules": ["query", "value"]}},
     "mean, linear head, LoRA all linear": {"head": {"pooling": "mean", "projection": False}, "lora": {"target_modules": ALL_LINEAR}},
     "mean, dense+tanh head, LoRA all linear": {"head": {"pooling": "mean", "projection": True}, "lora": {"target_modules": ALL_LINEAR}},
+    "mean, siamese pair [u, v, |u-v|, u*v], LoRA all linear": {"head": {"pooling": "mean", "pair": "siamese"}, "lora": {"target_modules": ALL_LINEAR}},
     "mean, linear head, LoRA all linear r=4": {"head": {"pooling": "mean", "projection": False}, "lora": {"r": 4, "alpha": 8, "target_modules": ALL_LINEAR}},
 }
 
