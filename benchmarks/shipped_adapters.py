@@ -28,7 +28,7 @@ def main() -> None:
             lines.append(f"| {task.name} | {task.backbone} | {task.metric} | not trained | | | | `hub train {task.name}` |")
             continue
         metrics, report = card_metrics(folder), card_report(folder)
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:3])  # per-type scores: see the card
         share = report["trainable_parameters"] / report["total_parameters"]
         lines.append(
             f"| {task.name} | {task.backbone} | {task.metric} | {scores} | {report['trainable_parameters']:,} ({share:.2%}) | "
