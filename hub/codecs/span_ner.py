@@ -66,13 +66,7 @@ class SpanCodec(TaggingCodec):
         if "tokens" in example:
             scheme = detect_scheme(sorted(set(example["tags"])))  # an all-O sentence reads as 'plain': no entities
             return example["tokens"], tag_spans(example["tags"], scheme) if scheme != "plain" else []
-        words, offsets = self._words(example["text"])
-        gold = []
-        for span in example["spans"]:
-            inside = [i for i, (s, e) in enumerate(offsets) if s < span["end"] and e > span["start"]]
-            if inside:
-                gold.append((inside[0], inside[-1] + 1, span["label"]))
-        return words, gold
+        return self._word_spans(example)
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         words, gold = self._gold_spans(example)

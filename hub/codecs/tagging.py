@@ -169,14 +169,19 @@ class TaggingCodec(Codec):
         """A data-set example as words + word tags; character spans are mapped onto the codec's words."""
         if "tokens" in example:
             return example["tokens"], example["tags"]
+        words, found = self._word_spans(example)
+        # tags hold one entity per word: nested or overlapping annotations keep the longest (span_ner keeps all)
+        return words, tags_for_spans(len(words), without_overlaps(found), self._scheme)
+
+    def _word_spans(self, example: dict[str, Any]) -> tuple[list[str], list[tuple[int, int, str]]]:
+        """The codec's words of a text example, and its character spans as (first word, end word exclusive, type)."""
         words, offsets = self._words(example["text"])
         found = []
         for span in example["spans"]:
             inside = [i for i, (s, e) in enumerate(offsets) if s < span["end"] and e > span["start"]]
             if inside:
                 found.append((inside[0], inside[-1] + 1, span["label"]))
-        # tags hold one entity per word: nested or overlapping annotations keep the longest (span_ner keeps all)
-        return words, tags_for_spans(len(words), without_overlaps(found), self._scheme)
+        return words, found
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         """Training rows (one per window) with the tag of every label position."""
