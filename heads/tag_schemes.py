@@ -13,7 +13,7 @@ import torch
 
 Scheme = Literal["bio", "bioes", "bmes", "plain"]
 SCHEMES: tuple[str, ...] = ("bio", "bioes", "bmes", "plain")
-_PREFIXES = {"bio": "BI", "bioes": "BIES", "bmes": "BMES"}
+SCHEME_PREFIXES = {"bio": "BI", "bioes": "BIES", "bmes": "BMES"}
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -37,7 +37,7 @@ def check_labels(scheme: Scheme, labels: list[str]) -> None:
     """Raise ValueError naming the first label that is not a tag of `scheme`."""
     if scheme == "plain":
         return
-    allowed = _PREFIXES[scheme]
+    allowed = SCHEME_PREFIXES[scheme]
     for tag in labels:
         prefix, kind = split_tag(tag)
         if tag != "O" and (len(prefix) != 1 or prefix not in allowed):

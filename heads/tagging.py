@@ -17,7 +17,7 @@ from torch import nn
 from .base import Head, HeadConfig, HeadOptions
 from .crf import CRF
 from .losses import classification_loss
-from .tag_schemes import check_labels, detect_scheme, transition_constraints
+from .tag_schemes import SCHEME_PREFIXES, check_labels, detect_scheme, transition_constraints
 
 
 _TAG = re.compile(r"^(O|[BIMES])(-.+)?$")
@@ -64,10 +64,9 @@ class TaggingHead(Head):
     def expand_labels(cls, labels: list[str] | None, options: dict[str, Any]) -> list[str] | None:
         """Entity types (`[PER, ORG]`) with an explicit scheme become its tags (`O, B-PER, I-PER, ...`)."""
         scheme = options.get("scheme", "auto")
-        if not labels or scheme not in ("bio", "bioes", "bmes") or any(_TAG.match(label) for label in labels):
+        if not labels or scheme not in SCHEME_PREFIXES or any(_TAG.match(label) for label in labels):
             return labels
-        prefixes = {"bio": "BI", "bioes": "BIES", "bmes": "BMES"}[scheme]
-        return ["O"] + [f"{prefix}-{kind}" for kind in labels for prefix in prefixes]
+        return ["O"] + [f"{prefix}-{kind}" for kind in labels for prefix in SCHEME_PREFIXES[scheme]]
 
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         positions = features["label_positions"]

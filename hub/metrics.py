@@ -94,14 +94,16 @@ def answer_tokens(text: str) -> list[str]:
     return [t for t in tokens if t not in ("a", "an", "the")]
 
 
+def _prf(correct: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    """(F1, precision, recall) from counts; 0 where a count is 0."""
+    precision, recall = correct / predicted if predicted else 0.0, correct / gold if gold else 0.0
+    return (2 * precision * recall / (precision + recall) if correct else 0.0), precision, recall
+
+
 def _token_f1(prediction: list[str], gold: list[str]) -> float:
-    common = sum((Counter(prediction) & Counter(gold)).values())
     if not prediction or not gold:
         return float(prediction == gold)
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(prediction), common / len(gold)
-    return 2 * precision * recall / (precision + recall)
+    return _prf(sum((Counter(prediction) & Counter(gold)).values()), len(prediction), len(gold))[0]
 
 
 def _squad(pred, ref, labels) -> dict[str, float]:
@@ -121,11 +123,8 @@ def _semeval_macro_f1(pred, ref, labels) -> dict[str, float]:
     kinds = sorted({kind(label) for label in (labels or ref)} - {"Other"})
     f1s = {}
     for k in kinds:
-        predicted = sum(kind(p) == k for p in pred)
-        gold = sum(kind(r) == k for r in ref)
         correct = sum(p == r and kind(p) == k for p, r in zip(pred, ref))
-        precision, recall = correct / predicted if predicted else 0.0, correct / gold if gold else 0.0
-        f1s[k] = 2 * precision * recall / (precision + recall) if correct else 0.0
+        f1s[k] = _prf(correct, sum(kind(p) == k for p in pred), sum(kind(r) == k for r in ref))[0]
     return {"macro_f1": sum(f1s.values()) / len(f1s), **_accuracy(pred, ref, labels), **{f"f1_{k}": v for k, v in f1s.items()}}
 
 
@@ -135,9 +134,7 @@ def _span_f1(pred, ref, labels) -> dict[str, float]:
     gold = {(i, *span) for i, spans in enumerate(ref) for span in spans}
 
     def f1(p: set, g: set) -> tuple[float, float, float]:
-        correct = len(p & g)
-        precision, recall = correct / len(p) if p else 0.0, correct / len(g) if g else 0.0
-        return (2 * precision * recall / (precision + recall) if correct else 0.0), precision, recall
+        return _prf(len(p & g), len(p), len(g))
 
     score, precision, recall = f1(found, gold)
     kinds = sorted({s[-1] for s in found | gold})

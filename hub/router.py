@@ -12,7 +12,7 @@ import torch
 
 from heads import Head
 from .backbone import Backbone
-from .codecs import Codec, Row, backbone_batch, model_inputs
+from .codecs import Codec, Row, backbone_batch, head_features, model_inputs
 from .registry import TaskSpec
 
 
@@ -69,12 +69,7 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
             out = backbone.model(**model_inputs(batch), output_hidden_states=all_layers)
         else:
             out = backbone.peft_model(**model_inputs(batch), adapter_names=[r.task.adapter_name for r in rows], output_hidden_states=all_layers)
-        features = {
-            "last_hidden_state": out.last_hidden_state,
-            "attention_mask": batch["attention_mask"],
-            "pooler_output": out.pooler_output,
-            "hidden_states": torch.stack(out.hidden_states, dim=1) if all_layers else None,
-        }
+        features = head_features(out, batch["attention_mask"], all_layers)
         groups: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(rows):
             groups[id(r.task)].append(i)

@@ -25,7 +25,7 @@ from heads import HEAD_KINDS, Head
 from .adapters import folder_bytes, write_adapter_folder
 from .backbone import Backbone, load_backbone
 from .card import build_card
-from .codecs import Codec, backbone_batch, make_codec, model_inputs, pad_lists
+from .codecs import Codec, backbone_batch, head_features, make_codec, model_inputs, pad_lists
 from .data import load_split
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
@@ -48,10 +48,7 @@ class TaskModel(nn.Module):
         if block_mask is not None:
             batch.update(block_mask=block_mask, position_ids=position_ids)
         out = self.encoder(**model_inputs(batch), output_hidden_states=self.head.needs_all_layers)
-        features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
-        if self.head.needs_all_layers:
-            features["hidden_states"] = torch.stack(out.hidden_states, dim=1)
-        features.update(extras)
+        features = {**head_features(out, attention_mask, self.head.needs_all_layers), **extras}
         outputs = self.head(features)
         if labels is not None:
             outputs["loss"] = self.head.loss(outputs, labels)

@@ -6,7 +6,7 @@ from transformers import PreTrainedTokenizerBase
 
 from heads import Head
 from ..registry import TaskSpec
-from .base import Codec, Row, backbone_batch, model_inputs, pad_lists
+from .base import Codec, Row, backbone_batch, head_features, model_inputs, pad_lists
 from .qa import QACodec
 from .relation import RelationCodec
 from .span_ner import SpanCodec
@@ -23,4 +23,4 @@ def make_codec(task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, m
     return CODECS[task.kind](task, head, tokenizer, max_length, language)
 
 
-__all__ = ["CODECS", "Codec", "Row", "backbone_batch", "make_codec", "model_inputs", "pad_lists"]
+__all__ = ["CODECS", "Codec", "Row", "backbone_batch", "head_features", "make_codec", "model_inputs", "pad_lists"]

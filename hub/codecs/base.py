@@ -62,7 +62,8 @@ class Codec:
         raise NotImplementedError
 
     def finish(self, request: Any, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Default for one row per request: the head's decoding, flagged when the row was cut."""
+        return {**decoded[0], **({"truncated": True} if rows[0].truncated else {})}
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -114,6 +115,14 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs["attention_mask"] = batch["block_mask"]
         inputs["position_ids"] = batch["position_ids"]
     return inputs
+
+
+def head_features(out: Any, attention_mask: torch.Tensor, all_layers: bool) -> dict[str, torch.Tensor]:
+    """What every head reads from a backbone pass (serving and training build it here, identically)."""
+    features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
+    if all_layers:
+        features["hidden_states"] = torch.stack(out.hidden_states, dim=1)  # [n, layers + 1, T, H]
+    return features
 
 
 def pad_lists(values: Sequence[Sequence[int]], pad: int, min_width: int = 0) -> torch.Tensor:

@@ -110,9 +110,6 @@ class RelationCodec(Codec):
                              truncated=len(ids) < len(encoded["input_ids"]))])
         return rows
 
-    def finish(self, request: RelationRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**decoded[0], **({"truncated": True} if rows[0].truncated else {})}
-
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         row = self.encode([self.normalize(self.request(example))])[0][0]
         return [{"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **row.extras,

@@ -49,15 +49,7 @@ class SpanCodec(TaggingCodec):
             for index, label, score in result["spans"]:
                 first, last = row.meta["spans"][index]
                 found.append((owners[first], owners[last] + 1, label, score))
-        joiner = "" if self._split_chars() else " "
-        entities = []
-        for start, end, label, score in sorted(found):
-            if request.offsets is None:
-                item = {"text": joiner.join(request.words[start:end]), "label": label, "start": start, "end": end}
-            else:
-                first, last = request.offsets[start][0], request.offsets[end - 1][1]
-                item = {"text": request.text[first:last], "label": label, "start": first, "end": last}
-            entities.append({**item, "score": score})
+        entities = [{**self._place(request, start, end), "label": label, "score": score} for start, end, label, score in sorted(found)]
         tags = tags_for_spans(len(request.words), without_overlaps([(s, e, k) for s, e, k, _ in found]), "bio")
         return {"tokens": request.words, "tags": tags, "entities": entities}
 

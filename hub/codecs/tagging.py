@@ -146,18 +146,17 @@ class TaggingCodec(Codec):
             result["truncated"] = True
         return result
 
+    def _place(self, request: TaggingRequest, start: int, end: int) -> dict[str, Any]:
+        """Words start..end (exclusive) as text with character offsets; token indices for pre-split input."""
+        if request.offsets is None:
+            return {"text": ("" if self._split_chars() else " ").join(request.words[start:end]), "start": start, "end": end}
+        first, last = request.offsets[start][0], request.offsets[end - 1][1]
+        return {"text": request.text[first:last], "start": first, "end": last}
+
     def _spans(self, request: TaggingRequest, tags: list[str], scores: list[float]) -> dict[str, Any]:
         """Entities (typed schemes), words (segmentation) or tagged words (plain), with offsets."""
-        joiner = "" if self._split_chars() else " "
-        found = []
-        for start, end, kind in spans(tags, self._scheme):
-            if request.offsets is None:
-                item = {"text": joiner.join(request.words[start:end]), "start": start, "end": end}
-            else:
-                first, last = request.offsets[start][0], request.offsets[end - 1][1]
-                item = {"text": request.text[first:last], "start": first, "end": last}
-            item["score"] = round(sum(scores[start:end]) / (end - start), 6)
-            found.append((kind, item))
+        found = [(kind, {**self._place(request, start, end), "score": round(sum(scores[start:end]) / (end - start), 6)})
+                 for start, end, kind in spans(tags, self._scheme)]
         output = self._config.output
         if output == "words" or (output == "auto" and (self._scheme == "plain" or "O" not in self._config.labels)):
             typed = any("-" in label for label in self._config.labels) or self._scheme == "plain"

@@ -101,9 +101,6 @@ class TextCodec(Codec):
             rows.append(Row(a + b, [0] * len(segments), {"segments": segments}, truncated=truncated, blocks=segments))
         return rows
 
-    def finish(self, request: tuple[str, ...], rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**decoded[0], **({"truncated": True} if rows[0].truncated else {})}
-
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         row = self.encode([self.request(example)])[0][0]
         label = self.head.targets([example["label"]])[0].item()
