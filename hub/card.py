@@ -27,7 +27,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         tags=["lora", "bert-adapter-hub", task.kind, task.name],
         metrics=[task.metric],
         model_name=f"{task.name}-lora",
-        bert_adapter_hub={key: report[key] for key in REPORT_KEYS},
+        bert_adapter_hub={**{key: report[key] for key in REPORT_KEYS}, "task": serving_fields(task)},
         eval_results=[
             EvalResult(
                 task_type=PIPELINE_TAGS.get(task.kind, task.kind),
@@ -77,6 +77,24 @@ Plain PEFT reads the LoRA part: `PeftModel.from_pretrained(AutoModel.from_pretra
 the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapter-hub).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def serving_fields(task: TaskSpec) -> dict[str, Any]:
+    """What a registry needs, beyond the folder's files, to serve the adapter (`hub pull` reads it back)."""
+    return task.model_dump(include={"kind", "labels", "inputs", "metric", "description", "example", "max_length", "head"}, exclude_none=True)
+
+
+def with_serving_fields(card_file: Path, task: TaskSpec) -> str:
+    """The card at `card_file` with the task's serving fields in its metadata (cards written before they existed lack them)."""
+    card = ModelCard.load(card_file)
+    report = dict(card.data.to_dict().get("bert_adapter_hub") or {})
+    card.data.bert_adapter_hub = {**report, "task": serving_fields(task)}
+    return card.content
+
+
+def card_serving_fields(card_file: Path) -> dict[str, Any]:
+    """The serving fields recorded in a card's metadata ({} when absent)."""
+    return dict((ModelCard.load(card_file).data.to_dict().get("bert_adapter_hub") or {}).get("task") or {})
 
 
 def _example_input(task: TaskSpec) -> str:

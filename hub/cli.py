@@ -107,6 +107,41 @@ def evaluate(
 
 
 @app.command()
+def push(
+    task: Annotated[str, typer.Argument(help="task whose adapter folder to upload")],
+    repo: Annotated[str, typer.Option("--repo", help="Hub repo id, owner/name (created if absent)")],
+    private: Annotated[bool, typer.Option("--private", help="create the repo private")] = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="branch to commit to (created from main if absent)")] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Upload a task's adapter (PEFT files, head, card) to the Hugging Face Hub ($HF_TOKEN or `hf auth login`)."""
+    from .registry import load_registry
+    from .remote import push as push_adapter
+
+    try:
+        commit = push_adapter(load_registry(registry or default_registry_path()), task, repo, private=private, revision=revision)
+    except HubError as exc:
+        _fail(exc)
+    print(json.dumps({"task": task, "repo": repo, "revision": revision or "main", "commit": commit}))
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="owner/name or owner/name@revision (branch, tag or commit)")],
+    as_task: Annotated[Optional[str], typer.Option("--as", help="task name in the registry (default: the repo name)")] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Download a Hub adapter (pinned to its commit, hashes checked) and add its task to the registry."""
+    from .remote import pull as pull_adapter
+
+    try:
+        task = pull_adapter(registry or default_registry_path(), ref, as_task=as_task)
+    except HubError as exc:
+        _fail(exc)
+    print(json.dumps({"task": task.name, "kind": task.kind, "hub": task.hub, "adapter": task.adapter}))
+
+
+@app.command()
 def demo(registry: RegistryOption = None) -> None:
     """Answer every trained task's registry `example`, all in one mixed batch."""
     try:

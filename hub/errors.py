@@ -22,6 +22,10 @@ class AdapterError(HubError):
     """An adapter folder is missing, broken, or does not fit its backbone/registry entry."""
 
 
+class RemoteError(HubError):
+    """Pushing to or pulling from the Hugging Face Hub failed, or what was pulled cannot be trusted."""
+
+
 class InputError(HubError, ValueError):
     """A request's input has the wrong type or shape for its task."""
 

@@ -88,6 +88,8 @@ class TaskSpec(_Strict):
     backbone: str
     kind: str
     adapter: str | None = None
+    hub: str | None = Field(None, description="a Hub adapter, owner/name[@revision]: fetched into `adapter` on first use "
+                                              "(`hub pull` sets it, pinned to the commit it downloaded)")
     labels: list[str] | None = None
     inputs: list[str] = ["text"]
     metric: str

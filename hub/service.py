@@ -58,6 +58,10 @@ class Hub:
 
     def _load(self, spec: TaskSpec) -> TaskRuntime:
         folder = self.registry.adapter_dir(spec)
+        if not folder.is_dir() and spec.hub:
+            from .remote import fetch  # huggingface_hub's upload/download machinery only when an entry needs it
+
+            fetch(self.registry, spec)
         if not folder.is_dir():
             raise AdapterError(
                 f"task {spec.name!r} has no trained adapter at {folder}; train it with `hub train {spec.name}`."

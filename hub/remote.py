@@ -1,0 +1,248 @@
+"""Adapters on the Hugging Face Hub: push a task's adapter folder, pull one into the local store and a registry.
+
+Everything goes through `huggingface_hub` as is, so `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` work
+as they do for any Hub client. A pull pins the resolved commit, downloads only the adapter's safetensors
+and JSON files and its card, checks every file against the Hub's own hashes (the client itself does not),
+checks the base model against the registry's backbones, and then adds the task in two atomic steps
+(folder, then registry file), so a failure leaves neither a half-written folder nor a dangling entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .adapters import atomic_folder, check_adapter_folder, load_task_head
+from .backbone import load_backbone
+from .card import card_serving_fields, with_serving_fields
+from .errors import AdapterError, RemoteError
+from .registry import ADAPTER_FILES, Registry, TaskSpec, load_registry, parse_registry
+
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The base error of the HTTP library huggingface_hub runs on (httpx2 in 2.x, httpx in 1.x, requests before)."""
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            return (getattr(importlib.import_module(module), name),)
+        except (ImportError, AttributeError):
+            continue
+    return ()
+
+
+NETWORK_ERRORS = (HfHubHTTPError, OSError, *_transport_errors())
+CARD = "README.md"
+PULLED_FILES = (*ADAPTER_FILES, CARD)
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """`owner/name[@revision]` as users write it."""
+
+    repo_id: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> HubRef:
+        repo_id, _, revision = text.partition("@")
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as exc:
+            raise RemoteError(f"{text!r} is not a Hub repo id ({exc}); write owner/name or owner/name@revision.") from None
+        if "/" not in repo_id:
+            raise RemoteError(f"{text!r} has no owner; write owner/name or owner/name@revision.")
+        return cls(repo_id, revision or None)
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+
+def push(registry: Registry, task_name: str, repo_id: str, private: bool = False, revision: str | None = None,
+         token: str | None = None) -> str:
+    """Upload the task's adapter folder (PEFT files, head, card with serving fields); return the commit sha."""
+    task = registry.task(task_name)
+    folder = registry.adapter_dir(task)
+    missing = [name for name in PULLED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise AdapterError(f"{folder} lacks {', '.join(missing)}; train the task first with `hub train {task.name}`.")
+    ref = HubRef.parse(repo_id)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="hub-push-") as staging:
+        for name in ADAPTER_FILES:
+            shutil.copy2(folder / name, Path(staging) / name)
+        (Path(staging) / CARD).write_text(with_serving_fields(folder / CARD, task), encoding="utf-8")
+        try:
+            api.create_repo(ref.repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(ref.repo_id, branch=revision, exist_ok=True)
+            commit = api.upload_folder(folder_path=staging, repo_id=ref.repo_id, revision=revision,
+                                       commit_message=f"{task.name}: LoRA adapter + {task.kind} head (bert-adapter-hub)")
+        except NETWORK_ERRORS as exc:
+            raise RemoteError(f"pushing {task.name!r} to {ref.repo_id}: {_first_line(exc)}; {_auth_hint()}") from None
+    return commit.oid
+
+
+def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, token: str | None = None) -> TaskSpec:
+    """Download a Hub adapter into the registry's adapter store and add its task entry; return the entry."""
+    registry = load_registry(registry_path)
+    ref = HubRef.parse(ref_text)
+    name = as_task or ref.repo_id.split("/")[1]
+    if any(t.name == name for t in registry.tasks):
+        raise RemoteError(f"{registry.path} already has a task {name!r}; pass --as NEW_NAME or remove that entry first.")
+    files, commit = _verified_download(ref, token)
+    fields = card_serving_fields(files[CARD])
+    if not fields.get("kind"):
+        raise RemoteError(f"{ref}: its card has no bert-adapter-hub task fields (kind, labels, inputs, metric); "
+                          "push it with this project's `hub push`, which writes them.")
+    backbone = _backbone_for(registry, files["adapter_config.json"], ref)
+    entry = {"name": name, "backbone": backbone, **fields, "adapter": f"adapters/{name}", "hub": f"{ref.repo_id}@{commit}"}
+    task = _validated_entry(registry, entry)
+    target = registry.adapter_dir(task)
+    if target.exists():
+        raise RemoteError(f"{target} already exists; pass --as NEW_NAME or move that folder away first.")
+    loaded = load_backbone(registry.backbone(backbone), registry)
+    with atomic_folder(target) as staging:
+        for filename, path in files.items():
+            shutil.copyfile(path, staging / filename)
+        check_adapter_folder(staging, loaded, registry.backbone(backbone).model_id)
+        load_task_head(staging, task, loaded)
+    try:
+        _append_task(registry.path, entry)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # the folder is ours (it did not exist): no task half-added
+        raise
+    return task
+
+
+def fetch(registry: Registry, task: TaskSpec, token: str | None = None) -> Path:
+    """Download the Hub adapter a registry entry names (`hub: owner/name@revision`) into the task's adapter
+    folder, on first use. Offline (`HF_HUB_OFFLINE=1`), files come from the local Hugging Face cache."""
+    ref = HubRef.parse(task.hub or "")
+    files = _cached_files(ref, token) if constants.HF_HUB_OFFLINE else _verified_download(ref, token)[0]
+    target = registry.adapter_dir(task)
+    with atomic_folder(target) as staging:
+        for filename, path in files.items():
+            shutil.copyfile(path, staging / filename)
+    return target
+
+
+def _cached_files(ref: HubRef, token: str | None) -> dict[str, Path]:
+    """The adapter files of `ref` from the local cache (hash-checked when they were downloaded)."""
+    try:
+        return {name: Path(hf_hub_download(ref.repo_id, name, revision=ref.revision, token=token)) for name in PULLED_FILES}
+    except NETWORK_ERRORS:
+        raise RemoteError(f"{ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                          "fetch it once online (or unset HF_HUB_OFFLINE).") from None
+
+
+def _verified_download(ref: HubRef, token: str | None) -> tuple[dict[str, Path], str]:
+    """The adapter files of `ref` at one pinned commit, each checked against the Hub's sha256 / git blob id."""
+    api = HfApi(token=token)
+    try:
+        info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
+    except RepositoryNotFoundError:
+        raise RemoteError(f"{ref.repo_id} was not found on {api.endpoint} (or it is private); check the name, {_auth_hint()}") from None
+    except RevisionNotFoundError:
+        raise RemoteError(f"{ref.repo_id} has no revision {ref.revision!r}; use a branch, tag or commit sha that exists.") from None
+    except NETWORK_ERRORS as exc:
+        raise RemoteError(f"reading {ref} from {api.endpoint}: {_first_line(exc)}") from None
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    missing = [name for name in PULLED_FILES if name not in siblings]
+    if missing:
+        pickled = sorted(n for n in siblings if n.endswith(PICKLED_SUFFIXES))
+        why = f"; it has pickled weights ({', '.join(pickled)}), which are never loaded: only safetensors are" if pickled else ""
+        raise RemoteError(f"{ref} lacks {', '.join(missing)}{why}. Push adapters with `hub push`.")
+    files = {}
+    for name in PULLED_FILES:
+        try:
+            path = Path(hf_hub_download(ref.repo_id, name, revision=info.sha, token=token))
+        except NETWORK_ERRORS as exc:
+            raise RemoteError(f"downloading {name} from {ref} was interrupted ({_first_line(exc)}); run the pull again: "
+                              "nothing was added.") from None
+        _check_hash(path, siblings[name], ref)
+        files[name] = path
+    return files, info.sha
+
+
+def _check_hash(path: Path, sibling: Any, ref: HubRef) -> None:
+    """Compare a downloaded file with the Hub's hash: sha256 for LFS files, the git blob sha1 otherwise."""
+    data = path.read_bytes()
+    if sibling.lfs is not None:
+        expected, actual, kind = sibling.lfs.sha256, hashlib.sha256(data).hexdigest(), "sha256"
+    else:
+        expected, actual, kind = sibling.blob_id, hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(), "git blob id"
+    if expected != actual:
+        _evict(path)
+        raise RemoteError(f"{sibling.rfilename} from {ref} does not match the Hub's {kind} ({actual[:12]} != {expected[:12]}); "
+                          "the corrupt copy was removed from the cache; run the pull again.")
+
+
+def _evict(path: Path) -> None:
+    """Remove a cached file and the blob it links to, so the next pull downloads it afresh."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
+def _backbone_for(registry: Registry, adapter_config: Path, ref: HubRef) -> str:
+    base = yaml.safe_load(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    for backbone in registry.backbones:
+        if backbone.model_id == base:
+            return backbone.name
+    known = ", ".join(f"{b.name} = {b.model_id}" for b in registry.backbones)
+    raise RemoteError(f"{ref} was trained on {base!r}; this registry's backbones are {known}. "
+                      "Add a backbone with that id to the registry, or pull an adapter made for one of these.")
+
+
+def _validated_entry(registry: Registry, entry: dict[str, Any]) -> TaskSpec:
+    """The entry as the registry would read it (schema errors name the pulled repo's fields)."""
+    raw = {"backbones": [b.model_dump(exclude_none=True) for b in registry.backbones], "tasks": [entry]}
+    checked = parse_registry(raw, registry.path)
+    return checked.tasks[0]
+
+
+def _append_task(registry_file: Path, entry: dict[str, Any]) -> None:
+    """Add a task at the end of the registry file (comments and layout above it untouched), atomically,
+    and only if the whole file still validates."""
+    text = registry_file.read_text(encoding="utf-8")
+    header = re.search(r"^tasks:[ \t]*(\[\])?[ \t]*(#.*)?$", text, flags=re.M)
+    body = text[header.end():] if header else ""
+    if header is not None and re.search(r"^[A-Za-z_]", body, flags=re.M):
+        raise RemoteError(f"{registry_file}: 'tasks' is not the last section; move it to the end so `hub pull` can append to it.")
+    items = re.search(r"^([ \t]*)- ", body, flags=re.M)
+    indent = items.group(1) if items else "  "  # the file's own list indentation
+    head = text[: header.start()] if header else text.rstrip("\n") + "\n\n"
+    block = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    text = (head + "tasks:" + body).rstrip("\n") + "\n\n" + "".join(f"{indent}{line}\n" for line in block.splitlines())
+    fd, tmp = tempfile.mkstemp(prefix=f".{registry_file.name}.", dir=registry_file.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        load_registry(tmp)  # the file as it will be: a broken result never replaces the user's registry
+        os.replace(tmp, registry_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _auth_hint() -> str:
+    return "and for private or write access log in (`hf auth login`) or set HF_TOKEN"
