@@ -141,6 +141,27 @@ def pull(
     print(json.dumps({"task": task.name, "kind": task.kind, "hub": task.hub, "adapter": task.adapter}))
 
 
+@app.command("import-peft")
+def import_peft(
+    source: Annotated[str, typer.Argument(help="a PEFT adapter folder, or a Hub repo owner/name[@revision]")],
+    as_task: Annotated[str, typer.Option("--as", help="task name to add to the registry")],
+    labels: Annotated[str, typer.Option("--labels", help="comma-separated label names, in the classifier's output order")],
+    inputs: Annotated[Optional[str], typer.Option("--inputs", help="input field names, comma-separated (two for pairs; default: text)")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="dev metric (default: accuracy / entity_f1)")] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Add a plain PEFT LoRA adapter for a BERT sequence or token classifier (classifier in modules_to_save) as a task."""
+    from .interop import import_peft as import_adapter
+
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    try:
+        task = import_adapter(registry or default_registry_path(), source, as_task, split(labels),
+                              inputs=split(inputs) if inputs else None, metric=metric)
+    except HubError as exc:
+        _fail(exc)
+    print(json.dumps({"task": task.name, "kind": task.kind, "labels": task.labels, "adapter": task.adapter}))
+
+
 @app.command()
 def demo(registry: RegistryOption = None) -> None:
     """Answer every trained task's registry `example`, all in one mixed batch."""

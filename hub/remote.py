@@ -102,14 +102,14 @@ def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, t
     name = as_task or ref.repo_id.split("/")[1]
     if any(t.name == name for t in registry.tasks):
         raise RemoteError(f"{registry.path} already has a task {name!r}; pass --as NEW_NAME or remove that entry first.")
-    files, commit = _verified_download(ref, token)
+    files, commit = verified_download(ref, token)
     fields = card_serving_fields(files[CARD])
     if not fields.get("kind"):
         raise RemoteError(f"{ref}: its card has no bert-adapter-hub task fields (kind, labels, inputs, metric); "
                           "push it with this project's `hub push`, which writes them.")
-    backbone = _backbone_for(registry, files["adapter_config.json"], ref)
+    backbone = backbone_for(registry, files["adapter_config.json"], ref)
     entry = {"name": name, "backbone": backbone, **fields, "adapter": f"adapters/{name}", "hub": f"{ref.repo_id}@{commit}"}
-    task = _validated_entry(registry, entry)
+    task = validated_entry(registry, entry)
     target = registry.adapter_dir(task)
     if target.exists():
         raise RemoteError(f"{target} already exists; pass --as NEW_NAME or move that folder away first.")
@@ -120,7 +120,7 @@ def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, t
         check_adapter_folder(staging, loaded, registry.backbone(backbone).model_id)
         load_task_head(staging, task, loaded)
     try:
-        _append_task(registry.path, entry)
+        append_task(registry.path, entry)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # the folder is ours (it did not exist): no task half-added
         raise
@@ -131,7 +131,7 @@ def fetch(registry: Registry, task: TaskSpec, token: str | None = None) -> Path:
     """Download the Hub adapter a registry entry names (`hub: owner/name@revision`) into the task's adapter
     folder, on first use. Offline (`HF_HUB_OFFLINE=1`), files come from the local Hugging Face cache."""
     ref = HubRef.parse(task.hub or "")
-    files = _cached_files(ref, token) if constants.HF_HUB_OFFLINE else _verified_download(ref, token)[0]
+    files = _cached_files(ref, token) if constants.HF_HUB_OFFLINE else verified_download(ref, token)[0]
     target = registry.adapter_dir(task)
     with atomic_folder(target) as staging:
         for filename, path in files.items():
@@ -148,8 +148,8 @@ def _cached_files(ref: HubRef, token: str | None) -> dict[str, Path]:
                           "fetch it once online (or unset HF_HUB_OFFLINE).") from None
 
 
-def _verified_download(ref: HubRef, token: str | None) -> tuple[dict[str, Path], str]:
-    """The adapter files of `ref` at one pinned commit, each checked against the Hub's sha256 / git blob id."""
+def verified_download(ref: HubRef, token: str | None, names: tuple[str, ...] = PULLED_FILES) -> tuple[dict[str, Path], str]:
+    """Files `names` of `ref` at one pinned commit, each checked against the Hub's sha256 / git blob id."""
     api = HfApi(token=token)
     try:
         info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
@@ -160,13 +160,14 @@ def _verified_download(ref: HubRef, token: str | None) -> tuple[dict[str, Path],
     except NETWORK_ERRORS as exc:
         raise RemoteError(f"reading {ref} from {api.endpoint}: {_first_line(exc)}") from None
     siblings = {s.rfilename: s for s in info.siblings or []}
-    missing = [name for name in PULLED_FILES if name not in siblings]
+    missing = [name for name in names if name not in siblings]
     if missing:
         pickled = sorted(n for n in siblings if n.endswith(PICKLED_SUFFIXES))
         why = f"; it has pickled weights ({', '.join(pickled)}), which are never loaded: only safetensors are" if pickled else ""
-        raise RemoteError(f"{ref} lacks {', '.join(missing)}{why}. Push adapters with `hub push`.")
+        raise RemoteError(f"{ref} lacks {', '.join(missing)}{why}. `hub pull` takes what `hub push` uploads; "
+                          "`hub import-peft` takes plain PEFT adapters.")
     files = {}
-    for name in PULLED_FILES:
+    for name in names:
         try:
             path = Path(hf_hub_download(ref.repo_id, name, revision=info.sha, token=token))
         except NETWORK_ERRORS as exc:
@@ -197,7 +198,8 @@ def _evict(path: Path) -> None:
     blob.unlink(missing_ok=True)
 
 
-def _backbone_for(registry: Registry, adapter_config: Path, ref: HubRef) -> str:
+def backbone_for(registry: Registry, adapter_config: Path, ref: HubRef | str) -> str:
+    """The registry backbone whose id is the adapter's `base_model_name_or_path`."""
     base = yaml.safe_load(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
     for backbone in registry.backbones:
         if backbone.model_id == base:
@@ -207,14 +209,14 @@ def _backbone_for(registry: Registry, adapter_config: Path, ref: HubRef) -> str:
                       "Add a backbone with that id to the registry, or pull an adapter made for one of these.")
 
 
-def _validated_entry(registry: Registry, entry: dict[str, Any]) -> TaskSpec:
+def validated_entry(registry: Registry, entry: dict[str, Any]) -> TaskSpec:
     """The entry as the registry would read it (schema errors name the pulled repo's fields)."""
     raw = {"backbones": [b.model_dump(exclude_none=True) for b in registry.backbones], "tasks": [entry]}
     checked = parse_registry(raw, registry.path)
     return checked.tasks[0]
 
 
-def _append_task(registry_file: Path, entry: dict[str, Any]) -> None:
+def append_task(registry_file: Path, entry: dict[str, Any]) -> None:
     """Add a task at the end of the registry file (comments and layout above it untouched), atomically,
     and only if the whole file still validates."""
     text = registry_file.read_text(encoding="utf-8")

@@ -187,19 +187,19 @@ def test_an_entry_naming_a_hub_adapter_is_fetched_on_first_use_then_served_offli
 def test_registry_append_is_atomic_and_refuses_what_would_break_the_file(tmp_path, tiny_backbone_dir):
     from hub.errors import RegistryError, RemoteError
     from hub.registry import load_registry
-    from hub.remote import _append_task
+    from hub.remote import append_task
 
     path = user_registry(tmp_path / "user", tiny_backbone_dir)
     entry = {"name": "mine", "backbone": "tiny", "kind": "classification", "labels": ["no", "yes"], "inputs": ["text"],
              "metric": "accuracy", "hub": "tester/mine@abc"}
-    _append_task(path, entry)
+    append_task(path, entry)
     assert load_registry(path).task("mine").hub == "tester/mine@abc"
     before = path.read_text()
     with pytest.raises(RegistryError, match="duplicate name"):
-        _append_task(path, entry)
+        append_task(path, entry)
     assert path.read_text() == before and sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
 
     tasks_first = tmp_path / "tasks_first.yaml"
     tasks_first.write_text("tasks: []\n" + yaml.safe_dump({"backbones": yaml.safe_load(before)["backbones"]}))
     with pytest.raises(RemoteError, match="not the last section"):
-        _append_task(tasks_first, entry)
+        append_task(tasks_first, entry)
