@@ -23,7 +23,9 @@ NONE = 0  # output 0 is "not an entity"; output i + 1 is labels[i]
 
 class SpanOptions(HeadOptions):
     max_span_width: int = Field(8, ge=1, le=64, description="longest span scored, in words")
-    negative_samples: int = Field(100, ge=0, description="non-entity spans sampled per training window")
+    # SpERT samples 100 over 20 epochs; at 2 epochs 100 leaves recall low (CoNLL 4k sentences: span F1 0.66 at
+    # 100, 0.71 at 30, 0.66 at 10 -- benchmarks/results/ner_heads.md)
+    negative_samples: int = Field(30, ge=0, description="non-entity spans sampled per training window")
     width_embedding: int = Field(25, ge=1)
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="an entity type must reach this probability")
     words: Literal["auto", "chars", "tokenizer"] = Field("auto", description="how raw text is split into words (as for tagging)")

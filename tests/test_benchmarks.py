@@ -14,11 +14,11 @@ from variants import run_variants, write_table  # noqa: E402
 
 
 def test_ner_heads_table_compares_tagging_and_span_heads(trained_registry, tmp_path):
-    args = argparse.Namespace(registry=str(trained_registry), tasks=["entities"], variants=["softmax", "CRF, all", "span"],
+    args = argparse.Namespace(registry=str(trained_registry), tasks=["entities"], variants=["softmax", "CRF, all", "30 negatives"],
                               epochs=1.0, max_train_examples=40, max_eval_examples=20)
     rows = run_variants(args, ner_heads.VARIANTS)
     assert [r["variant"] for r in rows] == ["tagging, softmax", "tagging, softmax, all sub-words", "tagging, CRF, all sub-words",
-                                            "span-based (SpERT), width <= 8"]
+                                            "span-based (SpERT), width <= 8, 30 negatives"]
     assert [r["metric"] for r in rows] == ["entity_f1"] * 3 + ["span_f1"]
     assert all(0.0 <= r["score"] <= 1.0 and r["trainable"] > 0 and r["bytes"] > 0 for r in rows)
     text = write_table(tmp_path / "ner", "header", rows, {"tasks": ["entities"]}, extra_columns=("precision", "recall"))
