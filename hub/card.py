@@ -27,6 +27,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         tags=["lora", "bert-adapter-hub", task.kind, task.name],
         metrics=[task.metric],
         model_name=f"{task.name}-lora",
+        datasets=dataset_ids(task) or None,
         bert_adapter_hub={**{key: report[key] for key in REPORT_KEYS}, "task": serving_fields(task)},
         eval_results=[
             EvalResult(
@@ -84,11 +85,21 @@ def serving_fields(task: TaskSpec) -> dict[str, Any]:
     return task.model_dump(include={"kind", "labels", "inputs", "metric", "description", "example", "max_length", "head"}, exclude_none=True)
 
 
-def with_serving_fields(card_file: Path, task: TaskSpec) -> str:
-    """The card at `card_file` with the task's serving fields in its metadata (cards written before they existed lack them)."""
+def dataset_ids(task: TaskSpec) -> list[str]:
+    """The Hub data sets a task trains on, for the card's `datasets` (empty when the registry names none)."""
+    if task.data is None:
+        return []
+    hub_id = task.data.hub_id or (task.data.path if task.data.format == "hf" else None)
+    return [hub_id] if hub_id else []
+
+
+def card_for_upload(card_file: Path, task: TaskSpec) -> str:
+    """The card at `card_file` with the task's serving fields and data set ids in its metadata (cards written
+    before these existed lack them)."""
     card = ModelCard.load(card_file)
     report = dict(card.data.to_dict().get("bert_adapter_hub") or {})
     card.data.bert_adapter_hub = {**report, "task": serving_fields(task)}
+    card.data.datasets = card.data.datasets or dataset_ids(task) or None
     return card.content
 
 

@@ -81,6 +81,7 @@ class DataSpec(_Strict):
     name: str | None = Field(None, description="Hub data set config (format: hf)")
     corpus: str | None = Field(None, description="package corpus name (format: package)")
     dev_every: int | None = Field(None, ge=2, description="train and dev from one file: every n-th article (squad) is dev")
+    hub_id: str | None = Field(None, description="the Hub data set these files are (e.g. nyu-mll/glue), for the card's `datasets`")
 
 
 class TaskSpec(_Strict):

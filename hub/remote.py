@@ -26,7 +26,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .adapters import atomic_folder, check_adapter_folder, load_task_head
 from .backbone import load_backbone
-from .card import card_serving_fields, with_serving_fields
+from .card import card_serving_fields, card_for_upload
 from .errors import AdapterError, RemoteError
 from .registry import ADAPTER_FILES, Registry, TaskSpec, load_registry, parse_registry
 
@@ -83,7 +83,7 @@ def push(registry: Registry, task_name: str, repo_id: str, private: bool = False
     with tempfile.TemporaryDirectory(prefix="hub-push-") as staging:
         for name in ADAPTER_FILES:
             shutil.copy2(folder / name, Path(staging) / name)
-        (Path(staging) / CARD).write_text(with_serving_fields(folder / CARD, task), encoding="utf-8")
+        (Path(staging) / CARD).write_text(card_for_upload(folder / CARD, task), encoding="utf-8")
         try:
             api.create_repo(ref.repo_id, private=private, exist_ok=True)
             if revision:

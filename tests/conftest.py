@@ -157,7 +157,7 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
         {"name": "entities", "backbone": "tiny", "kind": "tagging", "labels": ["GOOD", "BAD"], "metric": "entity_f1",
          "example": "the movie was good",
          "head": {"scheme": "bio", "crf": True, "layers": "mix"}, "train": {**fast, "epochs": 3},
-         "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll"}},
+         "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll", "hub_id": "tests/tiny-conll"}},
         {"name": "reader", "backbone": "tiny", "kind": "qa", "inputs": ["question", "context"], "metric": "squad",
          "example": {"question": "what is good?", "context": "the movie was great"},
          "head": {"doc_stride": 6, "max_answer_tokens": 8}, "train": {**fast, "epochs": 4},

@@ -92,6 +92,7 @@ def test_pushed_then_pulled_tasks_answer_exactly_as_the_originals(tmp_path, serv
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["library_name"] == "peft" and metadata["base_model"] == "tests/tiny-bert"
     assert metadata["model-index"][0]["results"] and metadata["bert_adapter_hub"]["task"]["kind"] == "tagging"
+    assert metadata["datasets"] == ["tests/tiny-conll"]  # the registry's data.hub_id
     assert "PeftModel.from_pretrained" in card and 'hub.run("entities"' in card
 
 
