@@ -103,9 +103,9 @@ def card_for_upload(card_file: Path, task: TaskSpec) -> str:
     return card.content
 
 
-def card_serving_fields(card_file: Path) -> dict[str, Any]:
-    """The serving fields recorded in a card's metadata ({} when absent)."""
-    return dict((ModelCard.load(card_file).data.to_dict().get("bert_adapter_hub") or {}).get("task") or {})
+def card_serving_fields(folder: Path) -> dict[str, Any]:
+    """The serving fields recorded in the metadata of a folder's card ({} when absent)."""
+    return dict(card_report(folder).get("task") or {})
 
 
 def _example_input(task: TaskSpec) -> str:

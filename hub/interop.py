@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -19,12 +18,12 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
 from heads import HEAD_KINDS, Head
-from .adapters import PEFT_CONFIG, PEFT_WEIGHTS, atomic_folder, check_adapter_folder, load_task_head
+from .adapters import PEFT_CONFIG, PEFT_WEIGHTS
 from .backbone import load_backbone
 from .card import serving_fields
-from .errors import AdapterError, RemoteError
-from .registry import Registry, TaskSpec, load_registry
-from .remote import HubRef, append_task, backbone_for, validated_entry, verified_download
+from .errors import AdapterError
+from .registry import TaskSpec, load_registry
+from .remote import HubRef, backbone_for, ensure_new_task, install_task, validated_entry, verified_download
 
 TASK_TYPES = {"SEQ_CLS": ("classification", {"pooling": "pooler"}, "accuracy"), "TOKEN_CLS": ("tagging", {"crf": False}, "entity_f1")}
 _KEY = re.compile(r"base_model\.model\.(?:bert\.)?(.+)")
@@ -34,8 +33,7 @@ def import_peft(registry_path: str | Path, source: str, task_name: str, labels: 
                 metric: str | None = None, token: str | None = None) -> TaskSpec:
     """Convert the PEFT adapter at `source` (a folder, or a Hub `owner/name[@revision]`) into a task of the registry."""
     registry = load_registry(registry_path)
-    if any(t.name == task_name for t in registry.tasks):
-        raise RemoteError(f"{registry.path} already has a task {task_name!r}; choose another name with --as.")
+    ensure_new_task(registry, task_name)
     files, provenance = _source_files(source, token)
     config = json.loads(files[PEFT_CONFIG].read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA" or config.get("task_type") not in TASK_TYPES:
@@ -50,24 +48,16 @@ def import_peft(registry_path: str | Path, source: str, task_name: str, labels: 
     backbone = load_backbone(registry.backbone(backbone_name), registry)
     lora, classifier = _split_weights(load_file(str(files[PEFT_WEIGHTS])), source)
     head = _head_from_classifier(task, classifier, backbone.hidden_size, backbone.model.config.num_hidden_layers, source)
-    target = registry.adapter_dir(task)
-    if target.exists():
-        raise RemoteError(f"{target} already exists; choose another name with --as or move that folder away.")
     model_id = registry.backbone(backbone_name).model_id
-    with atomic_folder(target) as staging:
+
+    def write(staging: Path) -> None:
         adapter_config = {**config, "base_model_name_or_path": model_id, "task_type": None, "modules_to_save": None}
         (staging / PEFT_CONFIG).write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
         save_file(lora, str(staging / PEFT_WEIGHTS))
         head.save(staging)
         (staging / "README.md").write_text(_card(task, model_id, provenance), encoding="utf-8")
-        check_adapter_folder(staging, backbone, model_id)
-        load_task_head(staging, task, backbone)
-    try:
-        append_task(registry.path, entry)
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
-    return task
+
+    return install_task(registry, entry, write)
 
 
 def _source_files(source: str, token: str | None) -> tuple[dict[str, Path], str]:

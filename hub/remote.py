@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from .backbone import load_backbone
 from .card import card_serving_fields, card_for_upload
 from .errors import AdapterError, RemoteError
 from .registry import ADAPTER_FILES, Registry, TaskSpec, load_registry, parse_registry
-
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -100,31 +100,47 @@ def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, t
     registry = load_registry(registry_path)
     ref = HubRef.parse(ref_text)
     name = as_task or ref.repo_id.split("/")[1]
-    if any(t.name == name for t in registry.tasks):
-        raise RemoteError(f"{registry.path} already has a task {name!r}; pass --as NEW_NAME or remove that entry first.")
+    ensure_new_task(registry, name)
     files, commit = verified_download(ref, token)
-    fields = card_serving_fields(files[CARD])
+    fields = card_serving_fields(files[CARD].parent)  # the snapshot folder of the pinned commit
     if not fields.get("kind"):
         raise RemoteError(f"{ref}: its card has no bert-adapter-hub task fields (kind, labels, inputs, metric); "
                           "push it with this project's `hub push`, which writes them.")
     backbone = backbone_for(registry, files["adapter_config.json"], ref)
     entry = {"name": name, "backbone": backbone, **fields, "adapter": f"adapters/{name}", "hub": f"{ref.repo_id}@{commit}"}
+    return install_task(registry, entry, lambda staging: _copy_files(files, staging))
+
+
+def ensure_new_task(registry: Registry, name: str) -> None:
+    """Refuse a task name the registry already has (checked before anything is downloaded or converted)."""
+    if any(t.name == name for t in registry.tasks):
+        raise RemoteError(f"{registry.path} already has a task {name!r}; pass --as NEW_NAME or remove that entry first.")
+
+
+def install_task(registry: Registry, entry: dict[str, Any], write: Callable[[Path], None]) -> TaskSpec:
+    """Add a task in two atomic steps: its adapter folder (filled by `write`, then checked against the backbone
+    and the entry), then its entry at the end of the registry file; a failure leaves neither behind."""
     task = validated_entry(registry, entry)
     target = registry.adapter_dir(task)
     if target.exists():
         raise RemoteError(f"{target} already exists; pass --as NEW_NAME or move that folder away first.")
-    loaded = load_backbone(registry.backbone(backbone), registry)
+    spec = registry.backbone(task.backbone)
+    backbone = load_backbone(spec, registry)
     with atomic_folder(target) as staging:
-        for filename, path in files.items():
-            shutil.copyfile(path, staging / filename)
-        check_adapter_folder(staging, loaded, registry.backbone(backbone).model_id)
-        load_task_head(staging, task, loaded)
+        write(staging)
+        check_adapter_folder(staging, backbone, spec.model_id)
+        load_task_head(staging, task, backbone)
     try:
         append_task(registry.path, entry)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # the folder is ours (it did not exist): no task half-added
         raise
     return task
+
+
+def _copy_files(files: dict[str, Path], folder: Path) -> None:
+    for filename, path in files.items():
+        shutil.copyfile(path, folder / filename)
 
 
 def fetch(registry: Registry, task: TaskSpec, token: str | None = None) -> Path:
@@ -134,8 +150,7 @@ def fetch(registry: Registry, task: TaskSpec, token: str | None = None) -> Path:
     files = _cached_files(ref, token) if constants.HF_HUB_OFFLINE else verified_download(ref, token)[0]
     target = registry.adapter_dir(task)
     with atomic_folder(target) as staging:
-        for filename, path in files.items():
-            shutil.copyfile(path, staging / filename)
+        _copy_files(files, staging)
     return target
 
 
