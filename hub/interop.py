@@ -21,7 +21,7 @@ from heads import HEAD_KINDS, Head
 from .adapters import PEFT_CONFIG, PEFT_WEIGHTS
 from .backbone import load_backbone
 from .card import serving_fields
-from .errors import AdapterError
+from .errors import AdapterError, RemoteError
 from .registry import TaskSpec, load_registry
 from .remote import HubRef, backbone_for, ensure_new_task, install_task, validated_entry, verified_download
 
@@ -69,7 +69,10 @@ def _source_files(source: str, token: str | None) -> tuple[dict[str, Path], str]
             pickled = " (pickled adapter_model.bin is never loaded: save with safetensors)" if (folder / "adapter_model.bin").exists() else ""
             raise AdapterError(f"{folder} lacks {', '.join(missing)}{pickled}; point at a PEFT adapter folder.")
         return {name: folder / name for name in (PEFT_CONFIG, PEFT_WEIGHTS)}, str(folder.resolve())
-    ref = HubRef.parse(source)
+    try:
+        ref = HubRef.parse(source)
+    except RemoteError:
+        raise AdapterError(f"{source!r} is neither a folder nor a Hub repo id; give a PEFT adapter folder or owner/name[@revision].") from None
     files, commit = verified_download(ref, token, (PEFT_CONFIG, PEFT_WEIGHTS))
     return files, f"{ref.repo_id}@{commit}"
 

@@ -92,4 +92,6 @@ def test_bad_imports_are_refused_and_leave_the_registry_untouched(tmp_path, tiny
     (tmp_path / "peft_seq" / "moved").rename(tmp_path / "peft_seq" / "adapter_model.safetensors")
     with pytest.raises(AdapterError, match="only LORA adapters for SEQ_CLS or TOKEN_CLS"):
         import_peft(user_registry, str(tmp_path / "peft_seq"), "causal", ["neg", "neu", "pos"])
+    with pytest.raises(AdapterError, match="neither a folder nor a Hub repo id"):
+        import_peft(user_registry, str(tmp_path / "no_such_folder"), "missing", ["neg", "neu", "pos"])
     assert user_registry.read_text() == before and not (tmp_path / "adapters").exists()
