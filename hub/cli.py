@@ -107,6 +107,48 @@ def evaluate(
 
 
 @app.command()
+def bench(
+    suite: Annotated[str, typer.Argument(help="glue or clue (their NER and QA tasks included)")],
+    tasks: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="a task to run (repeat; default: the suite's registered tasks)")] = None,
+    methods: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="lora, full, probe or registered (repeat; default: lora, full, probe)")] = None,
+    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="training seed (repeat for mean ± std; default 42)")] = None,
+    max_train_examples: Annotated[Optional[int], typer.Option(help="training examples per task (0: all)")] = 2000,
+    max_eval_examples: Annotated[Optional[int], typer.Option(help="a fixed dev sample per task (default: all of dev)")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="epochs per task (default: each task's recipe)")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="LoRA learning rate (default: each task's recipe)")] = None,
+    full_learning_rate: Annotated[float, typer.Option(help="full fine-tuning learning rate")] = 5e-5,
+    probe_learning_rate: Annotated[float, typer.Option(help="linear probe (head only) learning rate")] = 5e-3,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank, alpha = 2 x rank (default: each task's recipe)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="read the data files from here instead of ../shared/data")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
+    name: Annotated[Optional[str], typer.Option(help="results file name (default: the suite), e.g. for another budget")] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """LoRA vs full fine-tuning vs linear probe on one budget: dev tables (markdown, JSON) and a plot; resumable."""
+    import shlex
+    import sys
+
+    from .bench import SUITES, BenchConfig, run_bench, with_data_root
+    from .registry import load_registry
+
+    try:
+        if suite not in SUITES:
+            raise HubError(f"bench: unknown suite {suite!r}; use {' or '.join(SUITES)} (or name tasks with --task).")
+        loaded = load_registry(registry or default_registry_path())
+        if data_dir is not None:
+            loaded = with_data_root(loaded, data_dir)
+        names = [t.name for t in loaded.tasks]
+        chosen = tasks or [t for t in SUITES[suite] if t in names]
+        config = BenchConfig(suite=suite, tasks=chosen, methods=methods or ["lora", "full", "probe"], seeds=seeds or [42],
+                             max_train_examples=max_train_examples or None, max_eval_examples=max_eval_examples, epochs=epochs,
+                             learning_rate=learning_rate, full_learning_rate=full_learning_rate,
+                             probe_learning_rate=probe_learning_rate, rank=rank, out=out, name=name)
+        print(run_bench(config, loaded, command=shlex.join(["hub", *sys.argv[1:]])))
+    except HubError as exc:
+        _fail(exc)
+
+
+@app.command()
 def push(
     task: Annotated[str, typer.Argument(help="task whose adapter folder to upload")],
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id, owner/name (created if absent)")],

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .metrics import compute_metric
+from .router import TaskRuntime, run_batch
 from .service import Hub
 
+Scorer = Callable[[str, Sequence, Sequence, Sequence[str] | None], dict[str, float]]
 
-def predict_dataset(hub: Hub, task: str, dataset: Dataset, chunk: int = 256, progress: bool = True) -> list:
-    """The prediction (label, value, tags, ...) the served task gives for every row of `dataset`."""
-    codec = hub.runtime(task).codec
-    requests = [codec.request(example) for example in dataset]
+
+def predict_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int = 64, chunk: int = 256,
+                    progress: bool = True) -> list:
+    """The prediction (label, value, tags, ...) a loaded task gives for every row of `dataset`."""
+    codec = runtime.codec
+    requests = [codec.normalize(codec.request(example)) for example in dataset]
     predictions = []
-    for start in tqdm(range(0, len(requests), chunk), desc=f"eval {task}", disable=not progress, unit="chunk"):
-        results = hub.run_many([(task, request) for request in requests[start:start + chunk]])
+    for start in tqdm(range(0, len(requests), chunk), desc=f"eval {runtime.spec.name}", disable=not progress, unit="chunk"):
+        results = run_batch([(runtime, request) for request in requests[start:start + chunk]], max_batch_size)
         predictions.extend(codec.prediction(result) for result in results)
     return predictions
 
 
+def evaluate_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int = 64, progress: bool = True,
+                     scorer: Scorer = compute_metric) -> dict[str, float]:
+    """The task's official metric (primary first) on `dataset`; `scorer` computes it (default: hub.metrics)."""
+    spec = runtime.spec
+    predictions = predict_runtime(runtime, dataset, max_batch_size, progress=progress)
+    references = [runtime.codec.reference(example) for example in dataset]
+    return scorer(spec.metric, predictions, references, spec.labels)
+
+
 def evaluate_task(hub: Hub, task: str, dataset: Dataset, progress: bool = True) -> dict[str, float]:
-    """The task's official metric (primary first) on `dataset`."""
-    spec = hub.registry.task(task)
-    predictions = predict_dataset(hub, task, dataset, progress=progress)
-    codec = hub.runtime(task).codec
-    return compute_metric(spec.metric, predictions, [codec.reference(example) for example in dataset], spec.labels)
+    """A served task's official metric (primary first) on `dataset`."""
+    return evaluate_runtime(hub.runtime(task), dataset, hub.max_batch_size, progress)

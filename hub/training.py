@@ -2,7 +2,9 @@
 
 Uses transformers' Trainer (progress, logging, device placement, multi-process runs) with a small
 nn.Module that joins the PEFT-wrapped backbone and the head; the optimizer is built here only to give
-the head its own learning rate.
+the head its own learning rate. `fit_task` also trains the two baselines the benchmark compares LoRA
+with (`method`): full fine-tuning of a private backbone copy, and a linear probe (head only); those
+are evaluated in memory and never written as adapter folders.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import math
 import shlex
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from datasets import Dataset
@@ -31,7 +34,11 @@ from .errors import DataError, HubError
 from .evaluation import evaluate_task
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
 from .registry import Registry, TaskSpec, TrainSpec
+from .router import TaskRuntime
 from .service import Hub
+
+Method = Literal["lora", "full", "probe"]
+METHODS: tuple[str, ...] = ("lora", "full", "probe")
 
 
 class TaskModel(nn.Module):
@@ -101,13 +108,20 @@ def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
     return shlex.join(parts)
 
 
-def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec) -> tuple[TaskModel, Backbone]:
-    """A private copy of the backbone with a fresh LoRA adapter, and a fresh head."""
+def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec, method: Method = "lora") -> tuple[TaskModel, Backbone]:
+    """A private copy of the backbone and a fresh head; `method` says what else trains: a fresh LoRA
+    adapter (lora), every backbone weight (full), or nothing but the head (probe)."""
+    if method not in METHODS:
+        raise HubError(f"training method {method!r} is unknown; use one of {', '.join(METHODS)}.")
     backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # PEFT injects into it
     try:
         head = HEAD_KINDS[task.kind].from_options(task.head, backbone.hidden_size, task.labels, backbone.model.config.num_hidden_layers)
     except ValueError as exc:
         raise HubError(f"task {task.name!r}: head options do not fit backbone {task.backbone!r}: {exc}") from None
+    if method == "full":
+        return TaskModel(backbone.model.requires_grad_(True), head), backbone
+    if method == "probe":
+        return TaskModel(backbone.model, head), backbone
     lora = LoraConfig(
         r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
         target_modules=recipe.lora.target_modules, exclude_modules=["pooler.dense"],
@@ -142,7 +156,7 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
         {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
         {"params": list(model.head.parameters()), "lr": recipe.head_learning_rate or recipe.learning_rate},
     ]
-    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=recipe.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
@@ -186,32 +200,59 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Datase
     write_adapter_folder(target, write, check)
 
 
-def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
-    """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
+@dataclass(eq=False)
+class FittedTask:
+    """A trained model still in memory, with what evaluating or saving it needs."""
+
+    task: TaskSpec
+    method: str
+    model: TaskModel
+    backbone: Backbone
+    codec: Codec
+    recipe: TrainSpec
+    report: dict[str, Any]
+
+    def runtime(self) -> TaskRuntime:
+        """The trained model as a router task, so it is evaluated by the same code that serves adapters."""
+        self.model.eval()
+        if self.method == "lora":
+            self.backbone.peft_model = self.model.encoder
+        return TaskRuntime(spec=self.task, backbone=self.backbone, adapter_name="default", head=self.model.head, codec=self.codec)
+
+
+def fit_task(registry: Registry, task_name: str, method: Method = "lora", progress: bool = True, **overrides: Any) -> FittedTask:
+    """Train `task_name` with `method` on its train split (recipe: the registry's, with `overrides`)."""
     task = registry.task(task_name)
     recipe = _recipe(task, overrides)
     torch.manual_seed(recipe.seed)
     train_rows = _subset(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
-    dev_rows = _subset(load_split(registry, task, "dev"), recipe.max_eval_examples, recipe.seed)
-    model, backbone = _build_model(registry, task, recipe)
+    model, backbone = _build_model(registry, task, recipe, method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    print(f"[{task.name}] trainable parameters: {trainable:,} / {total:,} ({trainable / total:.3%}); "
-          f"{len(train_rows):,} train / {len(dev_rows):,} dev examples")
+    print(f"[{task.name}] {method}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
+          f"{len(train_rows):,} train examples")
     spec = registry.backbone(task.backbone)
     codec = make_codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
     train_set = _tokenize(train_rows, task, codec)
     seconds = _fit(model, train_set, recipe, _Collator(codec, backbone.tokenizer.pad_token_id or 0), progress)
-
-    target = Path(output) if output else registry.adapter_dir(task)
     report: dict[str, Any] = {
         "task": task.name, "dataset": (task.data.corpus or task.data.path or task.name) if task.data else task.name,
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
-        "train_examples": len(train_rows), "eval_examples": len(dev_rows), "train_seconds": round(seconds, 1),
+        "train_examples": len(train_rows), "train_seconds": round(seconds, 1),
         "head": model.head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
         "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
     }
-    _save(model, registry, task, dev_rows, report, target, progress)
+    return FittedTask(task, method, model, backbone, codec, recipe, report)
+
+
+def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
+    fitted = fit_task(registry, task_name, "lora", progress, **overrides)
+    task, report = fitted.task, fitted.report
+    dev_rows = _subset(load_split(registry, task, "dev"), fitted.recipe.max_eval_examples, fitted.recipe.seed)
+    report["eval_examples"] = len(dev_rows)
+    target = Path(output) if output else registry.adapter_dir(task)
+    _save(fitted.model, registry, task, dev_rows, report, target, progress)
     report["folder"] = str(target)
     print(f"[{task.name}] dev {task.metric}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items())
           + f"; adapter folder {target} ({report['adapter_bytes']:,} bytes)")
