@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-import hub.bench as bench
+import hub.bench.cells as cells
 from hub.bench import BenchConfig, run_bench, with_data_root
 from hub.card import card_metrics
 from hub.evaluation import evaluate_runtime
@@ -92,13 +92,13 @@ def _config(tmp_path, **kwargs) -> BenchConfig:
 def test_bench_writes_table_json_and_plot_and_resumes(registry, tmp_path, monkeypatch):
     config = _config(tmp_path)
     calls = []
-    real_cell = bench.run_cell
+    real_cell = cells.run_cell
 
     def counted(*args, **kwargs):
         calls.append(args[2:5])
         return real_cell(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "run_cell", counted)
+    monkeypatch.setattr(cells, "run_cell", counted)
     text = run_bench(config, registry, progress=False, command="hub bench glue")
     assert len(calls) == 12  # 2 tasks x 3 methods x 2 seeds
     out = config.out
