@@ -160,3 +160,15 @@ def test_cli_errors_name_the_fix(trained_registry):
     assert result.returncode == 2 and "'nope'" in result.stderr and "sentiment" in result.stderr
     result = run("glue", "--task", "sentiment", "--method", "adapters")
     assert result.returncode == 2 and "unknown method" in result.stderr
+
+
+def test_hub_data_registry_reads_glue_from_the_hub():
+    from conftest import REPO
+
+    registry = load_registry(REPO / "benchmarks" / "registries" / "glue_hub.yaml")
+    shipped = load_registry(REPO / "registry.yaml")
+    assert [t.name for t in registry.tasks] == ["sst2", "cola", "mrpc", "stsb", "rte"]
+    for task in registry.tasks:
+        assert (task.data.format, task.data.path, task.data.name, task.data.dev) == ("hf", "nyu-mll/glue", task.name, "validation")
+        same = shipped.task(task.name)  # the same task as the shipped registry's, only the data differs
+        assert (task.kind, task.labels, task.inputs, task.metric, task.train) == (same.kind, same.labels, same.inputs, same.metric, same.train)
