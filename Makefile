@@ -31,7 +31,7 @@ clean:
 	rm -rf $(VENV) *.egg-info
 
 # Retrain every shipped adapter with its registry recipe (CPU: about an hour; see README "Shipped adapters").
-SHIPPED := sst2 cola mrpc stsb rte bbc_news tnews afqmc sentiment_zh conll2003 cluener msra_ner cws_zh pos_zh conll2003_spans xquad_en semeval2010
+SHIPPED := sst2 cola mrpc stsb rte bbc_news tnews afqmc sentiment_zh conll2003 cluener msra_ner cws_zh pos_zh conll2003_spans xquad_en cmrc2018 semeval2010
 adapters: install
 	for task in $(SHIPPED); do HF_HUB_OFFLINE=1 $(BIN)/hub train $$task || exit 1; done
 	$(BIN)/python benchmarks/shipped_adapters.py

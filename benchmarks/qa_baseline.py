@@ -1,7 +1,7 @@
 """A floor for extractive QA adapters: answer with the context clause that shares the most characters
 with the question (overlap / sqrt(clause length)), scored with the hub's own SQuAD metric.
 
-    python benchmarks/qa_baseline.py --registry benchmarks/registries/cmrc2018.yaml --task cmrc2018
+    python benchmarks/qa_baseline.py --task cmrc2018
     python benchmarks/qa_baseline.py --task xquad_en
 """
 
