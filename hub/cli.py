@@ -117,6 +117,7 @@ def bench(
     epochs: Annotated[Optional[float], typer.Option(help="epochs per task (default: each task's recipe)")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="LoRA learning rate (default: each task's recipe)")] = None,
     full_learning_rate: Annotated[float, typer.Option(help="full fine-tuning learning rate")] = 5e-5,
+    full_head_learning_rate: Annotated[Optional[float], typer.Option(help="full fine-tuning's head (default: --full-learning-rate)")] = None,
     probe_learning_rate: Annotated[float, typer.Option(help="linear probe (head only) learning rate")] = 5e-3,
     rank: Annotated[Optional[int], typer.Option(help="LoRA rank, alpha = 2 x rank (default: each task's recipe)")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="read the data files from here instead of ../shared/data")] = None,
@@ -141,7 +142,7 @@ def bench(
         chosen = tasks or [t for t in SUITES[suite] if t in names]
         config = BenchConfig(suite=suite, tasks=chosen, methods=methods or ["lora", "full", "probe"], seeds=seeds or [42],
                              max_train_examples=max_train_examples or None, max_eval_examples=max_eval_examples, epochs=epochs,
-                             learning_rate=learning_rate, full_learning_rate=full_learning_rate,
+                             learning_rate=learning_rate, full_learning_rate=full_learning_rate, full_head_learning_rate=full_head_learning_rate,
                              probe_learning_rate=probe_learning_rate, rank=rank, out=out, name=name)
         print(run_bench(config, loaded, command=shlex.join(["hub", *sys.argv[1:]])))
     except HubError as exc:

@@ -6,8 +6,9 @@ by the `evaluate` library from the hub's local metric module), and is appended t
 soon as it ends, so a killed run picks up where it stopped. The table (markdown + JSON) and the plot
 are rebuilt from that log after every cell.
 
-Each method keeps its usual learning rate (LoRA: the task's recipe; full fine-tuning 5e-5, as in
-BERT's paper; probe 5e-3); everything else in the budget is shared. Method `registered` measures the
+Each method keeps its usual learning rate (LoRA: the task's recipe; full fine-tuning 5e-5 for backbone
+and head, as in BERT's paper, or a head rate of its own; probe 5e-3); everything else in the budget is
+shared. Method `registered` measures the
 adapter the registry already has (its own budget, recorded in its card) on the same dev rows.
 """
 

@@ -40,6 +40,7 @@ def _overrides(config: BenchConfig, registry: Registry, task: str, method: str, 
         options["learning_rate"] = config.learning_rate
     elif method == "full":
         options["learning_rate"] = config.full_learning_rate
+        options["head_learning_rate"] = config.full_head_learning_rate or config.full_learning_rate
     else:
         options["learning_rate"] = options["head_learning_rate"] = config.probe_learning_rate
     return options

@@ -30,6 +30,7 @@ class BenchConfig:
     epochs: float | None = None
     learning_rate: float | None = None
     full_learning_rate: float = 5e-5
+    full_head_learning_rate: float | None = None  # full fine-tuning's head (default: full_learning_rate, as in BERT)
     probe_learning_rate: float = 5e-3
     rank: int | None = None
     out: Path = Path("benchmarks/results")
@@ -38,7 +39,11 @@ class BenchConfig:
     def budget(self) -> dict[str, Any]:
         """What a cell's result depends on besides (task, method, seed): cells only mix within one budget."""
         keys = ("max_train_examples", "max_eval_examples", "epochs", "learning_rate", "full_learning_rate", "probe_learning_rate", "rank")
-        return {k: getattr(self, k) for k in keys}
+        budget = {k: getattr(self, k) for k in keys}
+        budget["epochs"] = None if self.epochs is None else float(self.epochs)  # 3 and 3.0 are one budget
+        # options added later count only when set, so the logs of earlier runs stay valid
+        budget.update({k: getattr(self, k) for k in ("full_head_learning_rate",) if getattr(self, k) is not None})
+        return budget
 
     @property
     def stem(self) -> str:

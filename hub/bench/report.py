@@ -60,14 +60,20 @@ def markdown(config: BenchConfig, cells: list[dict[str, Any]], command: str) -> 
         "",
         f"Command: `{command}`" if command else "Command: (library call)",
         f"Machine: {machine()}. Seeds: {seeds} (mean ± std over seeds where more than one).",
-        f"Budget, the same for every method: at most {config.max_train_examples or 'all'} training examples per task, "
+        f"Budget, shared by {', '.join(METHOD_NAMES[m] for m in methods if m != 'registered')}: at most {config.max_train_examples or 'all'} training examples per task, "
         f"{epochs}, the task's batch size; dev: "
         f"{'all' if config.max_eval_examples is None else f'a fixed sample of {config.max_eval_examples}'} examples. "
-        f"Learning rates: LoRA {config.learning_rate or 'the task recipe'}, full fine-tuning {config.full_learning_rate}, "
+        f"Learning rates: LoRA {config.learning_rate or 'the task recipe'}, full fine-tuning {config.full_learning_rate}"
+        f"{f' (head {config.full_head_learning_rate})' if config.full_head_learning_rate else ''}, "
         f"probe {config.probe_learning_rate}. Scores are the task's official dev metric x100, computed with `evaluate` "
         "(hub/evaluate_modules/hub_metric).",
         "",
     ]
+    if "registered" in methods:
+        budgets = ", ".join(f"{task} {row['registered']['train_examples']:,} x {row['registered']['epochs']:g}"
+                            for task, row in table.items() if "registered" in row)
+        lines[-1:] = [f"The registered adapter is the one the registry serves, trained on its own budget (training examples x "
+                      f"epochs: {budgets}) and measured on the same dev rows; it is outside the shared budget.", ""]
     with_gap = {"lora", "full"} <= set(methods)
     header = "| task | metric | " + " | ".join(METHOD_NAMES[m] for m in methods) + (" | LoRA − full |" if with_gap else " |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
