@@ -62,7 +62,7 @@ def markdown(config: BenchConfig, cells: list[dict[str, Any]], command: str) -> 
         f"Machine: {machine()}. Seeds: {seeds} (mean ± std over seeds where more than one).",
         f"Budget, shared by {', '.join(METHOD_NAMES[m] for m in methods if m != 'registered')}: at most {config.max_train_examples or 'all'} training examples per task, "
         f"{epochs}, the task's batch size; dev: "
-        f"{'all' if config.max_eval_examples is None else f'a fixed sample of {config.max_eval_examples}'} examples. "
+        f"{'all' if config.max_eval_examples is None else f'at most {config.max_eval_examples} (a fixed sample where larger)'} examples. "
         f"Learning rates: LoRA {config.learning_rate or 'the task recipe'}, full fine-tuning {config.full_learning_rate}"
         f"{f' (head {config.full_head_learning_rate})' if config.full_head_learning_rate else ''}, "
         f"probe {config.probe_learning_rate}. Scores are the task's official dev metric x100, computed with `evaluate` "
