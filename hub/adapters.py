@@ -42,10 +42,15 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def _default_permissions(folder: Path) -> None:
-    """mkdtemp makes a private folder; give the finished one the usual umask-based modes."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
+    return umask
+
+
+def _default_permissions(folder: Path) -> None:
+    """mkdtemp makes a private folder; give the finished one the usual umask-based modes."""
+    umask = _umask()
     folder.chmod(0o777 & ~umask)
     for path in folder.rglob("*"):
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
@@ -73,6 +78,26 @@ def atomic_folder(target: Path):
             os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(target: Path):
+    """Yield a temp file path beside `target`; when the body succeeds the file is synced and replaces
+    `target` in one rename, when it raises the temp file is removed and `target` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+        with open(staging, "rb") as written:
+            os.fsync(written.fileno())
+        staging.chmod(0o666 & ~_umask())  # mkstemp makes a private file; the result gets the usual mode
+        os.replace(staging, target)
+    except BaseException:
+        staging.unlink(missing_ok=True)
         raise
 
 

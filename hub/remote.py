@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import re
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .adapters import atomic_folder, check_adapter_folder, load_task_head
+from .adapters import atomic_file, atomic_folder, check_adapter_folder, load_task_head
 from .backbone import load_backbone
 from .card import card_serving_fields, card_for_upload
 from .errors import AdapterError, RemoteError
@@ -244,17 +243,9 @@ def append_task(registry_file: Path, entry: dict[str, Any]) -> None:
     head = text[: header.start()] if header else text.rstrip("\n") + "\n\n"
     block = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
     text = (head + "tasks:" + body).rstrip("\n") + "\n\n" + "".join(f"{indent}{line}\n" for line in block.splitlines())
-    fd, tmp = tempfile.mkstemp(prefix=f".{registry_file.name}.", dir=registry_file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        load_registry(tmp)  # the file as it will be: a broken result never replaces the user's registry
-        os.replace(tmp, registry_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(registry_file) as staging:
+        staging.write_text(text, encoding="utf-8")
+        load_registry(staging)  # the file as it will be: a broken result never replaces the user's registry
 
 
 def _first_line(exc: BaseException) -> str:

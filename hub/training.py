@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from datasets import Dataset
@@ -29,7 +29,7 @@ from .adapters import folder_bytes, write_adapter_folder
 from .backbone import Backbone, load_backbone
 from .card import build_card
 from .codecs import Codec, backbone_batch, head_features, make_codec, model_inputs, pad_lists
-from .data import load_split
+from .data import load_split, sample_rows
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
@@ -38,7 +38,7 @@ from .router import TaskRuntime
 from .service import Hub
 
 Method = Literal["lora", "full", "probe"]
-METHODS: tuple[str, ...] = ("lora", "full", "probe")
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 class TaskModel(nn.Module):
@@ -67,10 +67,6 @@ def _recipe(task: TaskSpec, overrides: dict[str, Any]) -> TrainSpec:
     if unknown:
         raise HubError(f"unknown training option(s) {unknown}; use: {', '.join(sorted(TrainSpec.model_fields))}.")
     return TrainSpec.model_validate({**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
-    return dataset if limit is None or limit >= len(dataset) else dataset.shuffle(seed=seed).select(range(limit))
 
 
 def _tokenize(dataset: Dataset, task: TaskSpec, codec: Codec) -> Dataset:
@@ -225,7 +221,7 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     task = registry.task(task_name)
     recipe = _recipe(task, overrides)
     torch.manual_seed(recipe.seed)
-    train_rows = _subset(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
+    train_rows = sample_rows(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
     model, backbone = _build_model(registry, task, recipe, method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -249,7 +245,7 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
     fitted = fit_task(registry, task_name, "lora", progress, **overrides)
     task, report = fitted.task, fitted.report
-    dev_rows = _subset(load_split(registry, task, "dev"), fitted.recipe.max_eval_examples, fitted.recipe.seed)
+    dev_rows = sample_rows(load_split(registry, task, "dev"), fitted.recipe.max_eval_examples, fitted.recipe.seed)
     report["eval_examples"] = len(dev_rows)
     target = Path(output) if output else registry.adapter_dir(task)
     _save(fitted.model, registry, task, dev_rows, report, target, progress)

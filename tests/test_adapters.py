@@ -10,7 +10,7 @@ from peft import PeftModel
 from transformers import AutoModel
 
 import hub
-from hub.adapters import atomic_folder, check_adapter_folder
+from hub.adapters import atomic_file, atomic_folder, check_adapter_folder
 from hub.backbone import load_backbone
 from hub.errors import AdapterError
 
@@ -90,3 +90,21 @@ def test_broken_adapter_gives_clear_error_and_hub_keeps_serving(trained_registry
     with pytest.raises(AdapterError, match="safetensors"):
         loaded.run("paraphrase", ("the movie", "the book"))
     assert loaded.run("sentiment", "good movie")["label"] in {"negative", "positive"}
+
+
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
+    import os
+
+    target = tmp_path / "registry.yaml"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as staging:
+            staging.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["registry.yaml"]
+    with atomic_file(target) as staging:
+        staging.write_text("new\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "new\n" and target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry.yaml"]

@@ -8,8 +8,8 @@ are rebuilt from that log after every cell.
 
 Each method keeps its usual learning rate (LoRA: the task's recipe; full fine-tuning 5e-5 for backbone
 and head, as in BERT's paper, or a head rate of its own; probe 5e-3); everything else in the budget is
-shared. Method `registered` measures the
-adapter the registry already has (its own budget, recorded in its card) on the same dev rows.
+shared. Method `registered` measures the adapter the registry already has (its own budget, recorded in
+its card) on the same dev rows.
 """
 
 from .cells import read_log, run_bench, run_cell

@@ -11,13 +11,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data import load_split
+from ..data import load_split, sample_rows
 from ..errors import HubError
 from ..evaluation import evaluate_runtime
 from ..metrics import evaluate_metric
 from ..registry import Registry
 from .config import METHOD_NAMES, BenchConfig
 from .report import write_results
+
 
 def _fingerprint(config: BenchConfig, registry: Registry, task: str, method: str) -> str:
     """The budget plus the task's registry entry (and, for `registered`, its adapter's weights): a changed
@@ -48,8 +49,7 @@ def _overrides(config: BenchConfig, registry: Registry, task: str, method: str, 
 
 def _dev_rows(registry: Registry, task: str, limit: int | None):
     """The same dev rows for every cell of a task: all, or a fixed sample of `limit`."""
-    dev = load_split(registry, registry.task(task), "dev")
-    return dev if limit is None or limit >= len(dev) else dev.shuffle(seed=0).select(range(limit))
+    return sample_rows(load_split(registry, registry.task(task), "dev"), limit, seed=0)
 
 
 def _registered_cell(config: BenchConfig, registry: Registry, task: str, progress: bool) -> dict[str, Any]:
@@ -61,10 +61,11 @@ def _registered_cell(config: BenchConfig, registry: Registry, task: str, progres
     hub = Hub(registry)
     dev = _dev_rows(registry, task, config.max_eval_examples)
     metrics = evaluate_runtime(hub.runtime(task), dev, hub.max_batch_size, progress=progress, scorer=evaluate_metric)
-    folder = registry.adapter_dir(registry.task(task))
-    report, recipe = card_report(folder), registry.task(task).train
+    spec = registry.task(task)
+    folder = registry.adapter_dir(spec)
+    report, recipe = card_report(folder), spec.train
     return {
-        "task": task, "method": "registered", "seed": recipe.seed, "metric": registry.task(task).metric,
+        "task": task, "method": "registered", "seed": recipe.seed, "metric": spec.metric,
         "score": next(iter(metrics.values())), "metrics": metrics, "trainable_parameters": report["trainable_parameters"],
         "total_parameters": report["total_parameters"], "task_bytes": folder_bytes(folder), "train_examples": report["train_examples"],
         "eval_examples": len(dev), "train_seconds": report["train_seconds"], "learning_rate": recipe.learning_rate,
@@ -100,12 +101,19 @@ def read_log(config: BenchConfig, registry: Registry) -> dict[tuple[str, str, in
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     if not config.log_path.exists():
         return done
+    names = {t.name for t in registry.tasks}
+    current: dict[tuple[str, str], str] = {}  # (task, method) -> fingerprint, computed once per pair
     for line in config.log_path.read_text(encoding="utf-8").splitlines():
         try:
             cell = json.loads(line)
         except ValueError:
             continue
-        if cell.get("task") in [t.name for t in registry.tasks] and cell.get("fingerprint") == _fingerprint(config, registry, cell["task"], cell["method"]):
+        if cell.get("task") not in names:
+            continue
+        pair = (cell["task"], cell["method"])
+        if pair not in current:
+            current[pair] = _fingerprint(config, registry, *pair)
+        if cell.get("fingerprint") == current[pair]:
             done[(cell["task"], cell["method"], cell["seed"])] = cell
     return done
 
@@ -120,9 +128,10 @@ def _append(path: Path, cell: dict[str, Any]) -> None:
 
 def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, command: str = "") -> str:
     """Run every missing cell, then write `<stem>.md`, `<stem>.json` and `<stem>.png`; returns the markdown."""
-    unknown = [t for t in config.tasks if t not in [t.name for t in registry.tasks]]
+    names = [t.name for t in registry.tasks]
+    unknown = [t for t in config.tasks if t not in names]
     if unknown:
-        raise HubError(f"bench: task(s) {unknown} are not in {registry.path}; registered: {', '.join([t.name for t in registry.tasks])}.")
+        raise HubError(f"bench: task(s) {unknown} are not in {registry.path}; registered: {', '.join(names)}.")
     bad = [m for m in config.methods if m not in METHOD_NAMES]
     if bad:
         raise HubError(f"bench: unknown method(s) {bad}; use {', '.join(METHOD_NAMES)}.")

@@ -13,7 +13,11 @@ from typing import Any
 
 import torch
 
+from ..adapters import atomic_file
 from .config import METHOD_NAMES, BenchConfig
+
+Summary = dict[str, dict[str, dict[str, Any]]]  # task -> method -> scores, mean and sizes
+
 
 def machine() -> str:
     """The machine the numbers come from, for the table's header."""
@@ -34,7 +38,7 @@ def _share(share: float) -> str:
     return f"{share:.2%}" if share >= 1e-4 else f"{share:.4%}"
 
 
-def summarize(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+def summarize(cells: list[dict[str, Any]]) -> Summary:
     """task -> method -> {scores, mean, trainable_parameters, task_bytes, share}."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for cell in cells:
@@ -49,10 +53,18 @@ def summarize(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
     return table
 
 
-def markdown(config: BenchConfig, cells: list[dict[str, Any]], command: str) -> str:
+def _methods(config: BenchConfig, table: Summary) -> list[str]:
+    """The configured methods that have at least one finished cell, in the configured order."""
+    return [m for m in config.methods if any(m in row for row in table.values())]
+
+
+def _metric(row: dict[str, dict[str, Any]]) -> str:
+    return next(iter(row.values()))["metric"]
+
+
+def markdown(config: BenchConfig, table: Summary, command: str) -> str:
     """The results table: scores per method, the LoRA - full gap, and what each method stores per task."""
-    table = summarize(cells)
-    methods = [m for m in config.methods if any(m in row for row in table.values())]
+    methods = _methods(config, table)
     seeds = ", ".join(map(str, config.seeds))
     epochs = "the task recipe's epochs" if config.epochs is None else f"{config.epochs:g} epoch(s)"
     lines = [
@@ -80,7 +92,7 @@ def markdown(config: BenchConfig, cells: list[dict[str, Any]], command: str) -> 
     for task, row in table.items():
         scores = [_points(row[m]["scores"]) if m in row else "–" for m in methods]
         gap = [f"{100 * (row['lora']['mean'] - row['full']['mean']):+.1f}" if "lora" in row and "full" in row else ""] if with_gap else []
-        lines.append(f"| {task} | {next(iter(row.values()))['metric']} | " + " | ".join(scores + gap) + " |")
+        lines.append(f"| {task} | {_metric(row)} | " + " | ".join(scores + gap) + " |")
     if table and all(m in row for row in table.values() for m in methods):
         average = {m: statistics.fmean(row[m]["mean"] for row in table.values()) for m in methods}
         gap = [f"{100 * (average['lora'] - average['full']):+.1f}"] if with_gap else []
@@ -95,16 +107,15 @@ def markdown(config: BenchConfig, cells: list[dict[str, Any]], command: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def plot(config: BenchConfig, cells: list[dict[str, Any]], path: Path) -> None:
-    """Grouped bars: one group per task, one bar per method, error bars = std over seeds."""
+def plot(config: BenchConfig, table: Summary, path: Path) -> None:
+    """Grouped bars (PNG): one group per task, one bar per method, error bars = std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = summarize(cells)
     tasks = list(table)
-    methods = [m for m in config.methods if any(m in row for row in table.values())]
+    methods = _methods(config, table)
     width = 0.8 / max(1, len(methods))
     figure, axes = plt.subplots(figsize=(1.4 * len(tasks) + 2, 4))
     for i, m in enumerate(methods):
@@ -112,28 +123,25 @@ def plot(config: BenchConfig, cells: list[dict[str, Any]], path: Path) -> None:
         stds = [100 * statistics.stdev(table[t][m]["scores"]) if m in table[t] and len(table[t][m]["scores"]) > 1 else 0.0 for t in tasks]
         axes.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(len(tasks))], means, width, yerr=stds, capsize=3,
                  label=METHOD_NAMES[m])
-    axes.set_xticks(range(len(tasks)), [f"{t}\n({next(iter(table[t].values()))['metric']})" for t in tasks], fontsize=8)
+    axes.set_xticks(range(len(tasks)), [f"{t}\n({_metric(table[t])})" for t in tasks], fontsize=8)
     axes.set_ylabel("dev score (x100)")
     axes.set_title(f"{config.suite.upper()}: same backbone, same budget")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
 
 
 def write_results(config: BenchConfig, cells: list[dict[str, Any]], command: str) -> str:
     """`<stem>.md`, `<stem>.json` (config + every cell) and `<stem>.png` under the output folder, each written atomically."""
-    config.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(config, cells, command)
+    table = summarize(cells)
+    text = markdown(config, table, command)
     payload = {"config": {**asdict(config), "out": str(config.out)}, "machine": machine(), "command": command,
-               "summary": summarize(cells), "cells": cells}
+               "summary": table, "cells": cells}
     for suffix, content in ((".md", text), (".json", json.dumps(payload, indent=2, ensure_ascii=False))):
-        target = config.out / f"{config.stem}{suffix}"
-        staging = target.with_suffix(suffix + ".tmp")
-        staging.write_text(content, encoding="utf-8")
-        os.replace(staging, target)
+        with atomic_file(config.out / f"{config.stem}{suffix}") as staging:
+            staging.write_text(content, encoding="utf-8")
     if cells:
-        staging = config.out / f".{config.stem}.tmp.png"
-        plot(config, cells, staging)
-        os.replace(staging, config.out / f"{config.stem}.png")
+        with atomic_file(config.out / f"{config.stem}.png") as staging:
+            plot(config, table, staging)
     return text

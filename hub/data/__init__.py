@@ -45,3 +45,8 @@ def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
     if not examples:
         raise DataError(f"task {task.name!r}: {source} holds no examples.")
     return Dataset.from_list(examples)
+
+
+def sample_rows(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """All of `dataset`, or a fixed random sample of `limit` rows (the same for the same seed)."""
+    return dataset if limit is None or limit >= len(dataset) else dataset.shuffle(seed=seed).select(range(limit))
