@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
+from pydantic import ValidationError
 from torch import nn
 from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
@@ -66,7 +67,11 @@ def _recipe(task: TaskSpec, overrides: dict[str, Any]) -> TrainSpec:
     unknown = sorted(set(overrides) - set(TrainSpec.model_fields))
     if unknown:
         raise HubError(f"unknown training option(s) {unknown}; use: {', '.join(sorted(TrainSpec.model_fields))}.")
-    return TrainSpec.model_validate({**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    try:
+        return TrainSpec.model_validate({**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg'].lower()}" for e in exc.errors())
+        raise HubError(f"task {task.name!r}: invalid training option(s): {problems}.") from None
 
 
 def _tokenize(dataset: Dataset, task: TaskSpec, codec: Codec) -> Dataset:

@@ -160,6 +160,10 @@ def test_cli_errors_name_the_fix(trained_registry):
     assert result.returncode == 2 and "'nope'" in result.stderr and "sentiment" in result.stderr
     result = run("glue", "--task", "sentiment", "--method", "adapters")
     assert result.returncode == 2 and "unknown method" in result.stderr
+    result = run("glue", "--task", "sentiment", "--max-eval-examples", "0")
+    assert result.returncode == 2 and "leaves no dev rows" in result.stderr
+    result = run("glue", "--task", "sentiment", "--method", "probe", "--epochs", "0")
+    assert result.returncode == 2 and "epochs=0.0" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_hub_data_registry_reads_glue_from_the_hub():

@@ -84,5 +84,10 @@ def test_bad_training_options_and_missing_data(tmp_path, tiny_backbone_dir):
     registry = load_registry(write_registry(tmp_path, document))
     with pytest.raises(HubError, match="unknown training option"):
         train_task(registry, "paraphrase", progress=False, epoch=3)
+    with pytest.raises(HubError, match=r"invalid training option\(s\): epochs=0.0: input should be greater than 0"):
+        train_task(registry, "paraphrase", progress=False, epochs=0.0, output=tmp_path / "never")
+    with pytest.raises(HubError, match=r"lora.r=0"):
+        train_task(registry, "paraphrase", progress=False, lora={"r": 0}, output=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
     with pytest.raises(HubError, match="no 'data' section"):
         train_task(registry, "sentiment", progress=False)

@@ -135,6 +135,8 @@ def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, co
     bad = [m for m in config.methods if m not in METHOD_NAMES]
     if bad:
         raise HubError(f"bench: unknown method(s) {bad}; use {', '.join(METHOD_NAMES)}.")
+    if config.max_eval_examples is not None and config.max_eval_examples < 1:
+        raise HubError(f"bench: max_eval_examples={config.max_eval_examples} leaves no dev rows; give 1 or more, or leave it out for all.")
     done = read_log(config, registry)
     # the registered adapter is one fixed model: one cell per task, whatever the seeds
     cells = [(t, m, s) for t in config.tasks for m in config.methods
