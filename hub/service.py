@@ -6,24 +6,29 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .adapters import adapter_name, attach_adapter, load_task_head
+from .adapters import adapter_name, load_lora, load_task_head
 from .backbone import Backbone, load_backbone
 from .codecs import make_codec
-from .errors import AdapterError, InputError
-from .registry import Registry, TaskSpec, load_registry
+from .errors import AdapterError, HubError, InputError
+from .registry import Registry, load_registry
 from .router import TaskRuntime, run_batch
+from .runtime_cache import RuntimeCache
 
 
 class Hub:
     """Serves every task of a registry. Backbones and adapters load lazily, on a task's first request."""
 
-    def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True):
+    def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True,
+                 max_tasks: int | None = None, max_bytes: int | None = None):
+        """`max_tasks` / `max_bytes` bound the loaded tasks (LoRA matrices + heads; least recently used go first)."""
+        if max_batch_size < 1:
+            raise HubError(f"max_batch_size={max_batch_size}: a batch needs at least one row.")
         self.registry = registry
         self.share_backbones = share_backbones
         self.max_batch_size = max_batch_size
-        self._runtimes: dict[str, TaskRuntime] = {}
+        self.cache = RuntimeCache(self._load, max_tasks=max_tasks, max_bytes=max_bytes)
         self._private: dict[str, Backbone] = {}
-        self._lock = threading.Lock()
+        self._private_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> "Hub":
@@ -48,15 +53,10 @@ class Hub:
 
     def runtime(self, task_name: str) -> TaskRuntime:
         """The loaded task (backbone, adapter, head), loading it on first use."""
-        with self._lock:
-            if task_name in self._runtimes:
-                return self._runtimes[task_name]
-            spec = self.registry.task(task_name)
-            runtime = self._load(spec)
-            self._runtimes[task_name] = runtime
-            return runtime
+        return self.cache.get(task_name)
 
-    def _load(self, spec: TaskSpec) -> TaskRuntime:
+    def _load(self, task_name: str) -> TaskRuntime:
+        spec = self.registry.task(task_name)
         folder = self.registry.adapter_dir(spec)
         if not folder.is_dir() and spec.hub:
             from .remote import fetch  # huggingface_hub's upload/download machinery only when an entry needs it
@@ -69,18 +69,18 @@ class Hub:
         backbone_spec = self.registry.backbone(spec.backbone)
         backbone = self._backbone(spec.backbone)
         head = load_task_head(folder, spec, backbone)
-        name = adapter_name(spec.name, folder)
-        attach_adapter(backbone, name, folder, backbone_spec.model_id)
+        adapter = load_lora(backbone, adapter_name(spec.name, folder), folder, backbone_spec.model_id)
         codec = make_codec(spec, head, backbone.tokenizer, backbone.max_length(backbone_spec, spec.max_length), backbone_spec.language)
-        return TaskRuntime(spec=spec, backbone=backbone, adapter_name=name, head=head, codec=codec)
+        return TaskRuntime(spec=spec, backbone=backbone, adapter=adapter, head=head, codec=codec)
 
     def _backbone(self, name: str) -> Backbone:
         """The process-wide shared backbone, or (share_backbones=False) one owned by this Hub alone."""
         if self.share_backbones:
             return load_backbone(self.registry.backbone(name), self.registry)
-        if name not in self._private:
-            self._private[name] = load_backbone(self.registry.backbone(name), self.registry, shared=False)
-        return self._private[name]
+        with self._private_lock:
+            if name not in self._private:
+                self._private[name] = load_backbone(self.registry.backbone(name), self.registry, shared=False)
+            return self._private[name]
 
     def run(self, task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:
         """One input -> one result; a list of inputs -> a list of results (batched)."""
@@ -90,14 +90,20 @@ class Hub:
 
     def run_many(self, requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
         """Mixed requests `[(task, input), ...]`, answered in order, sharing backbone passes."""
+        return run_batch(self.prepare(requests), self.max_batch_size)
+
+    def prepare(self, requests: list[tuple[str, Any]]) -> list[tuple[TaskRuntime, Any]]:
+        """Each request's loaded task and checked input (tasks load here); InputError names the bad request."""
         items = []
         for i, request in enumerate(requests):
             if not (isinstance(request, tuple) and len(request) == 2):
                 raise InputError(f"request #{i} must be a (task, input) tuple; got {type(request).__name__}.")
+            if not isinstance(request[0], str):
+                raise InputError(f"request #{i}: the task must be a task name (str); got {type(request[0]).__name__}.")
             runtime = self.runtime(request[0])
             try:
                 checked = runtime.codec.normalize(request[1])
             except InputError as exc:
                 raise InputError(f"request #{i}: {exc}" if len(requests) > 1 else str(exc)) from None
             items.append((runtime, checked))
-        return run_batch(items, self.max_batch_size)
+        return items

@@ -215,10 +215,8 @@ class FittedTask:
 
     def runtime(self) -> TaskRuntime:
         """The trained model as a router task, so it is evaluated by the same code that serves adapters."""
-        self.model.eval()
-        if self.method == "lora":
-            self.backbone.peft_model = self.model.encoder
-        return TaskRuntime(spec=self.task, backbone=self.backbone, adapter_name="default", head=self.model.head, codec=self.codec)
+        self.model.eval()  # the private backbone carries the trained weights (PEFT's layers for lora)
+        return TaskRuntime(spec=self.task, backbone=self.backbone, adapter=None, head=self.model.head, codec=self.codec)
 
 
 def fit_task(registry: Registry, task_name: str, method: Method = "lora", progress: bool = True, **overrides: Any) -> FittedTask:

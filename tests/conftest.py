@@ -203,3 +203,36 @@ def tiny_hub(trained_registry):
 
 
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real GLUE/CLUE files not found at {SHARED_DATA}")
+
+
+def random_request(rng: random.Random):
+    """A (task, input) for one of the tiny trained tasks, of random kind, shape and length."""
+    words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
+    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"])
+    if task == "sentiment":
+        return task, words(rng.randint(1, 12))
+    if task == "relations":
+        text = words(rng.randint(3, 12))
+        return task, {"text": text, "head": [0, text.index(" ")], "tail": [text.rindex(" ") + 1, len(text)]}
+    if task == "reader":
+        return task, {"question": "what is good?", "context": words(rng.randint(1, 40))}
+    if task in ("entities", "spans"):
+        return task, words(rng.randint(1, 30)) if rng.random() < 0.5 else tuple(words(rng.randint(1, 9)).split())
+    return task, (words(rng.randint(1, 8)), words(rng.randint(1, 8)))
+
+
+def assert_same_result(a: dict, b: dict) -> None:
+    """Two answers for one input agree (labels, spans and tags exactly; scores within float tolerance)."""
+    assert a.keys() == b.keys() and a["task"] == b["task"]
+    if "label" in a:
+        assert a["label"] == b["label"]
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    elif "answer" in a:
+        assert (a["answer"], a["start"], a["end"], a["windows"]) == (b["answer"], b["start"], b["end"], b["windows"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    elif "tags" in a:
+        assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"] and len(a["entities"]) == len(b["entities"])
+        assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
+        assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
+    else:
+        assert a["value"] == pytest.approx(b["value"], abs=1e-4)

@@ -7,49 +7,18 @@ import random
 import pytest
 
 import hub.router as router
-from conftest import FILLER, NEGATIVE, POSITIVE
-
-
-def _random_request(rng: random.Random):
-    words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
-    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"])
-    if task == "sentiment":
-        return task, words(rng.randint(1, 12))
-    if task == "relations":
-        text = words(rng.randint(3, 12))
-        return task, {"text": text, "head": [0, text.index(" ")], "tail": [text.rindex(" ") + 1, len(text)]}
-    if task == "reader":
-        return task, {"question": "what is good?", "context": words(rng.randint(1, 40))}
-    if task in ("entities", "spans"):
-        return task, words(rng.randint(1, 30)) if rng.random() < 0.5 else tuple(words(rng.randint(1, 9)).split())
-    return task, (words(rng.randint(1, 8)), words(rng.randint(1, 8)))
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and a["task"] == b["task"]
-    if "label" in a:
-        assert a["label"] == b["label"]
-        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
-    elif "answer" in a:
-        assert (a["answer"], a["start"], a["end"], a["windows"]) == (b["answer"], b["start"], b["end"], b["windows"])
-        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
-    elif "tags" in a:
-        assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"] and len(a["entities"]) == len(b["entities"])
-        assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
-        assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
-    else:
-        assert a["value"] == pytest.approx(b["value"], abs=1e-4)
+from conftest import assert_same_result, random_request
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_mixes_equal_one_at_a_time(tiny_hub, seed):
     rng = random.Random(seed)
-    requests = [_random_request(rng) for _ in range(rng.randint(5, 40))]
+    requests = [random_request(rng) for _ in range(rng.randint(5, 40))]
     mixed = tiny_hub.run_many(requests)
     alone = [tiny_hub.run(task, value) for task, value in requests]
     assert len(mixed) == len(requests)
     for a, b in zip(mixed, alone):
-        _assert_same(a, b)
+        assert_same_result(a, b)
 
 
 def test_one_backbone_pass_for_a_mixed_batch(tiny_hub, monkeypatch):
@@ -63,7 +32,7 @@ def test_one_backbone_pass_for_a_mixed_batch(tiny_hub, monkeypatch):
 def test_rows_get_their_own_adapter(tiny_hub):
     """The three tasks' adapters differ, so the same text through two tasks' adapters must differ too."""
     runtimes = [tiny_hub.runtime(name) for name in ("paraphrase", "similarity")]
-    assert runtimes[0].adapter_name != runtimes[1].adapter_name
+    assert runtimes[0].adapter is not runtimes[1].adapter and runtimes[0].adapter.name != runtimes[1].adapter.name
     assert runtimes[0].backbone is runtimes[1].backbone  # one shared backbone
 
 
@@ -72,7 +41,7 @@ def test_list_input_is_batched_and_ordered(tiny_hub):
     batched = tiny_hub.run("sentiment", texts)
     assert [r["task"] for r in batched] == ["sentiment"] * 4
     for text, result in zip(texts, batched):
-        _assert_same(result, tiny_hub.run("sentiment", text))
+        assert_same_result(result, tiny_hub.run("sentiment", text))
 
 
 def test_long_input_is_truncated_and_says_so(tiny_hub):

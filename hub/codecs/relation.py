@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 from ..errors import InputError
@@ -57,10 +58,10 @@ class RelationCodec(Codec):
             except InputError as exc:
                 raise InputError(f"{usage}; {exc}") from None
         elif isinstance(value, dict) and set(value) == {"text", "head", "tail"} and isinstance(value["text"], str):
-            try:
-                request = RelationRequest(value["text"], *(tuple(int(i) for i in value[k]) for k in ("head", "tail")))
-            except (TypeError, ValueError):
-                raise InputError(f"{usage}; head and tail must be [start, end] pairs of integers.") from None
+            spans = [value[k] for k in ("head", "tail")]
+            if not all(isinstance(s, (list, tuple)) and all(isinstance(i, Integral) and not isinstance(i, bool) for i in s) for s in spans):
+                raise InputError(f"{usage}; head and tail must be [start, end] pairs of integers.")  # 1.5 or True is no offset
+            request = RelationRequest(value["text"], *(tuple(int(i) for i in s) for s in spans))
             if len(request.head) != 2 or len(request.tail) != 2:
                 raise InputError(f"{usage}; head and tail must be [start, end] pairs.")
         else:

@@ -1,0 +1,169 @@
+"""Per-row LoRA for mixed-task batches: every row of ONE backbone pass gets its own task's adapter.
+
+Our own code rather than PEFT at serving time, for two measured reasons (benchmarks/serving.py):
+PEFT's `adapter_names=` loops over the distinct adapters inside every LoRA layer, and its
+`load_adapter` re-walks and re-wraps the model, so the n-th adapter loads slower as adapters accumulate
+(PEFT issue #981). Here an adapter is only its matrices, read from the PEFT folder with the scaling
+folded into B; forward hooks on the frozen backbone's target linear layers add each row's update with
+one batched matmul pair per layer (stack the batch's distinct adapters, gather one per row, two bmm).
+Loading is a file read whatever the number of resident adapters, and the backbone's own modules are
+never replaced or copied (PEFT can still wrap the same model: the hooks sit on the base linear layers
+and act only inside `BatchedLora.rows`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
+
+
+@dataclass(eq=False, frozen=True)
+class LoraWeights:
+    """One adapter's LoRA matrices by backbone module path: down = A [r, in], up = B x scaling [out, r]."""
+
+    name: str
+    down: dict[str, torch.Tensor]
+    up: dict[str, torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.down.values(), *self.up.values()))
+
+
+def pattern_value(patterns: dict[str, Any], module_path: str, default: Any) -> Any:
+    """PEFT's rank_pattern / alpha_pattern rule: the first key that matches the end of the module path."""
+    for key, value in patterns.items():
+        if re.fullmatch(rf"(.*\.)?{key}", module_path):
+            return value
+    return default
+
+
+def lora_scaling(config: dict[str, Any], module_path: str, rank: int) -> float:
+    """alpha / r (or alpha / sqrt(r) with rsLoRA), with the config's per-module alpha if it has one."""
+    alpha = pattern_value(config.get("alpha_pattern") or {}, module_path, config.get("lora_alpha", 8))
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dtype: torch.dtype) -> LoraWeights:
+    """The matrices of a checked PEFT LoRA file (see hub.adapters.check_adapter_folder), ready to serve."""
+    tensors = load_file(str(weights_file))
+    down: dict[str, torch.Tensor] = {}
+    up: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        path, which = LORA_KEY.fullmatch(key).groups()
+        if which == "A":
+            down[path] = tensor.to(dtype).contiguous()
+        else:
+            up[path] = (tensor * lora_scaling(config, path, tensor.shape[1])).to(dtype).contiguous()
+    return LoraWeights(name, down, up)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """One forward pass: the batch's distinct adapters and, per row, the position of its own."""
+
+    adapters: list[LoraWeights | None]
+    positions: list[int]  # row -> position in `adapters`
+
+    def matrices(self, path: str, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each row's own [rows, r, in] and [rows, out, r] for this layer (zeros where its adapter has no
+        such layer); None if no adapter in the pass has it. Stacked straight from the rows' adapters: one
+        copy per row, never a copy of every distinct adapter first."""
+        targeted = [a.down[path].shape[0] for a in self.adapters if a is not None and path in a.down]
+        if not targeted:
+            return None
+        rank = max(targeted)
+        downs, ups = [], []
+        for adapter in self.adapters:
+            if adapter is None or path not in adapter.down:
+                downs.append(layer.weight.new_zeros(rank, layer.in_features))
+                ups.append(layer.weight.new_zeros(layer.out_features, rank))
+                continue
+            pad = rank - adapter.down[path].shape[0]  # mixed ranks: zero rows/columns add nothing
+            downs.append(nn.functional.pad(adapter.down[path], (0, 0, 0, pad)) if pad else adapter.down[path])
+            ups.append(nn.functional.pad(adapter.up[path], (0, pad)) if pad else adapter.up[path])
+        return torch.stack([downs[i] for i in self.positions]), torch.stack([ups[i] for i in self.positions])
+
+
+class BatchedLora:
+    """Forward hooks on one backbone's LoRA-targeted linear layers; active only inside `rows(...)`.
+
+    The caller serializes passes (Backbone.lock): the plan of the running pass is an attribute.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._hooks: dict[str, Any] = {}
+        self.hooked_paths: frozenset[str] = frozenset()  # replaced, never mutated: safe to read without the lock
+        self._plan: _Plan | None = None
+
+    def target_layer(self, path: str) -> nn.Linear | None:
+        """The linear layer at `path` (inside a PEFT wrapper if the model has one), or None."""
+        try:
+            layer = self.model.get_submodule(path)
+        except AttributeError:
+            return None
+        layer = getattr(layer, "base_layer", layer)
+        return layer if isinstance(layer, nn.Linear) else None
+
+    def prepare(self, adapter: LoraWeights) -> None:
+        """Hook the layers `adapter` needs that no earlier adapter did (the caller holds Backbone.lock)."""
+        for path in adapter.down.keys() - self.hooked_paths:
+            self._hooks[path] = self.target_layer(path).register_forward_hook(self._hook(path))
+        self.hooked_paths = frozenset(self._hooks)
+
+    def _hook(self, path: str):
+        def add_row_updates(layer: nn.Linear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            plan = self._plan
+            if plan is None:
+                return None
+            matrices = plan.matrices(path, layer)
+            if matrices is None:
+                return None
+            down, up = matrices
+            x = args[0]
+            rows = x.shape[0]
+            if rows != len(plan.positions):
+                raise RuntimeError(f"BatchedLora: a pass over {rows} rows inside rows() for {len(plan.positions)}")
+            # Measured on CPU: batched matmuls over per-row matrices beat a loop over adapters, and even a
+            # plain addmm when one adapter serves every row; accumulating into the layer's output in place
+            # saves a full pass over it.
+            low = torch.bmm(x.reshape(rows, -1, x.shape[-1]), down.transpose(1, 2))
+            output.view(rows, -1, output.shape[-1]).baddbmm_(low, up.transpose(1, 2))
+            return output
+
+        return add_row_updates
+
+    @contextmanager
+    def rows(self, adapters: Sequence[LoraWeights | None]) -> Iterator[None]:
+        """Within this block, a pass over len(adapters) rows gives row i the update of adapters[i]."""
+        distinct: dict[int, int] = {}
+        order: list[LoraWeights | None] = []
+        positions = []
+        for adapter in adapters:
+            key = id(adapter)
+            if key not in distinct:
+                distinct[key] = len(order)
+                order.append(adapter)
+            positions.append(distinct[key])
+        if all(a is None for a in order):
+            yield
+            return
+        if torch.is_grad_enabled():
+            raise RuntimeError("BatchedLora.rows serves inference only (updates are added in place); use torch.inference_mode()")
+        self._plan = _Plan(order, positions)
+        try:
+            yield
+        finally:
+            self._plan = None

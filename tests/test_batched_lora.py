@@ -1,0 +1,114 @@
+"""The batched per-row LoRA (hub.batched_lora) against PEFT's own mixed-adapter forward."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertModel
+
+from hub.adapters import load_lora
+from hub.backbone import Backbone
+from hub.errors import AdapterError
+
+TEXTS = ["good movie", "the plot was very dull", "a", "this book is nice and the movie is bad", "it", "love it"]
+
+CONFIGS = {  # name -> LoraConfig options: ranks, alpha/rank patterns, rsLoRA, different target sets
+    "qv4": {"r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]},
+    "all8": {"r": 8, "lora_alpha": 16, "target_modules": ["query", "key", "value", "dense"],
+             "rank_pattern": {"key": 2}, "alpha_pattern": {"value": 3.0}},
+    "rs": {"r": 6, "lora_alpha": 4, "use_rslora": True, "target_modules": ["intermediate.dense", "query"]},
+}
+
+
+@pytest.fixture(scope="module")
+def peft_folders(tiny_backbone_dir, tmp_path_factory):
+    """One saved PEFT LoRA folder per config, with random (non-zero) B matrices."""
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("peft_adapters")
+    folders = {}
+    for seed, (name, options) in enumerate(CONFIGS.items()):
+        torch.manual_seed(seed)
+        model = get_peft_model(BertModel.from_pretrained(tiny_backbone_dir), LoraConfig(init_lora_weights=False, **options))
+        model.peft_config["default"].base_model_name_or_path = "tiny"
+        model.save_pretrained(root / name)
+        folders[name] = root / name
+    return folders
+
+
+def _backbone(folder) -> Backbone:
+    return Backbone(location=str(folder), model=BertModel.from_pretrained(folder).eval(), tokenizer=AutoTokenizer.from_pretrained(folder))
+
+
+def _peft_reference(tiny_backbone_dir, folders, names, encoded):
+    from peft import PeftModel
+
+    model = BertModel.from_pretrained(tiny_backbone_dir).eval()
+    first, *rest = dict.fromkeys(n for n in names if n != "__base__")
+    peft_model = PeftModel.from_pretrained(model, folders[first], adapter_name=first)
+    for name in rest:
+        peft_model.load_adapter(folders[name], adapter_name=name)
+    with torch.inference_mode():
+        return peft_model(**encoded, adapter_names=names).last_hidden_state
+
+
+@pytest.mark.parametrize("names", [
+    ["qv4", "all8", "rs", "all8", "__base__", "qv4"],  # mixed: ranks, patterns, rsLoRA, a row without adapter
+    ["all8"] * 6,  # one adapter for every row (the single-adapter fast path)
+])
+def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, names):
+    backbone = _backbone(tiny_backbone_dir)
+    loaded = {name: load_lora(backbone, name, peft_folders[name], "tiny") for name in CONFIGS}
+    encoded = backbone.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode(), backbone.lora.rows([loaded.get(name) for name in names]):
+        ours = backbone.model(**encoded).last_hidden_state
+    reference = _peft_reference(tiny_backbone_dir, peft_folders, names, encoded)
+    assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
+    with torch.inference_mode():  # outside `rows` the hooks add nothing: the plain frozen backbone
+        plain = backbone.model(**encoded).last_hidden_state
+    assert torch.equal(plain, BertModel.from_pretrained(tiny_backbone_dir).eval()(**encoded).last_hidden_state.detach())
+    assert not torch.allclose(plain, ours)
+
+
+def test_loading_reads_matrices_and_hooks_only_their_layers(tiny_backbone_dir, peft_folders):
+    backbone = _backbone(tiny_backbone_dir)
+    weights = load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")
+    assert backbone.lora.hooked_paths == set(weights.down) == {f"encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")}
+    assert weights.nbytes == sum(t.numel() * 4 for t in (*weights.down.values(), *weights.up.values()))
+    assert all(not isinstance(m, torch.nn.Identity) for m in backbone.model.modules())  # no module was replaced
+    assert not any("lora" in name for name, _ in backbone.model.named_parameters())
+
+
+def _rewrite_config(folder, target, **changes):
+    import shutil
+
+    shutil.copytree(folder, target)
+    config = json.loads((target / "adapter_config.json").read_text())
+    (target / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+    return target
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"use_dora": True}, "use_dora"),
+    ({"bias": "all"}, "bias='all'"),
+    ({"modules_to_save": ["classifier"]}, "modules_to_save"),
+    ({"r": 3}, "has shape"),
+    ({"peft_type": "IA3"}, "only LORA"),
+])
+def test_unserved_lora_options_are_refused(tiny_backbone_dir, peft_folders, tmp_path, change, message):
+    folder = _rewrite_config(peft_folders["qv4"], tmp_path / "changed", **change)
+    with pytest.raises(AdapterError, match=message):
+        load_lora(_backbone(tiny_backbone_dir), "changed", folder, "tiny")
+
+
+def test_a_file_with_only_one_lora_half_is_refused(tiny_backbone_dir, peft_folders, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _rewrite_config(peft_folders["qv4"], tmp_path / "half")
+    tensors = load_file(folder / "adapter_model.safetensors")
+    del tensors["base_model.model.encoder.layer.0.attention.self.query.lora_B.weight"]
+    save_file(tensors, folder / "adapter_model.safetensors")
+    with pytest.raises(AdapterError, match="only one of lora_A / lora_B"):
+        load_lora(_backbone(tiny_backbone_dir), "half", folder, "tiny")
