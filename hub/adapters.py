@@ -16,11 +16,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from safetensors import safe_open
 
 from heads import Head, HeadLoadError, load_head
 from .backbone import Backbone
-from .batched_lora import LORA_KEY, LoraWeights, pattern_value, read_lora_weights
+from .batched_lora import (
+    LORA_KEY, SAFETENSORS_DTYPES, LoraWeights, SafetensorsHeader, pattern_value, read_lora_weights, read_safetensors_header,
+)
 from .errors import AdapterError
 from .registry import ADAPTER_FILES, TaskSpec
 
@@ -129,6 +130,10 @@ def check_adapter_folder(folder: Path, backbone: Backbone, base_model_id: str) -
 
 def check_lora(folder: Path, backbone: Backbone, base_model_id: str) -> dict:
     """Refuse a PEFT folder whose LoRA the router cannot serve exactly on this backbone; return its config."""
+    return _checked_lora(Path(folder), backbone, base_model_id)[0]
+
+
+def _checked_lora(folder: Path, backbone: Backbone, base_model_id: str) -> tuple[dict, SafetensorsHeader]:
     try:
         config = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -151,16 +156,15 @@ def check_lora(folder: Path, backbone: Backbone, base_model_id: str) -> dict:
             f"{folder}: LoRA option(s) {', '.join(unserved)} are not served (the batched router applies plain LoRA "
             "only); retrain without them (`hub train` does) or merge them into the backbone."
         )
-    _check_lora_shapes(folder, backbone, config)
-    return config
+    return config, _check_lora_shapes(folder, backbone, config)
 
 
-def _check_lora_shapes(folder: Path, backbone: Backbone, config: dict) -> None:
+def _check_lora_shapes(folder: Path, backbone: Backbone, config: dict) -> SafetensorsHeader:
     try:
-        with safe_open(str(folder / PEFT_WEIGHTS), framework="pt") as weights:
-            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        header = read_safetensors_header(folder / PEFT_WEIGHTS)
+    except (OSError, ValueError) as exc:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} is not a readable safetensors file ({exc}); re-download or retrain it.") from None
+    shapes = {key: entry.shape for key, entry in header.tensors.items()}
     if not shapes:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} holds no tensors; retrain the adapter.")
     halves: dict[str, set[str]] = {}
@@ -182,10 +186,13 @@ def _check_lora_shapes(folder: Path, backbone: Backbone, config: dict) -> None:
                 f"{folder}: tensor {key} has shape {shape}, this backbone needs {expected}; the adapter was made "
                 "for another model size. Retrain it on this backbone."
             )
+        if header.tensors[key].dtype not in SAFETENSORS_DTYPES:
+            raise AdapterError(f"{folder}: tensor {key} is stored as {header.tensors[key].dtype}, not a float type; retrain the adapter.")
         halves.setdefault(path, set()).add(which)
     lonely = sorted(path for path, found in halves.items() if found != {"A", "B"})
     if lonely:
         raise AdapterError(f"{folder}: layer(s) {', '.join(lonely)} have only one of lora_A / lora_B; the file is incomplete. Retrain or re-download it.")
+    return header
 
 
 def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
@@ -214,8 +221,11 @@ def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -
     Only hooking a layer no earlier adapter used takes the backbone's lock (a pass in flight finishes
     first); the file read and checks run beside passes for other tasks.
     """
-    config = check_lora(Path(folder), backbone, base_model_id)
-    weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype)
+    config, header = _checked_lora(Path(folder), backbone, base_model_id)
+    try:
+        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype, header)
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{folder / PEFT_WEIGHTS} could not be read ({exc}); re-download or retrain it.") from None
     if weights.down.keys() - backbone.lora.hooked_paths:
         with backbone.lock:
             backbone.lora.prepare(weights)

@@ -99,7 +99,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
 
 
 class _BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes with 413 before they are read into memory."""
+    """ASGI middleware: refuse bodies over `limit` bytes with 413, without holding more than that.
+
+    A declared Content-Length over the limit is refused before reading; a chunked body is read up to
+    the limit, then handed to the app in one piece.
+    """
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -111,29 +115,30 @@ class _BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await self._refuse(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                return await self._refuse(scope, receive, send)
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: disconnect notices
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope, receive, send):
         response = _error(413, "too_large", f"the request body is over {self.limit:,} bytes; send fewer or shorter items per request.")
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _CacheCollector:

@@ -27,8 +27,9 @@ class Hub:
         self.share_backbones = share_backbones
         self.max_batch_size = max_batch_size
         self.cache = RuntimeCache(self._load, max_tasks=max_tasks, max_bytes=max_bytes)
-        self._private: dict[str, Backbone] = {}
-        self._private_lock = threading.Lock()
+        self._specs = {task.name: task for task in registry.tasks}  # thousands of tasks: a dict, not a scan
+        self._backbones: dict[str, Backbone] = {}
+        self._backbones_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> "Hub":
@@ -56,7 +57,7 @@ class Hub:
         return self.cache.get(task_name)
 
     def _load(self, task_name: str) -> TaskRuntime:
-        spec = self.registry.task(task_name)
+        spec = self._specs.get(task_name) or self.registry.task(task_name)  # the registry names what is unknown
         folder = self.registry.adapter_dir(spec)
         if not folder.is_dir() and spec.hub:
             from .remote import fetch  # huggingface_hub's upload/download machinery only when an entry needs it
@@ -75,12 +76,10 @@ class Hub:
 
     def _backbone(self, name: str) -> Backbone:
         """The process-wide shared backbone, or (share_backbones=False) one owned by this Hub alone."""
-        if self.share_backbones:
-            return load_backbone(self.registry.backbone(name), self.registry)
-        with self._private_lock:
-            if name not in self._private:
-                self._private[name] = load_backbone(self.registry.backbone(name), self.registry, shared=False)
-            return self._private[name]
+        with self._backbones_lock:
+            if name not in self._backbones:
+                self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry, shared=self.share_backbones)
+            return self._backbones[name]
 
     def run(self, task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:
         """One input -> one result; a list of inputs -> a list of results (batched)."""

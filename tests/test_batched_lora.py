@@ -112,3 +112,41 @@ def test_a_file_with_only_one_lora_half_is_refused(tiny_backbone_dir, peft_folde
     save_file(tensors, folder / "adapter_model.safetensors")
     with pytest.raises(AdapterError, match="only one of lora_A / lora_B"):
         load_lora(_backbone(tiny_backbone_dir), "half", folder, "tiny")
+
+
+def test_a_half_precision_file_loads_through_the_converting_path(tiny_backbone_dir, peft_folders, tmp_path):
+    """A file in another dtype than the backbone cannot be read in one go; the tensor-by-tensor path converts it."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _rewrite_config(peft_folders["all8"], tmp_path / "half_precision")
+    tensors = load_file(folder / "adapter_model.safetensors")
+    save_file({k: v.half() for k, v in tensors.items()}, folder / "adapter_model.safetensors")
+    backbone = _backbone(tiny_backbone_dir)
+    full = load_lora(backbone, "full", peft_folders["all8"], "tiny")
+    half = load_lora(backbone, "half", folder, "tiny")
+    assert half.down.keys() == full.down.keys() and all(t.dtype == torch.float32 for t in half.up.values())
+    for path in full.down:
+        assert torch.allclose(half.down[path], full.down[path], atol=1e-2) and torch.allclose(half.up[path], full.up[path], atol=1e-2)
+
+
+@pytest.mark.parametrize("damage", ["truncated data", "header length", "not JSON", "entry outside"])
+def test_damaged_safetensors_are_refused(tiny_backbone_dir, peft_folders, tmp_path, damage):
+    folder = _rewrite_config(peft_folders["qv4"], tmp_path / "damaged")
+    path = folder / "adapter_model.safetensors"
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    if damage == "truncated data":
+        raw = raw[:-100]
+    elif damage == "header length":
+        raw = (10 ** 9).to_bytes(8, "little") + raw[8:]
+    elif damage == "not JSON":
+        raw = raw[:8] + b"{" * length + raw[8 + length:]
+    else:
+        key = next(k for k in header if k != "__metadata__")
+        header[key]["data_offsets"] = [0, 10 ** 7]
+        encoded = json.dumps(header).encode().ljust(length)
+        raw = len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:]
+    path.write_bytes(raw)
+    with pytest.raises(AdapterError, match="safetensors|could not be read|shape"):
+        load_lora(_backbone(tiny_backbone_dir), "damaged", folder, "tiny")

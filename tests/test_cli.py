@@ -59,3 +59,31 @@ def test_demo_and_run_for_every_task_kind(trained_registry):
     assert json.loads(tokens.output)["tokens"] == ["good", "movie"]
     relation = runner.invoke(app, ["run", "relations", "<e1>good</e1> beats <e2>dull</e2>", "--registry", str(trained_registry)])
     assert json.loads(relation.output)["label"] in ("Beats(e1,e2)", "Beats(e2,e1)", "Other")
+
+
+def test_serve_refuses_bad_preloads_and_limits_before_starting(trained_registry, monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not start")))
+    unknown = runner.invoke(app, ["serve", "--registry", str(trained_registry), "--preload", "sentimant"])
+    assert unknown.exit_code == 2 and "Did you mean 'sentiment'" in unknown.output
+    bad_limit = runner.invoke(app, ["serve", "--registry", str(trained_registry), "--max-queue", "0"])
+    assert bad_limit.exit_code == 2 and "max-queue" in bad_limit.output
+
+
+def test_serve_starts_uvicorn_with_every_trained_task_loaded(trained_registry, monkeypatch):
+    import uvicorn
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **kwargs: started.update(app=app_, **kwargs))
+    result = runner.invoke(app, ["serve", "--registry", str(trained_registry), "--preload", "all", "--port", "8765", "--no-access-log"])
+    assert result.exit_code == 0, result.output
+    assert started["port"] == 8765 and started["access_log"] is False
+    from fastapi.testclient import TestClient
+
+    import gc
+
+    gc.unfreeze()  # `hub serve` froze the preloaded tasks out of GC scans; this test process lives on
+    with TestClient(started["app"]) as client:
+        tasks = client.get("/v1/tasks").json()["tasks"]
+    assert all(t["loaded"] for t in tasks) and len(tasks) == 7

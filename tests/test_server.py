@@ -131,6 +131,9 @@ def test_fuzz_malformed_requests_get_clear_4xx_and_the_server_keeps_serving(clie
         error = response.json()["error"]
         assert message in error["message"] and len(error["message"]) > 20, (what, error)
     assert client.post("/v1/run", content=b'{"task": "sentiment"}', headers={"content-type": "text/plain"}).status_code == 422
+    streamed = (part for part in (b'{"task": "sentiment", "input": "', b"x" * 5000, b'"}'))  # chunked: no Content-Length
+    too_big = client.post("/v1/run", content=streamed, headers={"content-type": "application/json"})
+    assert too_big.status_code == 413 and "over 4,096 bytes" in too_big.json()["error"]["message"]
     assert client.get("/v1/run").status_code == 405
     assert client.get("/nowhere").json()["error"]["message"].startswith("Not Found")
     assert client.post("/v1/run", json=GOOD).status_code == 200  # still serving

@@ -1,0 +1,199 @@
+"""Load test of `hub serve`: many concurrent HTTP requests across 16 shipped tasks of every kind.
+
+Starts `hub serve` in its own process, asks every distinct input once at concurrency 1 (the
+single-request answers), then fires --requests random (task, input) requests at --concurrency, and
+checks: no errors, every answer equal to the single-request answer for its input (labels, tags and
+spans exactly, scores within 1e-4), the server's resident memory after the run within 10% of before.
+
+    python benchmarks/load_test.py                      # 10,000 requests at concurrency 64
+    python benchmarks/load_test.py --requests 2000      # a shorter run
+
+Inputs are dev examples of each task (../shared/data and the embedded corpora). Writes
+benchmarks/results/load_test.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from tqdm.auto import tqdm
+
+import hub
+from hub.data import load_split
+from hub.registry import load_registry
+from hub.service import Hub
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TASKS = ["sst2", "cola", "mrpc", "stsb", "rte", "bbc_news", "conll2003", "conll2003_spans", "xquad_en", "semeval2010",
+         "tnews", "afqmc", "sentiment_zh", "cluener", "msra_ner", "cws_zh"]
+
+
+def task_inputs(registry_path: Path, tasks: list[str], per_task: int, seed: int) -> list[tuple[str, Any]]:
+    """`per_task` dev inputs of each task, as JSON request inputs."""
+    registry = load_registry(registry_path)
+    served = Hub(registry)
+    inputs = []
+    for task in tqdm(tasks, desc="dev inputs", unit="task"):
+        codec = served.runtime(task).codec
+        rows = load_split(registry, registry.task(task), "dev")
+        picked = random.Random(seed).sample(range(len(rows)), min(per_task, len(rows)))
+        for i in picked:
+            value = codec.request(rows[i])
+            if isinstance(value, tuple):
+                value = value[0] if len(value) == 1 else list(value)  # JSON: one text is a string, a pair a list
+            inputs.append((task, value))
+    return inputs
+
+
+def same_answer(a: Any, b: Any, tolerance: float = 1e-4) -> bool:
+    """Equal, with floats within `tolerance` (batched and single passes pad differently)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tolerance
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_answer(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same_answer(x, y, tolerance) for x, y in zip(a, b))
+    return a == b
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(registry: Path, tasks: list[str], port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hub", "serve", "--registry", str(registry), "--port", str(port), "--no-access-log",
+               *[part for task in tasks for part in ("--preload", task)]]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"`hub serve` exited: {server.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json().get("status") == "ok":
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise SystemExit("`hub serve` did not answer /health within 5 minutes")
+
+
+async def fire(url: str, requests: list[tuple[str, Any]], concurrency: int, desc: str) -> list[tuple[int, Any, float]]:
+    """POST every request with at most `concurrency` in flight: (status, body, seconds) in order."""
+    limit = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(requests), desc=desc, unit="req")
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def one(task: str, value: Any) -> tuple[int, Any, float]:
+            async with limit:
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/v1/run", json={"task": task, "input": value})
+                    answer = (response.status_code, response.json(), time.perf_counter() - started)
+                except (httpx.HTTPError, ValueError) as exc:
+                    answer = (0, {"error": repr(exc)}, time.perf_counter() - started)
+                bar.update()
+                return answer
+        answers = await asyncio.gather(*(one(t, v) for t, v in requests))
+    bar.close()
+    return answers
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    inputs = task_inputs(args.registry, args.tasks, args.per_task, args.seed)
+    rng = random.Random(args.seed)
+    picks = [rng.randrange(len(inputs)) for _ in range(args.requests)]
+    port = free_port()
+    server = start_server(args.registry, args.tasks, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process = psutil.Process(server.pid)
+        single = asyncio.run(fire(url, inputs, 1, "single requests (concurrency 1)"))
+        failed = [(inputs[i], s) for i, s in enumerate(single) if s[0] != 200]
+        if failed:
+            raise SystemExit(f"{len(failed)} single requests failed, e.g. {failed[0]}")
+        warm = [inputs[i] for i in random.Random(args.seed + 1).choices(range(len(inputs)), k=args.warmup)]
+        asyncio.run(fire(url, warm, args.concurrency, "warm-up"))  # the allocator reaches its working size first
+        before = process.memory_info().rss
+        started = time.perf_counter()
+        answers = asyncio.run(fire(url, [inputs[i] for i in picks], args.concurrency, f"load (concurrency {args.concurrency})"))
+        seconds = time.perf_counter() - started
+        after = process.memory_info().rss
+        metrics = httpx.get(url + "/metrics").text
+    finally:
+        server.terminate()
+        server.wait(30)
+    statuses: dict[str, int] = {}
+    for status, _, _ in answers:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    mismatches = [i for i, (status, body, _) in zip(picks, answers) if status == 200 and not same_answer(body["result"], single[i][1]["result"])]
+    latencies = sorted(s for _, _, s in answers)
+    sample = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line.startswith("hub_batch_items_")}
+    batch_sum, batch_count = sample["hub_batch_items_sum"], sample["hub_batch_items_count"]
+    return {
+        "command": "python benchmarks/load_test.py" + (f" --requests {args.requests}" if args.requests != 10000 else "")
+                   + (f" --concurrency {args.concurrency}" if args.concurrency != 64 else ""),
+        "tasks": args.tasks, "distinct_inputs": len(inputs), "requests": args.requests, "concurrency": args.concurrency,
+        "statuses": statuses, "errors": args.requests - statuses.get("200", 0), "mismatches": len(mismatches),
+        "mismatch_examples": [inputs[i] for i in mismatches[:5]], "seconds": seconds, "requests_per_second": args.requests / seconds,
+        "latency_ms": {q: 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))] for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "mean_batch_items": batch_sum / batch_count, "warmup": args.warmup, "rss_before_mb": before / 1e6, "rss_after_mb": after / 1e6,
+        "rss_growth": after / before - 1,
+    }
+
+
+def report(result: dict[str, Any], out: Path) -> str:
+    ok = result["errors"] == 0 and result["mismatches"] == 0 and abs(result["rss_growth"]) <= 0.10
+    latency = result["latency_ms"]
+    lines = [
+        f"# Load test: {result['requests']:,} HTTP requests at concurrency {result['concurrency']} across {len(result['tasks'])} tasks",
+        "",
+        f"`{result['command']}` — `hub serve` in its own process; {result['distinct_inputs']} distinct dev inputs "
+        f"({', '.join(result['tasks'])}), each request a random one of them.",
+        "",
+        "| check | wanted | measured |",
+        "|---|---|---|",
+        f"| errors (non-200 answers) | 0 | {result['errors']} (statuses: {result['statuses']}) |",
+        f"| answers different from the single-request answer | 0 | {result['mismatches']} |",
+        f"| server RSS after / before the run (before: after {result['warmup']:,} warm-up requests) | within 10% | {result['rss_after_mb']:.0f} / {result['rss_before_mb']:.0f} MB ({result['rss_growth']:+.1%}) |",
+        "",
+        f"Throughput {result['requests_per_second']:.1f} requests/s; latency p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms, "
+        f"p99 {latency['p99']:.0f} ms; {result['mean_batch_items']:.1f} items per batch on average (the batch metrics count the warm-up too). "
+        f"All checks {'passed' if ok else 'did NOT pass'}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--per-task", type=int, default=32, help="distinct dev inputs per task")
+    parser.add_argument("--warmup", type=int, default=1000, help="requests at full concurrency before memory is first measured")
+    parser.add_argument("--tasks", nargs="+", default=TASKS)
+    parser.add_argument("--registry", type=Path, default=hub.default_registry_path())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "load_test")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(report(run(args), args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,490 @@
+"""Serving benchmark: one frozen backbone answering many tasks at once, against the alternatives.
+
+Every variant answers the same requests (GLUE dev texts, max length 128, end to end from raw text)
+with the same batching policy (length-sorted batches of at most 64 rows), in interleaved rounds;
+the tables compare medians from this one run, as ratios (this machine is shared and noisy).
+
+    A      the frozen backbone alone: no adapters, no heads (the limit)
+    B      the hub: `Hub.run_many`, a random task of K per request (K = 16, 64), heads and results included;
+           also K = 16 with 1,000 adapters resident
+    L      the LoRA step alone (a backbone pass with per-row adapters): ours vs PEFT `adapter_names`
+    C      the naive router: PEFT `set_adapter` per request, batch size 1, heads included (K = 64)
+    D      one full fine-tuned model per task (its LoRA merged into its own backbone) + head (K = 16)
+Then, each in a fresh process: the time to load the n-th adapter (ours: a whole task, LoRA + head, up
+to 1,000; PEFT `load_adapter` up to --peft-load-max) with the memory each resident adapter adds, and
+the memory of B and D at K = 16 (RSS after serving, net of the interpreter and imports).
+
+    python benchmarks/serving.py                 # PEFT's default LoRA shape for BERT (query, value), r = 8
+    python benchmarks/serving.py --targets all   # the shape `hub train` ships (every linear layer but the pooler)
+
+Writes benchmarks/results/serving_<targets>.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving_setup import english_backbone, glue_texts, mixed_requests, task_name, write_registry  # noqa: E402
+
+import hub  # noqa: E402
+from heads import load_head  # noqa: E402
+from hub.adapters import PEFT_CONFIG, PEFT_WEIGHTS, folder_bytes  # noqa: E402
+from hub.batched_lora import read_lora_weights, read_safetensors_header  # noqa: E402
+from hub.codecs import head_features  # noqa: E402
+from hub.registry import load_registry  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MAX_LENGTH, BATCH = 128, 64
+hf_logging.disable_progress_bar()  # transformers' per-model "Loading weights" bars would bury ours
+
+
+def sorted_batches(tokenizer, texts: list[str]) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Tokenize, sort by length, pad each batch of 64: (positions in `texts`, model inputs)."""
+    encoded = tokenizer(texts, truncation=True, max_length=MAX_LENGTH)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+    batches = []
+    for start in range(0, len(order), BATCH):
+        chunk = order[start:start + BATCH]
+        rows = [{k: encoded[k][i] for k in ("input_ids", "token_type_ids", "attention_mask")} for i in chunk]
+        batches.append((chunk, tokenizer.pad(rows, return_tensors="pt")))
+    return batches
+
+
+def decode(head, out, mask) -> list[dict]:
+    return head.decode(head(head_features(out, mask, False)))
+
+
+def adapter_folders(registry: Path, count: int) -> list[Path]:
+    loaded = load_registry(registry)
+    return [loaded.adapter_dir(loaded.task(task_name(i))) for i in range(count)]
+
+
+def peft_model(folders: list[Path]):
+    """PEFT's serving path: one PeftModel over its own backbone copy, every folder loaded."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(english_backbone()[0].location).eval()
+    peft = PeftModel.from_pretrained(model, str(folders[0]), adapter_name=folders[0].name)
+    for folder in tqdm(folders[1:], desc=f"PEFT: load {len(folders)} adapters", unit="adapter", leave=False):
+        peft.load_adapter(str(folder), adapter_name=folder.name)
+    return peft.eval()
+
+
+def full_models(folders: list[Path]) -> list[tuple[torch.nn.Module, Any]]:
+    """What a user without the hub serves: per task, a backbone loaded on its own with the task's LoRA
+    merged into its weights (a separately fine-tuned full model), and the task's head."""
+    from transformers import AutoModel
+
+    location = english_backbone()[0].location
+    models = []
+    for folder in tqdm(folders, desc=f"D: load {len(folders)} full models", unit="model", leave=False):
+        model = AutoModel.from_pretrained(location).eval()
+        config = json.loads((folder / PEFT_CONFIG).read_text())
+        lora = read_lora_weights(folder.name, folder / PEFT_WEIGHTS, config, model.dtype, read_safetensors_header(folder / PEFT_WEIGHTS))
+        with torch.no_grad():
+            for path, down in lora.down.items():
+                model.get_submodule(path).weight += lora.up[path] @ down
+        models.append((model, load_head(folder).eval()))
+    return models
+
+
+class Variants:
+    """The served variants over one request set; each method answers every request once."""
+
+    def __init__(self, texts: list[str], hubs: dict[str, hub.Hub], peft: dict[int, Any], full: dict[int, list]):
+        self.texts, self.hubs, self.peft, self.full = texts, hubs, peft, full
+        self.backbone = next(iter(hubs.values())).runtime(task_name(0)).backbone
+        self.tokenizer = self.backbone.tokenizer
+
+    def requests(self, k: int) -> list[tuple[str, str]]:
+        return mixed_requests(self.texts, k)
+
+    def backbone_alone(self) -> None:
+        with torch.inference_mode():
+            for _, inputs in sorted_batches(self.tokenizer, self.texts):
+                self.backbone.model(**inputs)
+
+    def hub_mixed(self, name: str, k: int) -> list[dict]:
+        return self.hubs[name].run_many(self.requests(k))
+
+    def lora_ours(self, k: int) -> None:
+        requests, hub_ = self.requests(k), self.hubs[str(k)]
+        with torch.inference_mode():
+            for positions, inputs in sorted_batches(self.tokenizer, self.texts):
+                with self.backbone.lora.rows([hub_.runtime(requests[i][0]).adapter for i in positions]):
+                    self.backbone.model(**inputs)
+
+    def lora_peft(self, k: int) -> None:
+        requests = self.requests(k)
+        with torch.inference_mode():
+            for positions, inputs in sorted_batches(self.tokenizer, self.texts):
+                self.peft[k](**inputs, adapter_names=[requests[i][0] for i in positions])
+
+    def naive(self, k: int) -> list[dict]:
+        """One request at a time: switch the PeftModel's adapter, run it, then the task's head."""
+        model, hub_, results = self.peft[k], self.hubs[str(k)], []
+        with torch.inference_mode():
+            for task, text in self.requests(k):
+                model.set_adapter(task)
+                inputs = self.tokenizer(text, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+                results += decode(hub_.runtime(task).head, model(**inputs), inputs["attention_mask"])
+        return results
+
+    def full_models(self, k: int) -> list[dict]:
+        return serve_full(self.full[k], self.tokenizer, self.texts, self.requests(k))
+
+
+def serve_full(models: list[tuple[torch.nn.Module, Any]], tokenizer, texts: list[str], requests: list[tuple[str, str]]) -> list[dict]:
+    """D: each task's own full model answers that task's requests, in length-sorted batches."""
+    results: list[dict] = [{}] * len(texts)
+    with torch.inference_mode():
+        for i, (model, head) in enumerate(models):
+            mine = [j for j, (task, _) in enumerate(requests) if task == task_name(i)]
+            for positions, inputs in sorted_batches(tokenizer, [texts[j] for j in mine]):
+                for p, result in zip(positions, decode(head, model(**inputs), inputs["attention_mask"])):
+                    results[mine[p]] = result
+    return results
+
+
+def timed_rounds(jobs: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Every job once per round, in a fresh random order each round, `rounds` times: seconds per run.
+    Ratios are then taken within each round (jobs that ran seconds apart) and their median reported."""
+    for job in tqdm(jobs.values(), desc="warm-up", unit="variant", leave=False):
+        job()
+    seconds: dict[str, list[float]] = {name: [] for name in jobs}
+    order = list(jobs)
+    shuffle = random.Random(0).shuffle
+    for _ in tqdm(range(rounds), desc="timed rounds", unit="round"):
+        shuffle(order)
+        for name in order:
+            started = time.perf_counter()
+            jobs[name]()
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def agreement(reference: list[dict], other: list[dict]) -> dict[str, float]:
+    """Same labels? Largest score difference? (every variant computes the same function)"""
+    same = sum(a["label"] == b["label"] for a, b in zip(reference, other))
+    return {"same_label": same / len(reference), "max_score_diff": max(abs(a["score"] - b["score"]) for a, b in zip(reference, other))}
+
+
+# ---- fresh-process probes: memory and loading --------------------------------------------------------
+
+def _rss() -> int:
+    """Resident bytes now, after returning freed heap to the system (glibc keeps freed activations
+    otherwise, which made B's number swing by 50 MB between runs)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: measure as is
+        pass
+    return psutil.Process().memory_info().rss
+
+
+def probe(kind: str, registry: Path, texts: list[str], count: int, every: int) -> dict[str, Any]:
+    """Runs in its own process; RSS is measured net of the interpreter and the imports above."""
+    base = _rss()
+    if kind == "hub":  # B: the shared backbone + K adapters and heads, after serving the requests
+        served = hub.Hub.load(registry)
+        served.run_many(mixed_requests(texts, count))
+        return {"net_rss": _rss() - base}
+    if kind == "full":  # D: K full models and heads, after serving the same requests
+        models = full_models(adapter_folders(registry, count))
+        serve_full(models, english_backbone()[0].tokenizer, texts, mixed_requests(texts, count))
+        return {"net_rss": _rss() - base}
+    folders = adapter_folders(registry, count)
+    if kind == "ours_memory":  # what each resident task adds (LoRA + head + codec), nothing else in the process
+        served = hub.Hub.load(registry)
+        served.runtime(task_name(0))
+        after_first = _rss()
+        for n in range(1, count):
+            served.runtime(task_name(n))
+        return {"bytes_per_adapter": (_rss() - after_first) / (count - 1), "folder_bytes": statistics.mean(folder_bytes(f) for f in folders[1:])}
+    if kind == "ours_load":  # load 1..count whole tasks into one Hub: seconds for each, memory per task
+        served = hub.Hub.load(registry)
+        alone = hub.Hub.load(registry, max_tasks=1)  # side by side: the same load into a Hub holding one task
+        served.runtime(task_name(0))  # the backbone and the first task
+        alone.runtime(task_name(0))
+        seconds, paired = [], []
+        for n in range(1, count):
+            pair = {}
+            for name, target in ((("grown", served), ("alone", alone)) if n % 2 else (("alone", alone), ("grown", served))):
+                started = time.perf_counter()
+                target.runtime(task_name(n))
+                pair[name] = time.perf_counter() - started
+            seconds.append(pair["grown"])
+            paired.append(pair["alone"])
+    else:  # peft_load: the same folders through PeftModel.load_adapter
+        from peft import PeftModel
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(english_backbone()[0].location).eval()
+        peft = PeftModel.from_pretrained(model, str(folders[0]), adapter_name=folders[0].name)
+        after_first = _rss()
+        seconds = []
+        for folder in folders[1:]:
+            started = time.perf_counter()
+            peft.load_adapter(str(folder), adapter_name=folder.name)
+            seconds.append(time.perf_counter() - started)
+        added = _rss() - after_first
+    kept = [n for n in range(len(seconds)) if n % every == 0 or n == len(seconds) - 1]
+    report = {"seconds": [(n + 2, seconds[n]) for n in kept]}
+    if kind == "ours_load":
+        report["alone_seconds"] = [(n + 2, paired[n]) for n in kept]
+    else:  # PEFT's memory per adapter (ours: the ours_memory probe, with no second Hub in the process)
+        report["bytes_per_adapter"] = added / (count - 1)
+        report["lora_file_bytes"] = statistics.mean((f / PEFT_WEIGHTS).stat().st_size for f in folders[1:])
+    return report
+
+
+def run_probe(kind: str, registry: Path, texts_file: Path, count: int, every: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--probe", kind, "--probe-registry", str(registry), "--probe-texts", str(texts_file),
+               "--probe-count", str(count), "--probe-every", str(every)]
+    print(f"[probe] {kind} x {count} (fresh process)", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"probe {kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    backbone, entry = english_backbone()
+    texts = glue_texts(args.requests, seed=0)
+    texts_file = work / "texts.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
+    with tqdm(total=args.resident, desc=f"write {args.resident} adapter folders ({args.targets})", unit="adapter") as bar:
+        def progress(items):
+            for item in items:
+                yield item
+                bar.update()
+        registries = {k: write_registry(work, entry, k, args.targets, backbone=backbone, progress=progress if k == args.resident else None)
+                      for k in (args.resident, 16, 64)}
+
+    seconds, checks = throughput(texts, registries, args.resident, args.rounds)
+    gc.collect()
+    probes = {
+        "hub16": run_probe("hub", registries[16], texts_file, 16, 1),
+        "full16": run_probe("full", registries[16], texts_file, 16, 1),
+        "ours_load": run_probe("ours_load", registries[args.resident], texts_file, args.resident, args.every),
+        "ours_memory": run_probe("ours_memory", registries[args.resident], texts_file, args.resident, args.every),
+        "peft_load": run_probe("peft_load", registries[args.resident], texts_file, args.peft_load_max, args.every),
+    }
+    return {"targets": args.targets, "requests": len(texts), "rounds": args.rounds, "resident": args.resident,
+            "threads": torch.get_num_threads(), "seconds": seconds, "checks": checks, "probes": probes,
+            "command": "python benchmarks/serving.py" + (f" --targets {args.targets}" if args.targets != "qv" else "")}
+
+
+def throughput(texts: list[str], registries: dict[int, Path], resident: int, rounds: int) -> tuple[dict, dict]:
+    """Build every variant in this process, check they agree, time them in interleaved rounds."""
+    hubs = {name: hub.Hub.load(registries[count]) for name, count in (("16", 16), ("64", 64), ("resident", resident))}
+    for name, served in hubs.items():
+        for i in tqdm(range(len(served.registry.tasks)), desc=f"hub {name}: load tasks", unit="task", leave=False):
+            served.runtime(task_name(i))
+    folders = adapter_folders(registries[64], 64)
+    peft = {16: peft_model(folders[:16]), 64: peft_model(folders)}
+    full = {16: full_models(folders[:16])}
+    variants = Variants(texts, hubs, peft, full)
+
+    answers = {"B16": variants.hub_mixed("16", 16), "C16": variants.naive(16), "D16": variants.full_models(16)}
+    checks = {"B vs C (PEFT)": agreement(answers["B16"], answers["C16"]), "B vs D (merged)": agreement(answers["B16"], answers["D16"])}
+    jobs = {
+        "A": variants.backbone_alone,
+        "B16": lambda: variants.hub_mixed("16", 16),
+        "B64": lambda: variants.hub_mixed("64", 64),
+        "B16_resident": lambda: variants.hub_mixed("resident", 16),
+        "L16_ours": lambda: variants.lora_ours(16),
+        "L16_peft": lambda: variants.lora_peft(16),
+        "L64_ours": lambda: variants.lora_ours(64),
+        "L64_peft": lambda: variants.lora_peft(64),
+        "C64": lambda: variants.naive(64),
+        "D16": lambda: variants.full_models(16),
+    }
+    return timed_rounds(jobs, rounds), checks
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    seconds = results["seconds"]
+    median = {name: statistics.median(v) for name, v in seconds.items()}
+    per_second = {name: results["requests"] / s for name, s in median.items()}
+
+    def ratio(faster: str, slower: str) -> float:
+        """Median over rounds of the throughput ratio faster/slower within the round."""
+        return statistics.median(b / a for a, b in zip(seconds[faster], seconds[slower]))
+    ours, peft, memory_ours = (results["probes"][k] for k in ("ours_load", "peft_load", "ours_memory"))
+    ours_ms = [s * 1000 for _, s in ours["seconds"]]
+    ratios = [grown / alone for (_, grown), (_, alone) in zip(ours["seconds"], ours["alone_seconds"])]
+    tenth = max(1, len(ratios) // 10)
+    peft_ms = [(n, s * 1000) for n, s in peft["seconds"]]
+    memory = {k: results["probes"][k]["net_rss"] / 1e6 for k in ("hub16", "full16")}
+    return {
+        "per_second": per_second, "vs_A": {name: ratio(name, "A") for name in seconds},
+        "ratios": {"B16/A": ratio("B16", "A"), "B64/A": ratio("B64", "A"), "B64/C64": ratio("B64", "C64"), "B16/D16": ratio("B16", "D16"),
+                   "B16_resident/B16": ratio("B16_resident", "B16"), "L16_ours/L16_peft": ratio("L16_ours", "L16_peft"),
+                   "L64_ours/L64_peft": ratio("L64_ours", "L64_peft")},
+        "load_ms": {"ours_median": statistics.median(ours_ms), "ours_p99": sorted(ours_ms)[int(0.99 * (len(ours_ms) - 1))],
+                    "ours_max": max(ours_ms), "peft": peft_ms,
+                    # the n-th load over the same load into a one-task Hub, timed side by side (noise cancels)
+                    "vs_alone_first_tenth": statistics.median(ratios[:tenth]), "vs_alone_last_tenth": statistics.median(ratios[-tenth:])},
+        "memory_mb": memory,
+        "per_adapter": {"ours": memory_ours["bytes_per_adapter"] / memory_ours["folder_bytes"],
+                        "peft": peft["bytes_per_adapter"] / peft["lora_file_bytes"],
+                        "ours_mb": memory_ours["bytes_per_adapter"] / 1e6, "peft_mb": peft["bytes_per_adapter"] / 1e6,
+                        "folder_mb": memory_ours["folder_bytes"] / 1e6, "lora_file_mb": peft["lora_file_bytes"] / 1e6},
+    }
+
+
+def targets_table(results: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    r, mem, load = s["ratios"], s["memory_mb"], s["load_ms"]
+    n = results["resident"]
+    return [
+        ("B/A at K=16", ">= 0.95", f"{r['B16/A']:.2f}", r["B16/A"] >= 0.95),
+        ("B/A at K=64", ">= 0.90", f"{r['B64/A']:.2f}", r["B64/A"] >= 0.90),
+        ("B/C at K=64 (naive PEFT router)", ">= 3", f"{r['B64/C64']:.1f}", r["B64/C64"] >= 3),
+        ("B/D throughput at K=16", ">= 1.1", f"{r['B16/D16']:.2f}", r["B16/D16"] >= 1.1),
+        ("B/D net memory at K=16", "<= 1/6 (0.167)", f"{mem['hub16']:.0f} / {mem['full16']:.0f} MB = {mem['hub16'] / mem['full16']:.3f}",
+         mem["hub16"] / mem["full16"] <= 1 / 6),
+        (f"n-th adapter load (a whole task), n <= {n}", "<= 10 ms",
+         f"median {load['ours_median']:.1f}, p99 {load['ours_p99']:.1f}, max {load['ours_max']:.1f} ms", load["ours_max"] <= 10),
+        ("... flat: n-th load / the same load into a one-task Hub, side by side (n <= 100 / last 100)", "~1.0, not growing",
+         f"{load['vs_alone_first_tenth']:.2f} / {load['vs_alone_last_tenth']:.2f}", load["vs_alone_last_tenth"] <= 1.2),
+        (f"K=16 throughput with {n} resident / with 16", "~1.0", f"{r['B16_resident/B16']:.2f}", r["B16_resident/B16"] >= 0.95),
+        ("LoRA step: ours / PEFT adapter_names at K=16, K=64", "> 1", f"{r['L16_ours/L16_peft']:.2f}, {r['L64_ours/L64_peft']:.2f}",
+         min(r["L16_ours/L16_peft"], r["L64_ours/L64_peft"]) > 1),
+        ("memory per resident adapter / its folder on disk", "<= 1.2", f"{s['per_adapter']['ours']:.2f}", s["per_adapter"]["ours"] <= 1.2),
+    ]
+
+
+LABELS = {
+    "A": "A: backbone alone", "B16": "B: hub, 16 tasks mixed", "B64": "B: hub, 64 tasks mixed",
+    "B16_resident": "B: hub, 16 tasks mixed, {resident} resident", "L16_ours": "L: LoRA step, ours, 16 adapters",
+    "L16_peft": "L: LoRA step, PEFT adapter_names, 16", "L64_ours": "L: LoRA step, ours, 64 adapters",
+    "L64_peft": "L: LoRA step, PEFT adapter_names, 64", "C64": "C: PEFT set_adapter per request, 64 tasks",
+    "D16": "D: 16 full fine-tuned models",
+}
+
+
+def report(results: dict[str, Any], out: Path) -> str:
+    s = summarize(results)
+    label = {k: v.format(resident=results["resident"]) for k, v in LABELS.items()}
+    lines = [
+        f"# Serving benchmark ({results['targets']}: LoRA r=8 on {'query, value' if results['targets'] == 'qv' else 'every linear layer'})",
+        "",
+        f"`{results['command']}` — {results['requests']} GLUE dev texts (SST-2/RTE/MRPC), max length 128, "
+        f"length-sorted batches of 64, {results['rounds']} rounds (every variant once per round, in random order); "
+        f"requests/s from the median time, ratios = median over rounds of the within-round ratio; {results['threads']} CPU threads.",
+        "",
+        "| variant | requests/s | vs A |",
+        "|---|---|---|",
+        *(f"| {label[k]} | {s['per_second'][k]:.1f} | {s['vs_A'][k]:.2f} |" for k in LABELS),
+        "",
+        "| target | wanted | measured | met |",
+        "|---|---|---|---|",
+        *(f"| {name} | {want} | {got} | {'yes' if ok else 'no'} |" for name, want, got, ok in targets_table(results, s)),
+        "",
+        "PEFT for reference: the n-th `load_adapter` takes " + ", ".join(f"{ms:.0f} ms (n={n})" for n, ms in s["load_ms"]["peft"][::max(1, len(s['load_ms']['peft']) // 4)])
+        + f"; each resident PEFT adapter adds {s['per_adapter']['peft_mb']:.2f} MB for a {s['per_adapter']['lora_file_mb']:.2f} MB LoRA file "
+        f"(ours: {s['per_adapter']['ours_mb']:.2f} MB per task for a {s['per_adapter']['folder_mb']:.2f} MB folder, head included).",
+        "",
+        "Every variant computes the same function: " + "; ".join(
+            f"{name}: same label on {c['same_label']:.1%}, largest score difference {c['max_score_diff']:.1e}" for name, c in results["checks"].items()) + ".",
+    ]
+    text = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({**results, "summary": s}, indent=1), encoding="utf-8")
+    plot(results, s, label, out.with_suffix(".png"))
+    return text
+
+
+def plot(results: dict[str, Any], s: dict[str, Any], label: dict[str, str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bars, loads) = plt.subplots(1, 2, figsize=(14, 5.5))
+    names = list(LABELS)
+    palette = {"A": "#888888", "B": "#2a7ab9", "C": "#c44e52", "D": "#8172b2"}
+    colors = [palette.get(k[0]) or ("#6bb36b" if k.endswith("ours") else "#d98c3a") for k in names]
+    bars.barh([label[k] for k in names][::-1], [s["vs_A"][k] for k in names][::-1], color=colors[::-1])
+    bars.axvline(1.0, color="black", linewidth=0.8)
+    bars.set_xlabel("throughput relative to A (the backbone alone)")
+    bars.set_title(f"Serving {results['requests']} requests ({results['targets']} LoRA)")
+    ours = results["probes"]["ours_load"]["seconds"]
+    peft = results["probes"]["peft_load"]["seconds"]
+    alone = results["probes"]["ours_load"]["alone_seconds"]
+    loads.plot([n for n, _ in ours], [t * 1000 for _, t in ours], ".", markersize=3, label="ours: whole task (LoRA + head)")
+    loads.plot([n for n, _ in alone], [t * 1000 for _, t in alone], ".", markersize=2, alpha=0.4,
+               label="ours, same task into a one-task Hub (side by side)")
+    loads.plot([n for n, _ in peft], [t * 1000 for _, t in peft], ".", markersize=3, label="PEFT load_adapter")
+    loads.axhline(10, color="black", linewidth=0.8, linestyle="--", label="10 ms target")
+    loads.set_yscale("log")
+    loads.set_xlabel("n (adapters already resident + 1)")
+    loads.set_ylabel("ms to load the n-th adapter")
+    loads.set_title("Loading cost as adapters accumulate")
+    loads.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", choices=["qv", "all"], default="qv", help="LoRA layers: query+value (PEFT's default) or all")
+    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--resident", type=int, default=1000, help="adapters loaded in the loading and resident tests")
+    parser.add_argument("--peft-load-max", type=int, default=300, help="adapters loaded into PEFT (slow: PEFT issue #981)")
+    parser.add_argument("--every", type=int, default=1, help="keep every n-th loading time")
+    parser.add_argument("--work-dir", type=Path, help="keep the generated adapter folders here (default: a temp folder)")
+    parser.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/serving_<targets>)")
+    parser.add_argument("--report-only", type=Path, metavar="JSON", help="rewrite the table and plot from a saved results JSON")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-registry", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-texts", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-every", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        texts = json.loads(args.probe_texts.read_text())
+        print(json.dumps(probe(args.probe, args.probe_registry, texts, args.probe_count, args.probe_every)))
+        return
+    if args.resident < 64 or args.peft_load_max < 2 or args.peft_load_max > args.resident:
+        parser.error("--resident needs at least 64 adapters and --peft-load-max between 2 and --resident")
+    out = args.out or RESULTS / f"serving_{args.targets}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        saved = json.loads(args.report_only.read_text(encoding="utf-8"))
+        saved.pop("summary", None)
+        print(report(saved, args.report_only.with_suffix("")))
+        return
+    if args.work_dir:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        print(report(measure(args, args.work_dir), out))
+    else:
+        with tempfile.TemporaryDirectory(prefix="hub-serving-") as work:
+            print(report(measure(args, Path(work)), out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""What the serving benchmarks share: many task adapters on the embedded English backbone, and request
+texts from real GLUE dev sets.
+
+The adapters are written as real adapter folders (a PEFT LoRA folder that plain PEFT loads, plus a
+classification head) with random weights: throughput, loading and memory do not depend on what the
+weights learned, and a thousand trained adapters would take days on this CPU. Their shape is chosen by
+`targets`: "qv" is PEFT's default for BERT (query + value), "all" is what `hub train` ships (every
+linear layer but the pooler).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+import hub
+from heads import HEAD_KINDS
+from hub.backbone import Backbone, load_backbone
+from hub.data import load_split
+from hub.registry import load_registry
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TARGETS = {"qv": ["query", "value"], "all": ["query", "key", "value", "dense"]}
+LABELS = ["negative", "positive"]
+
+
+def english_backbone() -> tuple[Backbone, dict]:
+    """The shipped registry's English backbone (shared in this process) and its registry entry."""
+    registry = load_registry(hub.default_registry_path())
+    spec = registry.backbone("en")
+    entry = spec.model_dump(exclude_none=True)
+    if not spec.source.startswith("pkg:") and registry.resolve(spec.source).exists():
+        entry["source"] = str(registry.resolve(spec.source))  # a relative folder must work from a temp registry too
+    return load_backbone(spec, registry), entry
+
+
+def target_paths(model: torch.nn.Module, targets: str) -> list[str]:
+    """The linear layers PEFT would wrap for `targets` (the pooler excluded, as `hub train` does)."""
+    names = TARGETS[targets]
+    return [path for path, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and path.rsplit(".", 1)[-1] in names and not path.startswith("pooler")]
+
+
+def lora_config(model_id: str, targets: str, rank: int) -> dict:
+    """adapter_config.json as PEFT writes it for these options."""
+    from peft import LoraConfig
+
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TARGETS[targets], exclude_modules=["pooler.dense"])
+    config.base_model_name_or_path = model_id
+    return json.loads(json.dumps(config.to_dict(), default=sorted))  # sets -> lists, as save_pretrained does
+
+
+def write_adapter(folder: Path, backbone: Backbone, paths: list[str], config: dict, seed: int) -> None:
+    """One adapter folder: random LoRA matrices (B non-zero, so every update is real work) + a head."""
+    generator = torch.Generator().manual_seed(seed)
+    rank = config["r"]
+    tensors = {}
+    for path in paths:
+        layer = backbone.model.get_submodule(path)
+        tensors[f"base_model.model.{path}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=generator) / layer.in_features ** 0.5
+        tensors[f"base_model.model.{path}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=generator) * 0.01
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    torch.manual_seed(seed)
+    HEAD_KINDS["classification"].from_options({}, backbone.hidden_size, LABELS, backbone.model.config.num_hidden_layers).save(folder)
+
+
+def task_name(i: int) -> str:
+    return f"t{i:04d}"
+
+
+def write_registry(root: Path, backbone_entry: dict, count: int, targets: str = "qv", rank: int = 8,
+                   backbone: Backbone | None = None, progress=None) -> Path:
+    """A registry of `count` classification tasks t0000.. on the English backbone, folders under `root`
+    (written once; a later call with more tasks writes only the new folders)."""
+    backbone = backbone or english_backbone()[0]
+    config = lora_config(backbone_entry.get("id", backbone_entry["source"]), targets, rank)
+    paths = target_paths(backbone.model, targets)
+    tasks = []
+    for i in progress(range(count)) if progress else range(count):
+        folder = root / "adapters" / task_name(i)
+        if not (folder / "head.safetensors").is_file():
+            write_adapter(folder, backbone, paths, config, seed=i)
+        tasks.append({"name": task_name(i), "backbone": "en", "kind": "classification", "labels": LABELS,
+                      "inputs": ["text"], "metric": "accuracy", "adapter": str(folder)})
+    path = root / f"registry_{count}.yaml"
+    path.write_text(yaml.safe_dump({"backbones": [backbone_entry], "tasks": tasks}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def glue_texts(count: int, seed: int = 0) -> list[str]:
+    """`count` dev texts, a third each from SST-2, RTE and MRPC (their first text field)."""
+    if not SHARED_DATA.is_dir():
+        raise SystemExit(f"the serving benchmarks read GLUE dev texts from {SHARED_DATA}; it is not there.")
+    registry = load_registry(hub.default_registry_path())
+    texts = []
+    for task in ("sst2", "rte", "mrpc"):
+        spec = registry.task(task)
+        texts += [row[spec.inputs[0]] for row in load_split(registry, spec, "dev")]
+    rng = random.Random(seed)
+    return rng.sample(texts, count)
+
+
+def mixed_requests(texts: list[str], tasks: int, seed: int = 0) -> list[tuple[str, str]]:
+    """A random task (of the first `tasks`) for each text."""
+    rng = random.Random(seed)
+    return [(task_name(rng.randrange(tasks)), text) for text in texts]
