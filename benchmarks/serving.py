@@ -220,7 +220,7 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int) -
         for n in range(1, count):
             served.runtime(task_name(n))
         return {"bytes_per_adapter": (_rss() - after_first) / (count - 1), "folder_bytes": statistics.mean(folder_bytes(f) for f in folders[1:])}
-    if kind == "ours_load":  # load 1..count whole tasks into one Hub: seconds for each, memory per task
+    if kind == "ours_load":  # load 1..count whole tasks into one Hub, each timed beside the same load into a one-task Hub
         served = hub.Hub.load(registry)
         alone = hub.Hub.load(registry, max_tasks=1)  # side by side: the same load into a Hub holding one task
         served.runtime(task_name(0))  # the backbone and the first task

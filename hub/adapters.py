@@ -16,7 +16,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from heads import Head, HeadLoadError, load_head
 from .backbone import Backbone
 from .batched_lora import (
@@ -140,8 +139,10 @@ def _checked_lora(folder: Path, backbone: Backbone, base_model_id: str) -> tuple
         raise AdapterError(f"{folder} has no {PEFT_CONFIG}; it is not a PEFT adapter folder.") from None
     except ValueError as exc:
         raise AdapterError(f"{folder / PEFT_CONFIG} is not valid JSON ({exc}); retrain or re-download the adapter.") from None
-    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        raise AdapterError(f"{folder}: peft_type {config.get('peft_type') if isinstance(config, dict) else None!r} is not served yet; only LORA adapters are.")
+    if not isinstance(config, dict):
+        raise AdapterError(f"{folder / PEFT_CONFIG} is not a JSON object; retrain or re-download the adapter.")
+    if config.get("peft_type") != "LORA":
+        raise AdapterError(f"{folder}: peft_type {config.get('peft_type')!r} is not served yet; only LORA adapters are.")
     base = config.get("base_model_name_or_path")
     if base != base_model_id:
         raise AdapterError(
@@ -164,11 +165,10 @@ def _check_lora_shapes(folder: Path, backbone: Backbone, config: dict) -> Safete
         header = read_safetensors_header(folder / PEFT_WEIGHTS)
     except (OSError, ValueError) as exc:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} is not a readable safetensors file ({exc}); re-download or retrain it.") from None
-    shapes = {key: entry.shape for key, entry in header.tensors.items()}
-    if not shapes:
+    if not header.tensors:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} holds no tensors; retrain the adapter.")
     halves: dict[str, set[str]] = {}
-    for key, shape in shapes.items():
+    for key, entry in header.tensors.items():
         match = LORA_KEY.fullmatch(key)
         if not match:
             raise AdapterError(
@@ -181,13 +181,13 @@ def _check_lora_shapes(folder: Path, backbone: Backbone, config: dict) -> Safete
             raise AdapterError(f"{folder}: tensor {key} targets {path!r}, which is not a linear layer of this backbone.")
         rank = int(pattern_value(config.get("rank_pattern") or {}, path, config.get("r", 0)))
         expected = (rank, layer.in_features) if which == "A" else (layer.out_features, rank)
-        if shape != expected:
+        if entry.shape != expected:
             raise AdapterError(
-                f"{folder}: tensor {key} has shape {shape}, this backbone needs {expected}; the adapter was made "
+                f"{folder}: tensor {key} has shape {entry.shape}, this backbone needs {expected}; the adapter was made "
                 "for another model size. Retrain it on this backbone."
             )
-        if header.tensors[key].dtype not in SAFETENSORS_DTYPES:
-            raise AdapterError(f"{folder}: tensor {key} is stored as {header.tensors[key].dtype}, not a float type; retrain the adapter.")
+        if entry.dtype not in SAFETENSORS_DTYPES:
+            raise AdapterError(f"{folder}: tensor {key} is stored as {entry.dtype}, not a float type; retrain the adapter.")
         halves.setdefault(path, set()).add(which)
     lonely = sorted(path for path, found in halves.items() if found != {"A", "B"})
     if lonely:

@@ -5,7 +5,7 @@ PEFT's `adapter_names=` loops over the distinct adapters inside every LoRA layer
 `load_adapter` re-walks and re-wraps the model, so the n-th adapter loads slower as adapters accumulate
 (PEFT issue #981). Here an adapter is only its matrices, read from the PEFT folder with the scaling
 folded into B; forward hooks on the frozen backbone's target linear layers add each row's update with
-one batched matmul pair per layer (stack the batch's distinct adapters, gather one per row, two bmm).
+one batched matmul pair per layer (stack each row's own A and B, two bmm).
 Loading is a file read whatever the number of resident adapters, and the backbone's own modules are
 never replaced or copied (PEFT can still wrap the same model: the hooks sit on the base linear layers
 and act only inside `BatchedLora.rows`).

@@ -174,15 +174,13 @@ class _Metrics:
         self.batch_run.observe(record.run_seconds)
 
 
-def create_app(hub: Hub, limits: ServerLimits = ServerLimits(), preload: list[str] | None = None) -> FastAPI:
-    """The ASGI app serving `hub`; `preload` tasks load at startup instead of on first request."""
+def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
+    """The ASGI app serving `hub` (load tasks beforehand with `hub.runtime(task)` to skip first-request loads)."""
     metrics = _Metrics()
     state: dict[str, DynamicBatcher] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        for task in preload or []:
-            await run_in_threadpool(hub.runtime, task)
         batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=metrics.batch)
         metrics.registry.register(_CacheCollector(hub, batcher))
         state["batcher"] = batcher
@@ -272,7 +270,7 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits(), preload: list[st
 def running_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `app` with uvicorn in a background thread (port 0: a free one); yields the base URL.
 
-    For tests, notebooks and the load test; `hub serve` runs uvicorn in the foreground instead.
+    For tests and notebooks; `hub serve` runs uvicorn in the foreground instead.
     """
     import uvicorn
 
