@@ -3,7 +3,9 @@
 Starts `hub serve` in its own process, asks every distinct input once at concurrency 1 (the
 single-request answers), then fires --requests random (task, input) requests at --concurrency, and
 checks: no errors, every answer equal to the single-request answer for its input (labels, tags and
-spans exactly, scores within 1e-4), the server's resident memory after the run within 10% of before.
+spans exactly, scores within 1e-4), the server's resident memory after the run within 10% of before
+(both read once the server has been idle long enough to hand freed memory back: `--idle-release-s`).
+The RSS is also sampled during the load, to show whether it keeps growing while busy.
 
     python benchmarks/load_test.py                      # 10,000 requests at concurrency 64
     python benchmarks/load_test.py --requests 2000      # a shorter run
@@ -21,6 +23,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,8 +76,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+IDLE_RELEASE_S = 1.0  # `hub serve --idle-release-s` (its default)
+
+
 def start_server(registry: Path, tasks: list[str], port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "hub", "serve", "--registry", str(registry), "--port", str(port), "--no-access-log",
+               "--idle-release-s", str(IDLE_RELEASE_S),
                *[part for task in tasks for part in ("--preload", task)]]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -112,6 +119,34 @@ async def fire(url: str, requests: list[tuple[str, Any]], concurrency: int, desc
     return answers
 
 
+class RssSampler:
+    """The process's resident memory every `every` seconds, in a background thread, while in a `with` block."""
+
+    def __init__(self, process: psutil.Process, every: float = 0.5):
+        self.process, self.every = process, every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(self.process.memory_info().rss)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def idle_rss(process: psutil.Process) -> float:
+    """RSS once the server has had time to go idle and hand freed memory back."""
+    time.sleep(IDLE_RELEASE_S + 1.5)
+    return process.memory_info().rss
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     inputs = task_inputs(args.registry, args.tasks, args.per_task, args.seed)
     rng = random.Random(args.seed)
@@ -127,11 +162,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"{len(failed)} single requests failed, e.g. {failed[0]}")
         warm = [inputs[i] for i in random.Random(args.seed + 1).choices(range(len(inputs)), k=args.warmup)]
         asyncio.run(fire(url, warm, args.concurrency, "warm-up"))  # the allocator reaches its working size first
-        before = process.memory_info().rss
+        before = idle_rss(process)
         started = time.perf_counter()
-        answers = asyncio.run(fire(url, [inputs[i] for i in picks], args.concurrency, f"load (concurrency {args.concurrency})"))
+        with RssSampler(process) as busy:
+            answers = asyncio.run(fire(url, [inputs[i] for i in picks], args.concurrency, f"load (concurrency {args.concurrency})"))
         seconds = time.perf_counter() - started
-        after = process.memory_info().rss
+        after = idle_rss(process)
         metrics = httpx.get(url + "/metrics").text
     finally:
         server.terminate()
@@ -143,6 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies = sorted(s for _, _, s in answers)
     sample = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line.startswith("hub_batch_items_")}
     batch_sum, batch_count = sample["hub_batch_items_sum"], sample["hub_batch_items_count"]
+    quarter = max(1, len(busy.samples) // 4)
     return {
         "command": "python benchmarks/load_test.py" + (f" --requests {args.requests}" if args.requests != 10000 else "")
                    + (f" --concurrency {args.concurrency}" if args.concurrency != 64 else ""),
@@ -151,7 +188,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mismatch_examples": [inputs[i] for i in mismatches[:5]], "seconds": seconds, "requests_per_second": args.requests / seconds,
         "latency_ms": {q: 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))] for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
         "mean_batch_items": batch_sum / batch_count, "warmup": args.warmup, "rss_before_mb": before / 1e6, "rss_after_mb": after / 1e6,
-        "rss_growth": after / before - 1,
+        "rss_growth": after / before - 1, "rss_busy_max_mb": max(busy.samples) / 1e6,
+        "rss_busy_first_quarter_max_mb": max(busy.samples[:quarter]) / 1e6, "rss_busy_last_quarter_max_mb": max(busy.samples[-quarter:]) / 1e6,
+        "idle_release_s": IDLE_RELEASE_S,
     }
 
 
@@ -168,7 +207,12 @@ def report(result: dict[str, Any], out: Path) -> str:
         "|---|---|---|",
         f"| errors (non-200 answers) | 0 | {result['errors']} (statuses: {result['statuses']}) |",
         f"| answers different from the single-request answer | 0 | {result['mismatches']} |",
-        f"| server RSS after / before the run (before: after {result['warmup']:,} warm-up requests) | within 10% | {result['rss_after_mb']:.0f} / {result['rss_before_mb']:.0f} MB ({result['rss_growth']:+.1%}) |",
+        f"| server RSS after / before the run (before: after {result['warmup']:,} warm-up requests; both once idle for "
+        f"{result['idle_release_s'] + 1.5:g} s) | within 10% | {result['rss_after_mb']:.0f} / {result['rss_before_mb']:.0f} MB ({result['rss_growth']:+.1%}) |",
+        "",
+        f"While busy the RSS holds the heap's working size: at most {result['rss_busy_first_quarter_max_mb']:.0f} MB in the first quarter "
+        f"of the run, {result['rss_busy_last_quarter_max_mb']:.0f} MB in the last (sampled every 0.5 s); the server hands the free part back "
+        f"after {result['idle_release_s']:g} s without requests (`hub serve --idle-release-s`).",
         "",
         f"Throughput {result['requests_per_second']:.1f} requests/s; latency p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms, "
         f"p99 {latency['p99']:.0f} ms; {result['mean_batch_items']:.1f} items per batch on average (the batch metrics count the warm-up too). "

@@ -226,7 +226,7 @@ def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -
         weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype, header)
     except (OSError, ValueError) as exc:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} could not be read ({exc}); re-download or retrain it.") from None
-    if weights.down.keys() - backbone.lora.hooked_paths:
+    if weights.paths - backbone.lora.hooked_paths:
         with backbone.lock:
             backbone.lora.prepare(weights)
     return weights

@@ -17,11 +17,11 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, KeysView, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -30,17 +30,72 @@ from torch import nn
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
 
 
-@dataclass(eq=False, frozen=True)
+class LoraSlot(NamedTuple):
+    """Where one layer's matrices lie in an adapter's buffer (element offsets): A [rank, in], B [out, rank]."""
+
+    down_start: int
+    up_start: int
+    rank: int
+    in_features: int
+    out_features: int
+
+
+@dataclass(eq=False, frozen=True, slots=True)
+class LoraLayout:
+    """The slots of every layer an adapter targets; adapters of the same shape share one (see `_shared_layout`)."""
+
+    slots: dict[str, LoraSlot]  # backbone module path -> slot
+
+
+_LAYOUTS: dict[tuple, LoraLayout] = {}
+
+
+def _shared_layout(slots: dict[str, LoraSlot]) -> LoraLayout:
+    """One LoraLayout object per distinct shape, whatever the number of adapters having it."""
+    return _LAYOUTS.setdefault(tuple(sorted(slots.items())), LoraLayout(slots))
+
+
+@dataclass(eq=False, frozen=True, slots=True)
 class LoraWeights:
-    """One adapter's LoRA matrices by backbone module path: down = A [r, in], up = B x scaling [out, r]."""
+    """One adapter's LoRA matrices, all in ONE buffer: down = A [r, in], up = B x scaling [out, r] per layer.
+
+    Only two objects per adapter (this and the buffer; the layout is shared), not a tensor per matrix:
+    with a thousand resident adapters, the garbage collector's full scans would otherwise walk ~70
+    tensors per adapter (every linear layer targeted), and those pauses landed in loads and requests.
+    The matrices are views made when a pass needs them.
+    """
 
     name: str
-    down: dict[str, torch.Tensor]
-    up: dict[str, torch.Tensor]
+    buffer: torch.Tensor
+    layout: LoraLayout
+
+    @property
+    def paths(self) -> KeysView[str]:
+        """The backbone module paths this adapter updates."""
+        return self.layout.slots.keys()
+
+    def down(self, path: str) -> torch.Tensor:
+        slot = self.layout.slots[path]
+        return self.buffer.as_strided((slot.rank, slot.in_features), (slot.in_features, 1), slot.down_start)
+
+    def up(self, path: str) -> torch.Tensor:
+        slot = self.layout.slots[path]
+        return self.buffer.as_strided((slot.out_features, slot.rank), (slot.rank, 1), slot.up_start)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.down.values(), *self.up.values()))
+        return self.buffer.numel() * self.buffer.element_size()
+
+
+def lora_weights_from_matrices(name: str, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> LoraWeights:
+    """An adapter from in-memory matrices by module path: (A [r, in], B already scaled [out, r]), copied into one buffer."""
+    flat = [t.detach().reshape(-1) for pair in matrices.values() for t in pair]
+    buffer = torch.cat(flat) if flat else torch.empty(0)
+    slots, start = {}, 0
+    for path, (down, up) in matrices.items():
+        slots[path] = LoraSlot(start, start + down.numel(), down.shape[0], down.shape[1], up.shape[0])
+        start += down.numel() + up.numel()
+    return LoraWeights(name, buffer, _shared_layout(slots))
 
 
 def pattern_value(patterns: dict[str, Any], module_path: str, default: Any) -> Any:
@@ -112,7 +167,7 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
                       header: SafetensorsHeader) -> LoraWeights:
     """The matrices of a checked PEFT LoRA file (see hub.adapters.check_lora), ready to serve.
 
-    All of them live in ONE buffer (views into it): a resident adapter costs its bytes on disk and one
+    All of them live in ONE buffer (LoraWeights): a resident adapter costs its bytes on disk and one
     allocation, which goes back to the system whole when the adapter is evicted. When the file already
     holds `dtype`, little-endian and packed (as PEFT writes it), the data section is read into the
     buffer in one call: 4x faster than tensor-by-tensor for a 1.3 MB adapter (benchmarks/serving.py).
@@ -122,30 +177,31 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
     buffer = torch.empty(sum(math.prod(e.shape) for _, e in entries), dtype=dtype)
     packed = (sys.byteorder == "little" and all(SAFETENSORS_DTYPES.get(e.dtype) == dtype for _, e in entries)
               and [e.begin for _, e in entries] == [0, *(e.end for _, e in entries[:-1])])
-    views: dict[str, torch.Tensor] = {}
+    starts: dict[str, int] = {}  # tensor key -> element offset in the buffer
     if packed:
         with open(weights_file, "rb") as handle:
             handle.seek(header.data_start)
             if handle.readinto(buffer.view(torch.uint8).numpy()) != buffer.numel() * width:
                 raise ValueError(f"{weights_file} is shorter than its header says")
-        for key, entry in entries:
-            views[key] = buffer[entry.begin // width:entry.end // width].view(entry.shape)
+        starts = {key: entry.begin // width for key, entry in entries}
     else:  # another dtype or layout: tensor by tensor through safetensors, converted into the buffer
         offset = 0
         with safe_open(str(weights_file), framework="pt") as weights:
             for key, entry in entries:
-                views[key] = buffer[offset:offset + math.prod(entry.shape)].view(entry.shape)
-                views[key].copy_(weights.get_tensor(key))
-                offset += views[key].numel()
-    down: dict[str, torch.Tensor] = {}
-    up: dict[str, torch.Tensor] = {}
-    for key, view in views.items():
+                size = math.prod(entry.shape)
+                buffer[offset:offset + size].copy_(weights.get_tensor(key).reshape(-1))
+                starts[key] = offset
+                offset += size
+    halves: dict[str, dict[str, tuple[int, tuple[int, ...]]]] = {}
+    for key, entry in entries:
         path, which = LORA_KEY.fullmatch(key).groups()
-        if which == "A":
-            down[path] = view
-        else:
-            up[path] = view.mul_(lora_scaling(config, path, view.shape[1]))
-    return LoraWeights(name, down, up)
+        halves.setdefault(path, {})[which] = (starts[key], entry.shape)
+    slots = {}
+    for path, half in halves.items():
+        (down_start, (rank, in_features)), (up_start, (out_features, _)) = half["A"], half["B"]
+        slots[path] = LoraSlot(down_start, up_start, rank, in_features, out_features)
+        buffer[up_start:up_start + out_features * rank].mul_(lora_scaling(config, path, rank))
+    return LoraWeights(name, buffer, _shared_layout(slots))
 
 
 @dataclass(eq=False)
@@ -159,19 +215,19 @@ class _Plan:
         """Each row's own [rows, r, in] and [rows, out, r] for this layer (zeros where its adapter has no
         such layer); None if no adapter in the pass has it. Stacked straight from the rows' adapters: one
         copy per row, never a copy of every distinct adapter first."""
-        targeted = [a.down[path].shape[0] for a in self.adapters if a is not None and path in a.down]
-        if not targeted:
+        slots = [a.layout.slots.get(path) if a is not None else None for a in self.adapters]
+        if not any(slots):
             return None
-        rank = max(targeted)
+        rank = max(slot.rank for slot in slots if slot)
         downs, ups = [], []
-        for adapter in self.adapters:
-            if adapter is None or path not in adapter.down:
+        for adapter, slot in zip(self.adapters, slots):
+            if slot is None:
                 downs.append(layer.weight.new_zeros(rank, layer.in_features))
                 ups.append(layer.weight.new_zeros(layer.out_features, rank))
                 continue
-            pad = rank - adapter.down[path].shape[0]  # mixed ranks: zero rows/columns add nothing
-            downs.append(nn.functional.pad(adapter.down[path], (0, 0, 0, pad)) if pad else adapter.down[path])
-            ups.append(nn.functional.pad(adapter.up[path], (0, pad)) if pad else adapter.up[path])
+            down, up, pad = adapter.down(path), adapter.up(path), rank - slot.rank  # mixed ranks: zero rows/columns add nothing
+            downs.append(nn.functional.pad(down, (0, 0, 0, pad)) if pad else down)
+            ups.append(nn.functional.pad(up, (0, pad)) if pad else up)
         return torch.stack([downs[i] for i in self.positions]), torch.stack([ups[i] for i in self.positions])
 
 
@@ -201,7 +257,7 @@ class BatchedLora:
 
     def prepare(self, adapter: LoraWeights) -> None:
         """Hook the layers `adapter` needs that no earlier adapter did (the caller holds Backbone.lock)."""
-        for path in adapter.down.keys() - self.hooked_paths:
+        for path in adapter.paths - self.hooked_paths:
             self._hooks[path] = self.target_layer(path).register_forward_hook(self._hook(path))
         self.hooked_paths = frozenset(self._hooks)
 

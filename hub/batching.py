@@ -5,7 +5,8 @@ One worker thread takes the oldest job, waits at most `max_wait_ms` for more whi
 `max_batch_size` items, and runs them in one `run_batch` call (which groups rows by backbone and sorts
 them by length, so padding stays small). While a batch runs, new jobs pile up and form the next one
 without waiting. The queue is bounded by `max_queue` items: past it `submit` raises OverloadedError
-at once (the HTTP server answers 503), so a flood never grows memory without limit.
+at once (the HTTP server answers 503), so a flood never grows memory without limit. Once no job has
+come for `idle_release_s`, the worker hands the memory the passes freed back to the OS (hub.memory).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import HubError
+from .memory import release_free_memory
 from .router import TaskRuntime, run_batch
 from .service import Hub
 
@@ -49,15 +51,19 @@ class DynamicBatcher:
     """Queue `(task, input)` requests from many callers; answer each caller's requests in order."""
 
     def __init__(self, hub: Hub, max_batch_size: int | None = None, max_wait_ms: float = 5.0, max_queue: int = 1024,
-                 on_batch: Callable[[BatchRecord], None] | None = None):
-        if max_queue < 1 or max_wait_ms < 0 or (max_batch_size is not None and max_batch_size < 1):
+                 on_batch: Callable[[BatchRecord], None] | None = None, idle_release_s: float | None = 1.0):
+        """`idle_release_s`: after this long without jobs, give freed memory back to the OS (None: never)."""
+        if (max_queue < 1 or max_wait_ms < 0 or (max_batch_size is not None and max_batch_size < 1)
+                or (idle_release_s is not None and idle_release_s < 0)):
             raise HubError(f"batcher limits: max_queue={max_queue} (needs >= 1), max_wait_ms={max_wait_ms} (needs >= 0), "
-                           f"max_batch_size={max_batch_size} (needs >= 1).")
+                           f"max_batch_size={max_batch_size} (needs >= 1), idle_release_s={idle_release_s} (needs >= 0 or None).")
         self.hub = hub
         self.max_batch_size = max_batch_size or hub.max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.on_batch = on_batch
+        self.idle_release_s = idle_release_s
+        self.memory_releases = 0  # times freed memory went back to the OS
         self._jobs: deque[_Job] = deque()
         self._queued_items = 0
         self._closed = False
@@ -114,14 +120,16 @@ class DynamicBatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _next_batch(self) -> list[_Job] | None:
+    def _next_batch(self, idle_timeout: float | None) -> list[_Job] | None:
         """The oldest jobs up to max_batch_size items (at least one job), after waiting at most max_wait for
-        more; jobs their callers cancelled meanwhile are dropped. None once the batcher is closed."""
+        more; jobs their callers cancelled meanwhile are dropped. [] if no job came within `idle_timeout`
+        (None: wait as long as it takes); None once the batcher is closed."""
         with self._ready:
             batch: list[_Job] = []
             while not batch:
                 while not self._jobs and not self._closed:
-                    self._ready.wait()
+                    if not self._ready.wait(idle_timeout) and not self._jobs and not self._closed:
+                        return []
                 if self._closed:
                     return None
                 deadline = self._jobs[0].enqueued + self.max_wait
@@ -139,7 +147,13 @@ class DynamicBatcher:
             return batch
 
     def _serve(self) -> None:
-        while (batch := self._next_batch()) is not None:
+        worked = False  # since the last memory release
+        while (batch := self._next_batch(self.idle_release_s if worked else None)) is not None:
+            if not batch:  # idle: outside the lock, so submitting callers never wait on it
+                self.memory_releases += release_free_memory()
+                worked = False
+                continue
+            worked = True
             started = time.perf_counter()
             self._run(batch)
             if self.on_batch is not None:

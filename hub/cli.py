@@ -219,6 +219,7 @@ def serve(
     max_body_kb: Annotated[int, typer.Option(min=1, help="request body size limit (413 above)")] = 1024,
     cache_tasks: Annotated[Optional[int], typer.Option(min=1, help="loaded tasks kept at most (LRU); default: no limit")] = None,
     cache_mb: Annotated[Optional[float], typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
+    idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory goes back to the OS")] = 1.0,
     access_log: Annotated[bool, typer.Option(help="log every request (uvicorn's access log)")] = True,
 ) -> None:
     """Serve every task over HTTP (FastAPI + uvicorn): POST /v1/run, GET /v1/tasks, /health, /metrics, /docs."""
@@ -237,7 +238,7 @@ def serve(
         gc.collect()
         gc.freeze()
         limits = ServerLimits(max_body_bytes=max_body_kb * 1024, max_items=max_items, max_batch_size=max_batch_size,
-                              max_wait_ms=max_wait_ms, max_queue=max_queue)
+                              max_wait_ms=max_wait_ms, max_queue=max_queue, idle_release_s=idle_release_s)
         app_ = create_app(hub, limits)
     except HubError as exc:
         _fail(exc)

@@ -46,6 +46,7 @@ class ServerLimits:
     max_batch_size: int | None = None  # None: the Hub's
     max_wait_ms: float = 5.0
     max_queue: int = 1024
+    idle_release_s: float | None = 1.0  # idle this long: freed memory goes back to the OS (None: never)
 
 
 class RunItem(BaseModel):
@@ -154,6 +155,8 @@ class _CacheCollector:
         yield GaugeMetricFamily("hub_adapter_cache_resident_tasks", "tasks loaded (adapter + head)", value=stats["resident_tasks"])
         yield GaugeMetricFamily("hub_adapter_cache_resident_bytes", "bytes of loaded adapters and heads", value=stats["resident_bytes"])
         yield GaugeMetricFamily("hub_queue_items", "items waiting for a batch", value=self.batcher.queued)
+        yield CounterMetricFamily("hub_memory_releases", "times freed memory went back to the OS after traffic paused",
+                                  value=self.batcher.memory_releases)
 
 
 class _Metrics:
@@ -181,7 +184,8 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=metrics.batch)
+        batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=metrics.batch,
+                                 idle_release_s=limits.idle_release_s)
         metrics.registry.register(_CacheCollector(hub, batcher))
         state["batcher"] = batcher
         try:

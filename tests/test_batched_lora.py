@@ -75,10 +75,25 @@ def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, na
 def test_loading_reads_matrices_and_hooks_only_their_layers(tiny_backbone_dir, peft_folders):
     backbone = _backbone(tiny_backbone_dir)
     weights = load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")
-    assert backbone.lora.hooked_paths == set(weights.down) == {f"encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")}
-    assert weights.nbytes == sum(t.numel() * 4 for t in (*weights.down.values(), *weights.up.values()))
+    assert backbone.lora.hooked_paths == set(weights.paths) == {f"encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")}
+    assert weights.nbytes == sum(weights.down(p).numel() * 4 + weights.up(p).numel() * 4 for p in weights.paths)
     assert all(not isinstance(m, torch.nn.Identity) for m in backbone.model.modules())  # no module was replaced
     assert not any("lora" in name for name, _ in backbone.model.named_parameters())
+
+
+def test_a_resident_adapter_is_a_few_objects_for_the_garbage_collector(tiny_backbone_dir, peft_folders):
+    """A full GC scan walks every tracked object: an adapter must not add one per matrix (all8 has 24)."""
+    import gc
+
+    backbone = _backbone(tiny_backbone_dir)
+    first = load_lora(backbone, "all8", peft_folders["all8"], "tiny")
+    gc.collect()
+    before = len(gc.get_objects())
+    more = [load_lora(backbone, f"all8_{i}", peft_folders["all8"], "tiny") for i in range(20)]
+    gc.collect()
+    assert (len(gc.get_objects()) - before) / len(more) <= 3
+    assert all(w.layout is first.layout for w in more)  # one shared layout for adapters of one shape
+    assert torch.equal(more[0].down(next(iter(first.paths))), first.down(next(iter(first.paths))))
 
 
 def _rewrite_config(folder, target, **changes):
@@ -124,9 +139,9 @@ def test_a_half_precision_file_loads_through_the_converting_path(tiny_backbone_d
     backbone = _backbone(tiny_backbone_dir)
     full = load_lora(backbone, "full", peft_folders["all8"], "tiny")
     half = load_lora(backbone, "half", folder, "tiny")
-    assert half.down.keys() == full.down.keys() and all(t.dtype == torch.float32 for t in half.up.values())
-    for path in full.down:
-        assert torch.allclose(half.down[path], full.down[path], atol=1e-2) and torch.allclose(half.up[path], full.up[path], atol=1e-2)
+    assert half.paths == full.paths and half.buffer.dtype == torch.float32
+    for path in full.paths:
+        assert torch.allclose(half.down(path), full.down(path), atol=1e-2) and torch.allclose(half.up(path), full.up(path), atol=1e-2)
 
 
 @pytest.mark.parametrize("damage", ["truncated data", "header length", "not JSON", "entry outside"])

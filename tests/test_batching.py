@@ -1,11 +1,13 @@
-"""Dynamic batching: concurrent callers share batches, get their own answers in order, and a full queue
-says so at once."""
+"""Dynamic batching: concurrent callers share batches, get their own answers in order, a full queue
+says so at once, and freed memory goes back to the OS once traffic pauses."""
 
 from __future__ import annotations
 
 import asyncio
+import platform
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,6 +16,7 @@ import hub.batching as batching
 from conftest import assert_same_result, random_request
 from hub.batching import DynamicBatcher, OverloadedError
 from hub.errors import HubError, InputError, UnknownTaskError
+from hub.memory import release_free_memory
 
 
 @pytest.fixture
@@ -118,7 +121,30 @@ def test_asyncio_callers(tiny_hub):
         assert_same_result(answer[0], tiny_hub.run("sentiment", text))
 
 
-@pytest.mark.parametrize("limits", [{"max_queue": 0}, {"max_wait_ms": -1}, {"max_batch_size": 0}])
+def test_freed_memory_goes_back_once_traffic_pauses(tiny_hub, monkeypatch):
+    releases = []
+    monkeypatch.setattr(batching, "release_free_memory", lambda: releases.append(time.perf_counter()) or True)
+    with DynamicBatcher(tiny_hub, max_wait_ms=0, idle_release_s=0.05) as batcher:
+        time.sleep(0.3)
+        assert releases == []  # nothing ran: nothing to give back
+        batcher.run([("sentiment", "good")], timeout=10)
+        ran = time.perf_counter()
+        time.sleep(0.5)
+        assert len(releases) == 1 and releases[0] - ran >= 0.04  # once, after the pause, not per idle check
+        batcher.run([("sentiment", "bad")], timeout=10)
+        time.sleep(0.5)
+        assert len(releases) == 2 and batcher.memory_releases == 2
+    with DynamicBatcher(tiny_hub, max_wait_ms=0, idle_release_s=None) as batcher:
+        batcher.run([("sentiment", "good")], timeout=10)
+        time.sleep(0.3)
+    assert len(releases) == 2
+
+
+def test_release_free_memory_works_on_glibc():
+    assert release_free_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("limits", [{"max_queue": 0}, {"max_wait_ms": -1}, {"max_batch_size": 0}, {"idle_release_s": -1}])
 def test_limits_are_checked(tiny_hub, limits):
     with pytest.raises(HubError, match="batcher limits"):
         DynamicBatcher(tiny_hub, **limits)
