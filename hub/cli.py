@@ -234,7 +234,8 @@ def serve(
         for task in tasks:  # before the server starts: an unknown or untrained task fails here, cleanly
             hub.runtime(task)
         # The preloaded tasks live as long as the server: take them out of the garbage collector's full
-        # scans (~150 objects per task; with 1,000 tasks a full scan paused everything for ~0.35 s).
+        # scans (dozens of objects per task, mostly its head's modules; with 1,000 tasks resident a full
+        # scan paused everything for ~0.3 s in benchmarks/serving.py).
         gc.collect()
         gc.freeze()
         limits = ServerLimits(max_body_bytes=max_body_kb * 1024, max_items=max_items, max_batch_size=max_batch_size,

@@ -4,8 +4,8 @@ A pass allocates activations whose sizes change with every batch (rows x padded 
 malloc keeps what they free in its heap (its mmap threshold rises to 32 MB after the first large
 frees), so a server's resident memory climbs with traffic although nothing stays alive:
 benchmarks/load_test.py measured +49% over 10,000 requests. `malloc_trim` returns the free pages;
-fixing the mmap threshold instead keeps memory flat but made passes ~30% slower here (each large
-tensor then page-faults fresh memory), so the batcher trims once traffic pauses (DynamicBatcher).
+fixing the mmap threshold instead keeps memory flat but made passes ~30% slower in an experiment here
+(each large tensor then page-faults fresh memory), so the batcher trims once traffic pauses (DynamicBatcher).
 """
 
 from __future__ import annotations
