@@ -76,11 +76,11 @@ class LoraWeights:
 
     def down(self, path: str) -> torch.Tensor:
         slot = self.layout.slots[path]
-        return self.buffer.as_strided((slot.rank, slot.in_features), (slot.in_features, 1), slot.down_start)
+        return self.buffer.as_strided((slot.rank, slot.in_features), (slot.in_features, 1), self.buffer.storage_offset() + slot.down_start)
 
     def up(self, path: str) -> torch.Tensor:
         slot = self.layout.slots[path]
-        return self.buffer.as_strided((slot.out_features, slot.rank), (slot.rank, 1), slot.up_start)
+        return self.buffer.as_strided((slot.out_features, slot.rank), (slot.rank, 1), self.buffer.storage_offset() + slot.up_start)
 
     @property
     def nbytes(self) -> int:

@@ -96,6 +96,16 @@ def test_a_resident_adapter_is_a_few_objects_for_the_garbage_collector(tiny_back
     assert torch.equal(more[0].down(next(iter(first.paths))), first.down(next(iter(first.paths))))
 
 
+def test_weights_built_from_matrices_match_the_loaded_ones(tiny_backbone_dir, peft_folders):
+    from hub.batched_lora import lora_weights_from_matrices
+
+    loaded = load_lora(_backbone(tiny_backbone_dir), "all8", peft_folders["all8"], "tiny")
+    rebuilt = lora_weights_from_matrices("copy", {p: (loaded.down(p), loaded.up(p)) for p in loaded.paths})
+    assert rebuilt.layout is loaded.layout and torch.equal(rebuilt.buffer, loaded.buffer)
+    empty = lora_weights_from_matrices("empty", {})
+    assert empty.nbytes == 0 and not empty.paths
+
+
 def _rewrite_config(folder, target, **changes):
     import shutil
 
