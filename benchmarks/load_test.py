@@ -9,6 +9,8 @@ The RSS is also sampled during the load, to show whether it keeps growing while 
 
     python benchmarks/load_test.py                      # 10,000 requests at concurrency 64
     python benchmarks/load_test.py --requests 2000      # a shorter run
+    python benchmarks/load_test.py --allocator /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 --out benchmarks/results/load_test_jemalloc
+                                                        # the server on another malloc (LD_PRELOAD), e.g. jemalloc
 
 Inputs are dev examples of each task (../shared/data and the embedded corpora). Writes
 benchmarks/results/load_test.{md,json}.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import socket
 import subprocess
@@ -79,11 +82,12 @@ def free_port() -> int:
 IDLE_RELEASE_S = 1.0  # `hub serve --idle-release-s` (its default)
 
 
-def start_server(registry: Path, tasks: list[str], port: int) -> subprocess.Popen:
+def start_server(registry: Path, tasks: list[str], port: int, allocator: Path | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "hub", "serve", "--registry", str(registry), "--port", str(port), "--no-access-log",
                "--idle-release-s", str(IDLE_RELEASE_S),
                *[part for task in tasks for part in ("--preload", task)]]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "LD_PRELOAD": str(allocator)} if allocator else None  # the server's malloc only, not this client's
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -152,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     picks = [rng.randrange(len(inputs)) for _ in range(args.requests)]
     port = free_port()
-    server = start_server(args.registry, args.tasks, port)
+    server = start_server(args.registry, args.tasks, port, args.allocator)
     url = f"http://127.0.0.1:{port}"
     try:
         process = psutil.Process(server.pid)
@@ -181,8 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batch_sum, batch_count = sample["hub_batch_items_sum"], sample["hub_batch_items_count"]
     quarter = max(1, len(busy.samples) // 4)
     return {
-        "command": "python benchmarks/load_test.py" + (f" --requests {args.requests}" if args.requests != 10000 else "")
-                   + (f" --concurrency {args.concurrency}" if args.concurrency != 64 else ""),
+        "command": " ".join(["python benchmarks/load_test.py", *sys.argv[1:]]),
+        "allocator": str(args.allocator) if args.allocator else "glibc malloc",
         "tasks": args.tasks, "distinct_inputs": len(inputs), "requests": args.requests, "concurrency": args.concurrency,
         "statuses": statuses, "errors": args.requests - statuses.get("200", 0), "mismatches": len(mismatches),
         "mismatch_examples": [inputs[i] for i in mismatches[:5]], "seconds": seconds, "requests_per_second": args.requests / seconds,
@@ -200,7 +204,7 @@ def report(result: dict[str, Any], out: Path) -> str:
     lines = [
         f"# Load test: {result['requests']:,} HTTP requests at concurrency {result['concurrency']} across {len(result['tasks'])} tasks",
         "",
-        f"`{result['command']}` — `hub serve` in its own process; {result['distinct_inputs']} distinct dev inputs "
+        f"`{result['command']}` — `hub serve` in its own process (malloc: {result['allocator']}); {result['distinct_inputs']} distinct dev inputs "
         f"({', '.join(result['tasks'])}), each request a random one of them.",
         "",
         "| check | wanted | measured |",
@@ -211,8 +215,8 @@ def report(result: dict[str, Any], out: Path) -> str:
         f"{result['idle_release_s'] + 1.5:g} s) | within 10% | {result['rss_after_mb']:.0f} / {result['rss_before_mb']:.0f} MB ({result['rss_growth']:+.1%}) |",
         "",
         f"While busy the RSS holds the heap's working size: at most {result['rss_busy_first_quarter_max_mb']:.0f} MB in the first quarter "
-        f"of the run, {result['rss_busy_last_quarter_max_mb']:.0f} MB in the last (sampled every 0.5 s); the server hands the free part back "
-        f"after {result['idle_release_s']:g} s without requests (`hub serve --idle-release-s`).",
+        f"of the run, {result['rss_busy_last_quarter_max_mb']:.0f} MB in the last (sampled every 0.5 s); after {result['idle_release_s']:g} s "
+        "without requests the server calls glibc's `malloc_trim` (`hub serve --idle-release-s`; another allocator returns freed pages its own way).",
         "",
         f"Throughput {result['requests_per_second']:.1f} requests/s; latency p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms, "
         f"p99 {latency['p99']:.0f} ms; {result['mean_batch_items']:.1f} items per batch on average (the batch metrics count the warm-up too). "
@@ -233,8 +237,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--registry", type=Path, default=hub.default_registry_path())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allocator", type=Path, help="a malloc library the server runs on (LD_PRELOAD), e.g. libjemalloc.so.2")
     parser.add_argument("--out", type=Path, default=RESULTS / "load_test")
     args = parser.parse_args()
+    if args.allocator and not args.allocator.is_file():
+        parser.error(f"--allocator {args.allocator}: no such file (Debian/Ubuntu: apt install libjemalloc2)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     print(report(run(args), args.out))
 
