@@ -170,10 +170,10 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
     All of them live in ONE buffer (LoraWeights): a resident adapter costs its bytes on disk and one
     allocation, which goes back to the system whole when the adapter is evicted. When the file already
     holds `dtype`, little-endian and packed (as PEFT writes it), the data section is read into the
-    buffer in one call: 4x faster than tensor-by-tensor for a 1.3 MB adapter (benchmarks/serving.py).
+    buffer in one call instead of tensor by tensor (one copy, no per-tensor allocations).
     """
     entries = sorted(header.tensors.items(), key=lambda item: item[1].begin)
-    width = torch.empty((), dtype=dtype).element_size()
+    width = dtype.itemsize
     buffer = torch.empty(sum(math.prod(e.shape) for _, e in entries), dtype=dtype)
     packed = (sys.byteorder == "little" and all(SAFETENSORS_DTYPES.get(e.dtype) == dtype for _, e in entries)
               and [e.begin for _, e in entries] == [0, *(e.end for _, e in entries[:-1])])
