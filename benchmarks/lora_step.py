@@ -123,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
             extra = {m: 100 * (statistics.median(t / b for t, b in zip(seconds[m], seconds["base"])) - 1) for m in runs if m != "base"}
             cells.append({"layer": name, "in": d_in, "out": d_out, "k": k, "base_ms": 1000 * statistics.median(seconds["base"]),
                           "extra_percent": extra, "max_abs_difference_vs_ours": agree})
-            print(f"{name} {d_in}->{d_out} K={k}: " + ", ".join(f"{m} +{v:.0f}%" for m, v in extra.items()), flush=True)
+            print(f"{name} {d_in}->{d_out} K={k}: " + ", ".join(f"{m} {v:+.0f}%" for m, v in extra.items()), flush=True)
     return {"rows": args.rows, "tokens": args.tokens, "rank": args.rank, "threads": args.threads, "rounds": args.rounds, "cells": cells,
             "lora_flops_percent": {c["layer"]: 100 * args.rank * (c["in"] + c["out"]) / (c["in"] * c["out"]) for c in cells}}
 
@@ -142,7 +142,7 @@ def report(result: dict, out: Path) -> str:
     ]
     for c in result["cells"]:
         lines.append(f"| {c['layer']} ({c['in']}->{c['out']}) | {c['k']} | {c['base_ms']:.2f} | "
-                     + " | ".join(f"+{c['extra_percent'][m]:.0f}%" for m in METHODS[1:]) + " |")
+                     + " | ".join(f"{c['extra_percent'][m]:+.0f}%" for m in METHODS[1:]) + " |")
     worst = max(v for c in result["cells"] for v in c["max_abs_difference_vs_ours"].values())
     lines += ["", f"Every method computes the same output (largest difference from ours: {worst:.1e})."]
     text = "\n".join(lines) + "\n"

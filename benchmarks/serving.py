@@ -360,8 +360,16 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     ours_ms = [s * 1000 for _, s in ours["seconds"]]
     gc_ms = [s * 1000 for _, s in ours["gc_seconds"]]
     frozen_ms = [s * 1000 for _, s in results["probes"]["ours_load_frozen"]["seconds"]]
-    ratios = [grown / alone for (_, grown), (_, alone) in zip(ours["seconds"], ours["alone_seconds"])]
-    tenth = max(1, len(ratios) // 10)
+    grown_s, alone_s = [s for _, s in ours["seconds"]], [s for _, s in ours["alone_seconds"]]
+    # Flatness compares MEAN times over a window holding as many pairs of each order. Which Hub loads
+    # first decides which one reuses memory that the one-task Hub's eviction freed (measured: 2 page
+    # faults instead of ~330 for a 1.3 MB adapter), so each pair's ratio is bimodal, and the median of
+    # 99 of them flipped between 0.95 and 1.27 with one pair more or less of either order.
+    tenth = max(2, len(grown_s) // 20 * 2)
+
+    def vs_alone(window: slice) -> float:
+        return statistics.mean(grown_s[window]) / statistics.mean(alone_s[window])
+
     peft_ms = [(n, s * 1000) for n, s in peft["seconds"]]
     memory = {k: results["probes"][k]["net_rss"] / 1e6 for k in ("hub16", "full16")}
     return {
@@ -375,7 +383,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                     "frozen_median": statistics.median(frozen_ms), "frozen_p99": sorted(frozen_ms)[int(0.99 * (len(frozen_ms) - 1))],
                     "frozen_max": max(frozen_ms),
                     # the n-th load over the same load into a one-task Hub, timed side by side (noise cancels)
-                    "vs_alone_first_tenth": statistics.median(ratios[:tenth]), "vs_alone_last_tenth": statistics.median(ratios[-tenth:])},
+                    "vs_alone_first_tenth": vs_alone(slice(None, tenth)), "vs_alone_last_tenth": vs_alone(slice(-tenth, None))},
         "memory_mb": memory,
         "per_adapter": {"ours": memory_ours["bytes_per_adapter"] / memory_ours["folder_bytes"],
                         "peft": peft["bytes_per_adapter"] / peft["lora_file_bytes"],
@@ -399,7 +407,7 @@ def targets_table(results: dict[str, Any], s: dict[str, Any]) -> list[tuple[str,
          f"{load['gc_max']:.1f}; max without them {load['ours_max_without_gc']:.1f})", load["ours_max"] <= 10),
         ("... the same in a process run like `hub serve` (gc.freeze() after startup)", "<= 10 ms",
          f"median {load['frozen_median']:.1f}, p99 {load['frozen_p99']:.1f}, max {load['frozen_max']:.1f} ms", load["frozen_max"] <= 10),
-        ("... flat: n-th load / the same load into a one-task Hub, side by side (n <= 100 / last 100)", "~1.0, not growing",
+        ("... flat: n-th load / the same load into a one-task Hub, side by side (mean of the first / last 100)", "~1.0, not growing",
          f"{load['vs_alone_first_tenth']:.2f} / {load['vs_alone_last_tenth']:.2f}", load["vs_alone_last_tenth"] <= 1.2),
         (f"K=16 throughput with {n} resident / with 16", "~1.0", f"{r['B16_resident/B16']:.2f}", r["B16_resident/B16"] >= 0.95),
         ("LoRA step: ours / PEFT adapter_names at K=16, K=64", "> 1", f"{r['L16_ours/L16_peft']:.2f}, {r['L64_ours/L64_peft']:.2f}",

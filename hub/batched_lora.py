@@ -276,8 +276,10 @@ class BatchedLora:
                 raise RuntimeError(f"BatchedLora: a pass over {rows} rows inside rows() for {len(plan.positions)}")
             # Measured on CPU: batched matmuls over per-row matrices beat a loop over adapters, and even a
             # plain addmm when one adapter serves every row; accumulating into the layer's output in place
-            # saves a full pass over it.
-            low = torch.bmm(x.reshape(rows, -1, x.shape[-1]), down.transpose(1, 2))
+            # saves a full pass over it. The down-projection runs as A @ x^T ([r, in] x [in, tokens]): on
+            # this CPU 1.5-2x faster than x @ A^T for 16+ tokens (an 8-column output is MKL's worst case)
+            # and no slower below.
+            low = torch.bmm(down, x.reshape(rows, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
             output.view(rows, -1, output.shape[-1]).baddbmm_(low, up.transpose(1, 2))
             return output
 

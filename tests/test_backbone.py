@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -20,6 +22,30 @@ def test_loaded_once_frozen_and_in_eval_mode(tiny_backbone_dir):
     assert not any(p.requires_grad for p in first.model.parameters())
     private = load_backbone(spec, shared=False)
     assert private is not first and private.model is not first.model
+
+
+def test_a_shared_load_counts_its_objects_with_one_full_collection(tiny_backbone_dir, tmp_path):
+    """So the collector's next full pass is not due within the first loads or requests (hub/backbone.py)."""
+    full_collections = []
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full_collections.append(info)
+
+    source = shutil.copytree(tiny_backbone_dir, tmp_path / "fresh-copy")  # not loaded by any other test
+    spec = BackboneSpec(name="fresh", source=str(source), language="en")
+    gc.collect()  # so that no full collection comes due on its own during these small loads
+    gc.callbacks.append(record)
+    try:
+        load_backbone(spec, shared=False)  # training's private copy: no collection forced
+        private = len(full_collections)
+        load_backbone(spec)
+        first = len(full_collections) - private
+        load_backbone(spec)  # already loaded: nothing to count
+        again = len(full_collections) - private - first
+    finally:
+        gc.callbacks.remove(record)
+    assert (private, first, again) == (0, 1, 0)
 
 
 def test_missing_package_names_the_install_command():
