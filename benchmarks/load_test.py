@@ -80,6 +80,7 @@ def free_port() -> int:
 
 
 IDLE_RELEASE_S = 1.0  # `hub serve --idle-release-s` (its default)
+IDLE_SETTLE_S = IDLE_RELEASE_S + 1.5  # how long the RSS readings wait for the server to go idle and release
 
 
 def start_server(registry: Path, tasks: list[str], port: int, allocator: Path | None = None) -> subprocess.Popen:
@@ -147,7 +148,7 @@ class RssSampler:
 
 def idle_rss(process: psutil.Process) -> float:
     """RSS once the server has had time to go idle and hand freed memory back."""
-    time.sleep(IDLE_RELEASE_S + 1.5)
+    time.sleep(IDLE_SETTLE_S)
     return process.memory_info().rss
 
 
@@ -212,7 +213,7 @@ def report(result: dict[str, Any], out: Path) -> str:
         f"| errors (non-200 answers) | 0 | {result['errors']} (statuses: {result['statuses']}) |",
         f"| answers different from the single-request answer | 0 | {result['mismatches']} |",
         f"| server RSS after / before the run (before: after {result['warmup']:,} warm-up requests; both once idle for "
-        f"{result['idle_release_s'] + 1.5:g} s) | within 10% | {result['rss_after_mb']:.0f} / {result['rss_before_mb']:.0f} MB ({result['rss_growth']:+.1%}) |",
+        f"{IDLE_SETTLE_S:g} s) | within 10% | {result['rss_after_mb']:.0f} / {result['rss_before_mb']:.0f} MB ({result['rss_growth']:+.1%}) |",
         "",
         f"While busy the RSS holds the heap's working size: at most {result['rss_busy_first_quarter_max_mb']:.0f} MB in the first quarter "
         f"of the run, {result['rss_busy_last_quarter_max_mb']:.0f} MB in the last (sampled every 0.5 s); after {result['idle_release_s']:g} s "

@@ -23,7 +23,6 @@ Writes benchmarks/results/serving_<targets>.{md,json,png}.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import random
@@ -49,6 +48,7 @@ from heads import load_head  # noqa: E402
 from hub.adapters import PEFT_CONFIG, PEFT_WEIGHTS, folder_bytes  # noqa: E402
 from hub.batched_lora import read_lora_weights, read_safetensors_header  # noqa: E402
 from hub.codecs import head_features  # noqa: E402
+from hub.memory import release_free_memory  # noqa: E402
 from hub.registry import load_registry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -194,10 +194,7 @@ def _rss() -> int:
     """Resident bytes now, after returning freed heap to the system (glibc keeps freed activations
     otherwise, which made B's number swing by 50 MB between runs)."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: measure as is
-        pass
+    release_free_memory()  # not glibc: measured as is
     return psutil.Process().memory_info().rss
 
 
@@ -348,6 +345,10 @@ def throughput(texts: list[str], registries: dict[int, Path], resident: int, rou
     return timed_rounds(jobs, rounds), checks
 
 
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(0.99 * (len(values) - 1))]
+
+
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     seconds = results["seconds"]
     median = {name: statistics.median(v) for name, v in seconds.items()}
@@ -377,10 +378,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "ratios": {"B16/A": ratio("B16", "A"), "B64/A": ratio("B64", "A"), "B64/C64": ratio("B64", "C64"), "B16/D16": ratio("B16", "D16"),
                    "B16_resident/B16": ratio("B16_resident", "B16"), "L16_ours/L16_peft": ratio("L16_ours", "L16_peft"),
                    "L64_ours/L64_peft": ratio("L64_ours", "L64_peft")},
-        "load_ms": {"ours_median": statistics.median(ours_ms), "ours_p99": sorted(ours_ms)[int(0.99 * (len(ours_ms) - 1))],
+        "load_ms": {"ours_median": statistics.median(ours_ms), "ours_p99": p99(ours_ms),
                     "ours_max": max(ours_ms), "peft": peft_ms, "gc_max": max(gc_ms),
                     "ours_max_without_gc": max(t - g for t, g in zip(ours_ms, gc_ms)),
-                    "frozen_median": statistics.median(frozen_ms), "frozen_p99": sorted(frozen_ms)[int(0.99 * (len(frozen_ms) - 1))],
+                    "frozen_median": statistics.median(frozen_ms), "frozen_p99": p99(frozen_ms),
                     "frozen_max": max(frozen_ms),
                     # the n-th load over the same load into a one-task Hub, timed side by side (noise cancels)
                     "vs_alone_first_tenth": vs_alone(slice(None, tenth)), "vs_alone_last_tenth": vs_alone(slice(-tenth, None))},
