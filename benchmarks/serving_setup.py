@@ -22,21 +22,29 @@ import hub
 from heads import HEAD_KINDS
 from hub.backbone import Backbone, load_backbone
 from hub.data import load_split
-from hub.registry import load_registry
+from hub.registry import BackboneSpec, load_registry
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARGETS = {"qv": ["query", "value"], "all": ["query", "key", "value", "dense"]}
 LABELS = ["negative", "positive"]
 
 
-def english_backbone() -> tuple[Backbone, dict]:
-    """The shipped registry's English backbone (shared in this process) and its registry entry."""
+def english_entry(source: str | None = None) -> dict:
+    """The shipped registry's English backbone entry; `source` (a model folder or Hub id) replaces its weights."""
     registry = load_registry(hub.default_registry_path())
     spec = registry.backbone("en")
     entry = spec.model_dump(exclude_none=True)
-    if not spec.source.startswith("pkg:") and registry.resolve(spec.source).exists():
-        entry["source"] = str(registry.resolve(spec.source))  # a relative folder must work from a temp registry too
-    return load_backbone(spec, registry), entry
+    if source:
+        entry = {**{k: v for k, v in entry.items() if k not in ("id", "revision")}, "source": source}
+    if not entry["source"].startswith("pkg:") and registry.resolve(entry["source"]).exists():
+        entry["source"] = str(registry.resolve(entry["source"]))  # a relative folder must work from a temp registry too
+    return entry
+
+
+def english_backbone(source: str | None = None, device: torch.device = torch.device("cpu")) -> tuple[Backbone, dict]:
+    """The English backbone (shared in this process) on `device`, and its registry entry (see english_entry)."""
+    entry = english_entry(source)
+    return load_backbone(BackboneSpec(**entry), device=device), entry
 
 
 def target_paths(model: torch.nn.Module, targets: str) -> list[str]:

@@ -7,6 +7,10 @@ A head receives the frozen backbone's outputs for its own rows as a features dic
 - `loss(outputs, targets) -> scalar`, with `targets(raw_labels)` turning data-set labels into tensors,
 - `decode(outputs) -> list[dict]`, one user-facing result per row,
 - `save(folder)` / `load_head(folder)`: `head_config.json` + `head.safetensors`.
+
+Serving may answer rows of several heads at once: heads whose `batch_key()` is equal (not None) give
+the same results through their class's `forward_many` / `decode_many` as one by one (rows of many tasks,
+one set of kernels instead of one per task; benchmarks/serving.py --device cuda measured why).
 """
 
 from __future__ import annotations
@@ -102,6 +106,20 @@ class Head(nn.Module):
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def batch_key(self) -> tuple | None:
+        """Equal keys: these heads can serve their rows together (`forward_many`); None: one head at a time."""
+        return None
+
+    @classmethod
+    def forward_many(cls, heads: list["Head"], owner: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inference outputs of rows owned by different heads of one batch key (`owner[i]` indexes `heads`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def decode_many(cls, heads: list["Head"], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """`decode` for rows of `forward_many`, each with its own head's labels."""
+        raise NotImplementedError
+
     @classmethod
     def expand_labels(cls, labels: list[str] | None, options: dict[str, Any]) -> list[str] | None:
         """The head's output labels for the registry's `labels` (tagging turns entity types into tags)."""
@@ -170,7 +188,7 @@ def pool(features: dict[str, torch.Tensor], how: Pooling, mask: torch.Tensor | N
     """
     hidden = features["last_hidden_state"]
     if how == "cls":
-        return hidden[:, 0] if mask is None else hidden[torch.arange(len(hidden)), mask.float().argmax(1)]
+        return hidden[:, 0] if mask is None else hidden[torch.arange(len(hidden), device=hidden.device), mask.float().argmax(1)]
     if how == "pooler":
         if mask is not None:
             raise ValueError("pooling 'pooler' reads the whole row; a siamese pair needs cls, mean or max")

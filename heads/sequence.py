@@ -53,6 +53,24 @@ class PooledHead(Head):
             pooled = self.projection(pool(features, self.config.pooling))
         return {"logits": self.out(self.dropout(pooled))}
 
+    def batch_key(self) -> tuple | None:
+        """One key per class and shape for heads that pool the last layer the same way; heads with a
+        projection, a siamese pair or a layer mix answer one at a time."""
+        c = self.config
+        if c.layers != "last" or c.pair == "siamese" or c.projection:
+            return None
+        return (type(self), c.pooling, c.hidden_size, self.output_size())
+
+    @classmethod
+    def forward_many(cls, heads: list[Head], owner: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Pool once, then every head's output layer over every row in ONE matmul (outputs are a few
+        columns per head, so this costs less than gathering a matrix per row), and keep each row's own."""
+        pooled = pool(features, heads[0].config.pooling)
+        weight = torch.cat([h.out.weight for h in heads])  # [heads x outputs, width]
+        bias = torch.cat([h.out.bias for h in heads])
+        every = F.linear(pooled, weight, bias).view(len(pooled), len(heads), -1)
+        return {"logits": every[torch.arange(len(pooled), device=pooled.device), owner]}
+
 
 class SingleLabel:
     """Targets, loss (with the class-imbalance options) and decoding for one label per row."""
@@ -75,9 +93,13 @@ class SingleLabel:
         return classification_loss(outputs["logits"], targets, self.class_weights, self.focal_gamma)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        return self.decode_many([self], [0] * len(outputs["logits"]), outputs)
+
+    @classmethod
+    def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         probs = outputs["logits"].float().softmax(-1)
         scores, best = probs.max(-1)
-        return [{"label": self.config.labels[i], "score": round(float(s), 6)} for i, s in zip(best.tolist(), scores)]
+        return [{"label": heads[o].config.labels[i], "score": round(s, 6)} for o, i, s in zip(owner, best.tolist(), scores.tolist())]
 
 
 class ClassificationHead(SingleLabel, PooledHead):
@@ -105,4 +127,8 @@ class RegressionHead(PooledHead):
         return F.mse_loss(outputs["logits"].squeeze(-1).float(), targets)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        return [{"value": round(float(v), 6)} for v in outputs["logits"].squeeze(-1)]
+        return self.decode_many([self], [0] * len(outputs["logits"]), outputs)
+
+    @classmethod
+    def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        return [{"value": round(v, 6)} for v in outputs["logits"].squeeze(-1).float().tolist()]

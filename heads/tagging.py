@@ -111,5 +111,5 @@ class TaggingHead(Head):
         results = []
         for row, path in enumerate(paths):
             scores = probs[row, torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] if path else torch.zeros(0)
-            results.append({"tags": [self.config.labels[i] for i in path], "scores": [round(float(s), 6) for s in scores]})
+            results.append({"tags": [self.config.labels[i] for i in path], "scores": [round(s, 6) for s in scores.tolist()]})
         return results

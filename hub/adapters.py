@@ -212,7 +212,7 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
             f"{folder}: head is a {head.kind} head with labels {head.config.labels}; registry entry {task.name!r} "
             f"says {task.kind} with {task.labels}. Fix the entry or retrain."
         )
-    return head
+    return head.to(backbone.device)
 
 
 def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -> LoraWeights:
@@ -223,7 +223,7 @@ def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -
     """
     config, header = _checked_lora(Path(folder), backbone, base_model_id)
     try:
-        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype, header)
+        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype, header).to(backbone.device)
     except (OSError, ValueError) as exc:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} could not be read ({exc}); re-download or retrain it.") from None
     if weights.paths - backbone.lora.hooked_paths:

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -35,6 +36,11 @@ class Backbone:
 
     def __post_init__(self) -> None:
         self.lora = BatchedLora(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: every adapter, head and batch of this backbone goes there."""
+        return self.model.device
 
     @property
     def hidden_size(self) -> int:
@@ -72,25 +78,27 @@ def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
     return source  # a Hub id, e.g. bert-base-uncased
 
 
-_LOADED: dict[tuple[str, str | None], Backbone] = {}
-_LOAD_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
+_LOADED: dict[tuple[str, str | None, str], Backbone] = {}
+_LOAD_LOCKS: dict[tuple[str, str | None, str], threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
 
 
-def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True) -> Backbone:
-    """The frozen backbone for `spec`. Shared ones are loaded once per process; training asks for a private one.
+def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True,
+                  device: torch.device = torch.device("cpu")) -> Backbone:
+    """The frozen backbone for `spec` on `device` (see hub.devices.resolve_device). Shared ones are loaded
+    once per process and device; training asks for a private one.
 
     One lock per source: loading the Chinese backbone does not hold up tasks of the English one.
     """
     location = resolve_source(spec, registry)
     if not shared:
-        return _load(spec, location)
-    key = (location, spec.revision)
+        return _load(spec, location, device)
+    key = (location, spec.revision, str(device))
     with _LOCKS_LOCK:
         lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     with lock:
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, location)
+            _LOADED[key] = _load(spec, location, device)
             # CPython runs a full collection once the objects surviving since the last one exceed a quarter of
             # what it found then. The imports and the model just made ~400k long-lived objects that no full
             # collection has counted yet, so the next one (250+ ms, every thread stopped) would land in one of
@@ -100,7 +108,7 @@ def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: 
         return _LOADED[key]
 
 
-def _load(spec: BackboneSpec, location: str) -> Backbone:
+def _load(spec: BackboneSpec, location: str, device: torch.device) -> Backbone:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -120,4 +128,5 @@ def _load(spec: BackboneSpec, location: str) -> Backbone:
         raise BackboneError(f"backbone {spec.name!r}: a fast tokenizer is needed (offsets); {location} has none.")
     model.requires_grad_(False)
     model.eval()
+    model.to(device)
     return Backbone(location=location, model=model, tokenizer=tokenizer)

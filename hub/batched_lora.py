@@ -86,6 +86,10 @@ class LoraWeights:
     def nbytes(self) -> int:
         return self.buffer.numel() * self.buffer.element_size()
 
+    def to(self, device: torch.device) -> "LoraWeights":
+        """The same adapter with its buffer on `device` (one copy of one buffer; itself if already there)."""
+        return self if self.buffer.device == device else LoraWeights(self.name, self.buffer.to(device), self.layout)
+
 
 def lora_weights_from_matrices(name: str, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> LoraWeights:
     """An adapter from in-memory matrices by module path: (A [r, in], B already scaled [out, r]), copied into one buffer."""
@@ -204,17 +208,32 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
     return LoraWeights(name, buffer, _shared_layout(slots))
 
 
-@dataclass(eq=False)
 class _Plan:
     """One forward pass: the batch's distinct adapters and, per row, the position of its own."""
 
-    adapters: list[LoraWeights | None]
-    positions: list[int]  # row -> position in `adapters`
+    def __init__(self, adapters: list[LoraWeights | None], positions: list[int], gather: bool | None = None):
+        """`gather`: stack + index_select (see below); None chooses by device."""
+        self.adapters = adapters
+        self.positions = positions  # row -> position in `adapters`
+        # Off the CPU, adapters of one shape are stacked once per pass and each layer gathers its rows'
+        # matrices with one index_select: a few kernels per layer instead of a Python view per adapter,
+        # which made the LoRA step host-bound on a GPU (benchmarks/serving.py --device cuda). On the CPU
+        # the per-row stack below stays: it copies each row's matrices right before use, while they are
+        # in cache, and stacking every adapter's whole buffer first is an extra copy the CPU pays for.
+        first = adapters[0]
+        self.stacked: torch.Tensor | None = None
+        if gather is None:
+            gather = first is not None and first.buffer.device.type != "cpu"
+        if gather and first is not None and all(a is not None and a.layout is first.layout for a in adapters):
+            self.stacked = torch.stack([a.buffer for a in adapters])
+            self.index = torch.tensor(positions, device=first.buffer.device)
 
     def matrices(self, path: str, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Each row's own [rows, r, in] and [rows, out, r] for this layer (zeros where its adapter has no
-        such layer); None if no adapter in the pass has it. Stacked straight from the rows' adapters: one
-        copy per row, never a copy of every distinct adapter first."""
+        such layer); None if no adapter in the pass has it. On the CPU, stacked straight from the rows'
+        adapters: one copy per row, never a copy of every distinct adapter first."""
+        if self.stacked is not None:
+            return self._gathered(path)
         slots = [a.layout.slots.get(path) if a is not None else None for a in self.adapters]
         if not any(slots):
             return None
@@ -229,6 +248,17 @@ class _Plan:
             downs.append(nn.functional.pad(down, (0, 0, 0, pad)) if pad else down)
             ups.append(nn.functional.pad(up, (0, pad)) if pad else up)
         return torch.stack([downs[i] for i in self.positions]), torch.stack([ups[i] for i in self.positions])
+
+    def _gathered(self, path: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`matrices` when every adapter of the pass has the same layout and sits in `self.stacked`."""
+        slot = self.adapters[0].layout.slots.get(path)
+        if slot is None:
+            return None
+        count, width = self.stacked.shape
+        offset = self.stacked.storage_offset()
+        down = self.stacked.as_strided((count, slot.rank, slot.in_features), (width, slot.in_features, 1), offset + slot.down_start)
+        up = self.stacked.as_strided((count, slot.out_features, slot.rank), (width, slot.rank, 1), offset + slot.up_start)
+        return down.index_select(0, self.index), up.index_select(0, self.index)
 
 
 class BatchedLora:

@@ -19,6 +19,7 @@ app = typer.Typer(help="Many NLP tasks from one frozen BERT per language.", no_a
 out = Console()
 err = Console(stderr=True)
 RegistryOption = Annotated[Optional[Path], typer.Option("--registry", "-r", help="registry YAML (default: the shipped registry.yaml or $HUB_REGISTRY)")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="where the models run: cpu (default), cuda, cuda:N, mps or auto")]
 
 
 def _fail(exc: HubError) -> None:
@@ -26,8 +27,8 @@ def _fail(exc: HubError) -> None:
     raise typer.Exit(code=2)
 
 
-def _hub(registry: Optional[Path]) -> Hub:
-    return Hub.load(registry or default_registry_path())
+def _hub(registry: Optional[Path], device: Optional[str] = None) -> Hub:
+    return Hub.load(registry or default_registry_path(), device=device)
 
 
 @app.command("list")
@@ -51,10 +52,11 @@ def run(
     task: Annotated[str, typer.Argument(help="task name, e.g. sst2")],
     texts: Annotated[list[str], typer.Argument(help="one text; two for a pair task or QA (question, context); several = pre-split tokens for tagging")],
     registry: RegistryOption = None,
+    device: DeviceOption = None,
 ) -> None:
     """Answer one input and print the result as JSON."""
     try:
-        hub = _hub(registry)
+        hub = _hub(registry, device)
         result = hub.run(task, texts[0] if len(texts) == 1 else tuple(texts))
     except HubError as exc:
         _fail(exc)
@@ -221,6 +223,7 @@ def serve(
     cache_mb: Annotated[Optional[float], typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
     idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory goes back to the OS")] = 1.0,
     access_log: Annotated[bool, typer.Option(help="log every request (uvicorn's access log)")] = True,
+    device: DeviceOption = None,
 ) -> None:
     """Serve every task over HTTP (FastAPI + uvicorn): POST /v1/run, GET /v1/tasks, /health, /metrics, /docs."""
     import uvicorn
@@ -229,7 +232,7 @@ def serve(
 
     try:
         hub = Hub.load(registry or default_registry_path(), max_batch_size=max_batch_size, max_tasks=cache_tasks,
-                       max_bytes=int(cache_mb * 1e6) if cache_mb else None)
+                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device)
         tasks = [t["task"] for t in hub.tasks() if t["trained"]] if preload == ["all"] else list(preload or [])
         for task in tasks:  # before the server starts: an unknown or untrained task fails here, cleanly
             hub.runtime(task)
@@ -247,10 +250,10 @@ def serve(
 
 
 @app.command()
-def demo(registry: RegistryOption = None) -> None:
+def demo(registry: RegistryOption = None, device: DeviceOption = None) -> None:
     """Answer every trained task's registry `example`, all in one mixed batch."""
     try:
-        hub = _hub(registry)
+        hub = _hub(registry, device)
         served = [t for t in hub.registry.tasks if t.example is not None and hub.registry.adapter_dir(t).is_dir()]
         results = hub.run_many([(t.name, t.example_input) for t in served])
     except HubError as exc:

@@ -47,14 +47,15 @@ class _Row:
 
 def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64) -> list[dict[str, Any]]:
     """Results for `(task, normalized request)` items, in order. Rows are length-sorted to keep padding small."""
-    by_task: dict[int, list[int]] = defaultdict(list)
+    by_encoding: dict[Any, list[int]] = defaultdict(list)  # tasks whose codecs encode alike share one tokenizer call
     for position, (task, _) in enumerate(items):
-        by_task[id(task)].append(position)
+        by_encoding[task.codec.shared_encoding or id(task)].append(position)
     rows_by_backbone: dict[int, list[_Row]] = defaultdict(list)
     rows_of_request: list[list[_Row]] = [[] for _ in items]
-    for positions in by_task.values():
-        task = items[positions[0]][0]
-        for position, rows in zip(positions, task.codec.encode([items[p][1] for p in positions])):
+    for positions in by_encoding.values():
+        codec = items[positions[0]][0].codec
+        for position, rows in zip(positions, codec.encode([items[p][1] for p in positions])):
+            task = items[position][0]
             rows_of_request[position] = [_Row(position, task, row) for row in rows]
             rows_by_backbone[id(task.backbone)].extend(rows_of_request[position])
 
@@ -73,20 +74,35 @@ def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64
 def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
     """One backbone pass for rows of one backbone, whatever their tasks; then per-task heads."""
     backbone = rows[0].task.backbone
-    batch = backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0)
+    device = backbone.device
+    batch = {k: v.to(device) for k, v in backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0).items()}
     all_layers = any(r.task.head.needs_all_layers for r in rows)
     with backbone.lock, torch.inference_mode(), backbone.lora.rows([r.task.adapter for r in rows]):
         out = backbone.model(**model_inputs(batch), output_hidden_states=all_layers)
         features = head_features(out, batch["attention_mask"], all_layers)
-        groups: dict[int, list[int]] = defaultdict(list)
+        groups: dict[Any, list[int]] = defaultdict(list)  # rows whose heads answer together (heads.Head.batch_key)
+        keys: dict[int, Any] = {}
         for i, r in enumerate(rows):
-            groups[id(r.task)].append(i)
+            if id(r.task) not in keys:
+                keys[id(r.task)] = r.task.head.batch_key() or id(r.task)
+            groups[keys[id(r.task)]].append(i)
         results: list[dict[str, Any]] = [{} for _ in rows]
         for indices in groups.values():
-            task = rows[indices[0]].task
-            index = torch.tensor(indices)
-            sub = {k: v.index_select(0, index) for k, v in features.items() if v is not None}
-            sub.update(task.codec.collate_extras([rows[i].row.extras for i in indices], batch["input_ids"].shape[1]))
-            for i, decoded in zip(indices, task.head.decode(task.head(sub))):
+            for i, decoded in zip(indices, _heads(rows, indices, features, batch["input_ids"].shape[1], device)):
                 results[i] = decoded
     return results
+
+
+def _heads(rows: list[_Row], indices: list[int], features: dict[str, torch.Tensor], width: int, device: torch.device) -> list[dict[str, Any]]:
+    """Decoded head outputs for `rows[indices]`: one task's head, or several heads of one batch key at once."""
+    tasks = list({id(rows[i].task): rows[i].task for i in indices}.values())
+    sub = {k: v.index_select(0, torch.tensor(indices, device=device)) for k, v in features.items() if v is not None}
+    extras = tasks[0].codec.collate_extras([rows[i].row.extras for i in indices], width)  # one key: one codec kind
+    sub.update({k: v.to(device) for k, v in extras.items()})
+    if len(tasks) == 1:
+        return tasks[0].head.decode(tasks[0].head(sub))
+    heads = [t.head for t in tasks]
+    position = {id(t): p for p, t in enumerate(tasks)}
+    owner = [position[id(rows[i].task)] for i in indices]
+    kind = type(heads[0])
+    return kind.decode_many(heads, owner, kind.forward_many(heads, torch.tensor(owner, device=device), sub))

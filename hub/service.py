@@ -6,9 +6,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .adapters import adapter_name, load_lora, load_task_head
 from .backbone import Backbone, load_backbone
 from .codecs import make_codec
+from .devices import resolve_device
 from .errors import AdapterError, HubError, InputError
 from .registry import Registry, load_registry
 from .router import TaskRuntime, run_batch
@@ -19,10 +22,12 @@ class Hub:
     """Serves every task of a registry. Backbones and adapters load lazily, on a task's first request."""
 
     def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True,
-                 max_tasks: int | None = None, max_bytes: int | None = None):
-        """`max_tasks` / `max_bytes` bound the loaded tasks (LoRA matrices + heads; least recently used go first)."""
+                 max_tasks: int | None = None, max_bytes: int | None = None, device: str | torch.device | None = None):
+        """`max_tasks` / `max_bytes` bound the loaded tasks (LoRA matrices + heads; least recently used go first).
+        `device`: where backbones, adapters and heads live ('cpu' by default, 'cuda', 'cuda:1', 'auto', ...)."""
         if max_batch_size < 1:
             raise HubError(f"max_batch_size={max_batch_size}: a batch needs at least one row.")
+        self.device = resolve_device(device)
         self.registry = registry
         self.share_backbones = share_backbones
         self.max_batch_size = max_batch_size
@@ -78,7 +83,8 @@ class Hub:
         """The process-wide shared backbone, or (share_backbones=False) one owned by this Hub alone."""
         with self._backbones_lock:
             if name not in self._backbones:
-                self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry, shared=self.share_backbones)
+                self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry, shared=self.share_backbones,
+                                                      device=self.device)
             return self._backbones[name]
 
     def run(self, task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:

@@ -72,6 +72,26 @@ def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, na
     assert not torch.allclose(plain, ours)
 
 
+def test_gathering_from_stacked_adapters_equals_the_per_row_stack(tiny_backbone_dir, peft_folders):
+    """The GPU's way (every adapter's buffer stacked, rows gathered by index) gives each row the same matrices."""
+    from hub.batched_lora import _Plan
+
+    backbone = _backbone(tiny_backbone_dir)
+    same_shape = [load_lora(backbone, f"all8_{i}", peft_folders["all8"], "tiny") for i in range(3)]
+    for adapter, scale in zip(same_shape, (1.0, -2.0, 0.5)):  # three different adapters of one layout
+        adapter.buffer.mul_(scale)
+    positions = [2, 0, 0, 1, 2]
+    gathered, per_row = _Plan(same_shape, positions, gather=True), _Plan(same_shape, positions, gather=False)
+    assert gathered.stacked is not None and per_row.stacked is None
+    for path in same_shape[0].paths:
+        layer = backbone.lora.target_layer(path)
+        for ours, reference in zip(gathered.matrices(path, layer), per_row.matrices(path, layer)):
+            assert torch.equal(ours, reference)
+    assert gathered.matrices("encoder.layer.0.output.not_a_layer", None) is None
+    mixed = [same_shape[0], load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")]
+    assert _Plan(mixed, [0, 1], gather=True).stacked is None  # different layouts: the per-row stack serves them
+
+
 def test_loading_reads_matrices_and_hooks_only_their_layers(tiny_backbone_dir, peft_folders):
     backbone = _backbone(tiny_backbone_dir)
     weights = load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")

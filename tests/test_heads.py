@@ -53,6 +53,34 @@ def test_regression_decode_and_targets():
         head.targets(["high"])
 
 
+@pytest.mark.parametrize("kind, options, labels", [
+    ("classification", {"pooling": "mean"}, ["neg", "pos", "mixed"]),
+    ("classification", {"pooling": "cls"}, ["a", "b", "c"]),
+    ("regression", {"pooling": "max"}, None),
+])
+def test_heads_of_one_batch_key_answer_together_as_one_by_one(kind, options, labels):
+    """Rows of several tasks' heads in one forward_many/decode_many give each row its own head's answer."""
+    features = _features(n=6)
+    heads = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        heads.append(HEAD_KINDS[kind].from_options(options, 8, labels and [f"{label}{seed}" for label in labels]).eval())
+    assert len({h.batch_key() for h in heads}) == 1 and heads[0].batch_key() is not None
+    owner = [2, 0, 1, 2, 2, 0]
+    together = type(heads[0]).decode_many(heads, owner, type(heads[0]).forward_many(heads, torch.tensor(owner), features))
+    for row, (o, answer) in enumerate(zip(owner, together)):
+        alone = heads[o].decode(heads[o]({k: v[row:row + 1] for k, v in features.items()}))[0]
+        assert answer.keys() == alone.keys()
+        for key in answer:
+            assert answer[key] == (alone[key] if isinstance(alone[key], str) else pytest.approx(alone[key], abs=1e-5))
+
+
+def test_heads_that_cannot_answer_together_have_no_batch_key():
+    for options in ({"pair": "siamese"}, {"projection": True}, {"layers": "last4"}):
+        assert HEAD_KINDS["classification"].from_options(options, 8, ["a", "b"], num_layers=4).batch_key() is None
+    assert HEAD_KINDS["classification"].from_options({}, 8, ["a", "b"]).batch_key() != HEAD_KINDS["regression"].from_options({}, 8, None).batch_key()
+
+
 def test_save_load_round_trip(tmp_path):
     head = HEAD_KINDS["classification"].from_options({"pooling": "cls", "dropout": 0.2}, hidden_size=8, labels=["x", "y"]).eval()
     head.save(tmp_path)

@@ -27,7 +27,9 @@ def test_hub_peft_and_merged_full_models_give_the_same_answers(tmp_path):
     texts = ["A gripping, funny film.", "The plot never goes anywhere.", "Stocks fell sharply on Monday.", "ok", "It rained."]
     served = hub.Hub.load(registry)
     folders = serving.adapter_folders(registry, 3)
-    variants = serving.Variants(texts, {"3": served}, {3: serving.peft_model(folders)}, {3: serving.full_models(folders)})
+    location, device = backbone.location, backbone.device
+    variants = serving.Variants(texts, {"3": served}, {3: serving.peft_model(folders, location, device)},
+                                {3: serving.full_models(folders, location, device)})
     assert {task for task, _ in mixed_requests(texts, 3)} == {"t0000", "t0001", "t0002"}
     hub_answers = variants.hub_mixed("3", 3)
     for other in (variants.naive(3), variants.full_models(3)):

@@ -55,6 +55,13 @@ class Codec:
         start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
         return full[:start], full[start + len(bare):]
 
+    @property
+    def shared_encoding(self) -> tuple | None:
+        """Codecs with equal (non-None) keys encode any of each other's requests the same way, so the router
+        tokenizes their requests in ONE call (the fast tokenizer spreads a big call over threads; a call per
+        task does not). None: this codec encodes only its own task's requests."""
+        return None
+
     def normalize(self, value: Any) -> Any:
         raise NotImplementedError
 
@@ -126,9 +133,6 @@ def head_features(out: Any, attention_mask: torch.Tensor, all_layers: bool) -> d
 
 
 def pad_lists(values: Sequence[Sequence[int]], pad: int, min_width: int = 0) -> torch.Tensor:
+    """[len(values), width] long tensor of the lists, right-padded with `pad` (one tensor built from Python lists)."""
     width = max([min_width, *(len(v) for v in values)])
-    out = torch.full((len(values), width), pad, dtype=torch.long)
-    for i, value in enumerate(values):
-        if len(value):
-            out[i, : len(value)] = torch.as_tensor(value, dtype=torch.long)
-    return out
+    return torch.tensor([[*value, *[pad] * (width - len(value))] for value in values], dtype=torch.long).reshape(len(values), width)

@@ -54,6 +54,11 @@ class TextCodec(Codec):
         self.siamese = getattr(self.head.config, "pair", "cross") == "siamese" and len(self.task.inputs) == 2
         self.extras_padding = {"segments": -1} if self.siamese else {}
 
+    @property
+    def shared_encoding(self) -> tuple:
+        """What `encode` depends on besides the requests: the task's own name and labels play no part."""
+        return (TextCodec, id(self.tokenizer), self.max_length, len(self.task.inputs), self.siamese)
+
     def normalize(self, value: Any) -> tuple[str, ...]:
         return normalize_input(self.task, value)
 
