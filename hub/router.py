@@ -72,7 +72,7 @@ def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64
 
 
 def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
-    """One backbone pass for rows of one backbone, whatever their tasks; then per-task heads."""
+    """One backbone pass for rows of one backbone, whatever their tasks; then the heads (see `_heads`)."""
     backbone = rows[0].task.backbone
     device = backbone.device
     batch = {k: v.to(device) for k, v in backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0).items()}
@@ -96,7 +96,8 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
 def _heads(rows: list[_Row], indices: list[int], features: dict[str, torch.Tensor], width: int, device: torch.device) -> list[dict[str, Any]]:
     """Decoded head outputs for `rows[indices]`: one task's head, or several heads of one batch key at once."""
     tasks = list({id(rows[i].task): rows[i].task for i in indices}.values())
-    sub = {k: v.index_select(0, torch.tensor(indices, device=device)) for k, v in features.items() if v is not None}
+    index = torch.tensor(indices, device=device)
+    sub = {k: v.index_select(0, index) for k, v in features.items() if v is not None}
     extras = tasks[0].codec.collate_extras([rows[i].row.extras for i in indices], width)  # one key: one codec kind
     sub.update({k: v.to(device) for k, v in extras.items()})
     if len(tasks) == 1:
