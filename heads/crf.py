@@ -66,15 +66,17 @@ class CRF(nn.Module):
             history.append(previous)
             score = torch.where(mask[:, t : t + 1], best + emissions[:, t], score)
         lengths = mask.sum(1).tolist()
+        last = (score + end).argmax(-1).tolist()
+        back = torch.stack(history).tolist() if history else []  # read once: on a GPU each element read would sync
         paths = []
         for row, length in enumerate(lengths):
             if length == 0:
                 paths.append([])
                 continue
-            tag = int((score[row] + end).argmax())
+            tag = last[row]
             path = [tag]
             for t in range(length - 1, 0, -1):
-                tag = int(history[t - 1][row, tag])
+                tag = back[t - 1][row][tag]
                 path.append(tag)
             paths.append(path[::-1])
         return paths

@@ -57,7 +57,8 @@ class QAHead(Head):
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Per window: best spans [(start, end, probability)], best first, and the no-answer probability."""
-        start_log, end_log = outputs["start"].log_softmax(-1), outputs["end"].log_softmax(-1)
+        # on the CPU, detached: the per-window loop below reads single values (on a GPU each read would sync)
+        start_log, end_log = (outputs[key].detach().float().log_softmax(-1).cpu() for key in ("start", "end"))
         k = min(self.config.top_k, start_log.shape[1])
         results = []
         for s_log, e_log, allowed in zip(start_log, end_log, outputs["allowed"].tolist()):

@@ -84,9 +84,9 @@ class SpanNERHead(Head):
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Per row: (span index, label, probability) of every span whose best type beats `none` and the threshold."""
-        probs = outputs["logits"].float().softmax(-1)
+        probs = outputs["logits"].float().softmax(-1).cpu()  # one copy off a GPU; the lists below read single values
         score, best = probs[..., 1:].max(-1)
-        keep = outputs["mask"] & (score >= self.config.threshold) & (score > probs[..., NONE])
+        keep = outputs["mask"].cpu() & (score >= self.config.threshold) & (score > probs[..., NONE])
         return [
             {"spans": [(int(i), self.config.labels[int(best[r, i])], round(float(score[r, i]), 6)) for i in keep[r].nonzero().flatten()]}
             for r in range(probs.shape[0])

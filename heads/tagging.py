@@ -103,10 +103,10 @@ class TaggingHead(Head):
         """Per row: the tag and its probability at each label position (CRF: Viterbi path + marginals)."""
         logits, mask = outputs["logits"], outputs["mask"]
         if self.crf is None:
-            probs = logits.float().softmax(-1)
-            paths = [row[m].tolist() for row, m in zip(probs.argmax(-1), mask)]
+            probs = logits.float().softmax(-1).cpu()  # one copy off a GPU, not a sync per row and value
+            paths = [row[m].tolist() for row, m in zip(probs.argmax(-1), mask.cpu())]
         else:
-            probs = self.crf.marginals(logits, mask)
+            probs = self.crf.marginals(logits, mask).cpu()
             paths = self.crf.viterbi(logits, mask)
         results = []
         for row, path in enumerate(paths):
