@@ -104,7 +104,8 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """One result per row. Heads with a `decode_many` decode their own rows through it; others override this."""
+        return self.decode_many([self], [0] * len(outputs["logits"]), outputs)
 
     def batch_key(self) -> tuple | None:
         """Equal keys: these heads can serve their rows together (`forward_many`); None: one head at a time."""

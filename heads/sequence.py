@@ -92,9 +92,6 @@ class SingleLabel:
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         return classification_loss(outputs["logits"], targets, self.class_weights, self.focal_gamma)
 
-    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        return self.decode_many([self], [0] * len(outputs["logits"]), outputs)
-
     @classmethod
     def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         probs = outputs["logits"].float().softmax(-1)
@@ -125,9 +122,6 @@ class RegressionHead(PooledHead):
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(outputs["logits"].squeeze(-1).float(), targets)
-
-    def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        return self.decode_many([self], [0] * len(outputs["logits"]), outputs)
 
     @classmethod
     def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:

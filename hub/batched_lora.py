@@ -224,7 +224,7 @@ class _Plan:
         self.stacked: torch.Tensor | None = None
         if gather is None:
             gather = first is not None and first.buffer.device.type != "cpu"
-        if gather and first is not None and all(a is not None and a.layout is first.layout for a in adapters):
+        if gather and all(a is not None and a.layout is first.layout for a in adapters):
             self.stacked = torch.stack([a.buffer for a in adapters])
             self.index = torch.tensor(positions, device=first.buffer.device)
 
