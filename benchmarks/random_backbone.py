@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from hub.adapters import atomic_folder
+
 SIZES = {
     "same": {},
     "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
@@ -25,13 +27,19 @@ SIZES = {
 
 
 def write_random_backbone(like: str, out: Path, size: str = "same", seed: int = 0) -> Path:
-    """`out` gets `like`'s tokenizer and config (resized by `size`) and freshly initialised weights."""
-    config = AutoConfig.from_pretrained(like)
+    """`out` gets `like`'s tokenizer and config (resized by `size`) and freshly initialised weights,
+    written into a temp folder that replaces `out` whole (never a half-written backbone)."""
+    try:
+        config, tokenizer = AutoConfig.from_pretrained(like), AutoTokenizer.from_pretrained(like)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--like {like}: no model config and tokenizer there ({str(exc).splitlines()[0]}); "
+                         "name a model folder or a Hub id.") from None
     for key, value in SIZES[size].items():
         setattr(config, key, value)
     torch.manual_seed(seed)
-    AutoModel.from_config(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(like).save_pretrained(out)
+    with atomic_folder(out) as staging:
+        AutoModel.from_config(config).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     return out
 
 
