@@ -43,6 +43,11 @@ class Backbone:
         return self.model.device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the weights: adapters load in it (heads stay float32)."""
+        return self.model.dtype
+
+    @property
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
@@ -78,27 +83,27 @@ def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
     return source  # a Hub id, e.g. bert-base-uncased
 
 
-_LOADED: dict[tuple[str, str | None, str], Backbone] = {}
-_LOAD_LOCKS: dict[tuple[str, str | None, str], threading.Lock] = {}
+_LOADED: dict[tuple[str, str | None, str, str], Backbone] = {}
+_LOAD_LOCKS: dict[tuple[str, str | None, str, str], threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
 
 
 def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True,
-                  device: torch.device = torch.device("cpu")) -> Backbone:
-    """The frozen backbone for `spec` on `device` (see hub.devices.resolve_device). Shared ones are loaded
-    once per process and device; training asks for a private one.
+                  device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> Backbone:
+    """The frozen backbone for `spec` on `device`, in `dtype` (see hub.devices). Shared ones are loaded
+    once per process, device and dtype; training asks for a private one.
 
     One lock per source: loading the Chinese backbone does not hold up tasks of the English one.
     """
     location = resolve_source(spec, registry)
     if not shared:
-        return _load(spec, location, device)
-    key = (location, spec.revision, str(device))
+        return _load(spec, location, device, dtype)
+    key = (location, spec.revision, str(device), str(dtype))
     with _LOCKS_LOCK:
         lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     with lock:
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, location, device)
+            _LOADED[key] = _load(spec, location, device, dtype)
             # CPython runs a full collection once the objects surviving since the last one exceed a quarter of
             # what it found then. The imports and the model just made ~400k long-lived objects that no full
             # collection has counted yet, so the next one (250+ ms, every thread stopped) would land in one of
@@ -108,7 +113,7 @@ def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: 
         return _LOADED[key]
 
 
-def _load(spec: BackboneSpec, location: str, device: torch.device) -> Backbone:
+def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.dtype) -> Backbone:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -128,5 +133,5 @@ def _load(spec: BackboneSpec, location: str, device: torch.device) -> Backbone:
         raise BackboneError(f"backbone {spec.name!r}: a fast tokenizer is needed (offsets); {location} has none.")
     model.requires_grad_(False)
     model.eval()
-    model.to(device)
+    model.to(device=device, dtype=dtype)  # always explicit: a checkpoint saved in half precision still serves in float32 by default
     return Backbone(location=location, model=model, tokenizer=tokenizer)

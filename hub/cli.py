@@ -20,6 +20,8 @@ out = Console()
 err = Console(stderr=True)
 RegistryOption = Annotated[Optional[Path], typer.Option("--registry", "-r", help="registry YAML (default: the shipped registry.yaml or $HUB_REGISTRY)")]
 DeviceOption = Annotated[Optional[str], typer.Option("--device", help="where the models run: cpu (default), cuda, cuda:N, mps or auto")]
+DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="backbone + adapter precision: float32 (default), bfloat16 "
+                                                    "(GPUs; CPUs with AVX512-BF16 or AMX) or float16 (GPUs)")]
 
 
 def _fail(exc: HubError) -> None:
@@ -27,8 +29,8 @@ def _fail(exc: HubError) -> None:
     raise typer.Exit(code=2)
 
 
-def _hub(registry: Optional[Path], device: Optional[str] = None) -> Hub:
-    return Hub.load(registry or default_registry_path(), device=device)
+def _hub(registry: Optional[Path], device: Optional[str] = None, dtype: Optional[str] = None) -> Hub:
+    return Hub.load(registry or default_registry_path(), device=device, dtype=dtype)
 
 
 @app.command("list")
@@ -53,10 +55,11 @@ def run(
     texts: Annotated[list[str], typer.Argument(help="one text; two for a pair task or QA (question, context); several = pre-split tokens for tagging")],
     registry: RegistryOption = None,
     device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Answer one input and print the result as JSON."""
     try:
-        hub = _hub(registry, device)
+        hub = _hub(registry, device, dtype)
         result = hub.run(task, texts[0] if len(texts) == 1 else tuple(texts))
     except HubError as exc:
         _fail(exc)
@@ -224,6 +227,7 @@ def serve(
     idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory goes back to the OS")] = 1.0,
     access_log: Annotated[bool, typer.Option(help="log every request (uvicorn's access log)")] = True,
     device: DeviceOption = None,
+    dtype: DtypeOption = None,
 ) -> None:
     """Serve every task over HTTP (FastAPI + uvicorn): POST /v1/run, GET /v1/tasks, /health, /metrics, /docs."""
     import uvicorn
@@ -232,7 +236,7 @@ def serve(
 
     try:
         hub = Hub.load(registry or default_registry_path(), max_batch_size=max_batch_size, max_tasks=cache_tasks,
-                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device)
+                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device, dtype=dtype)
         tasks = [t["task"] for t in hub.tasks() if t["trained"]] if preload == ["all"] else list(preload or [])
         for task in tasks:  # before the server starts: an unknown or untrained task fails here, cleanly
             hub.runtime(task)
@@ -250,10 +254,10 @@ def serve(
 
 
 @app.command()
-def demo(registry: RegistryOption = None, device: DeviceOption = None) -> None:
+def demo(registry: RegistryOption = None, device: DeviceOption = None, dtype: DtypeOption = None) -> None:
     """Answer every trained task's registry `example`, all in one mixed batch."""
     try:
-        hub = _hub(registry, device)
+        hub = _hub(registry, device, dtype)
         served = [t for t in hub.registry.tasks if t.example is not None and hub.registry.adapter_dir(t).is_dir()]
         results = hub.run_many([(t.name, t.example_input) for t in served])
     except HubError as exc:

@@ -1,4 +1,5 @@
-"""Where a Hub's backbones, adapters and heads live: a checked `torch.device` from what a user typed."""
+"""Where a Hub's backbones, adapters and heads live, and in what precision: a checked `torch.device` and
+`torch.dtype` from what a user typed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import torch
 from .errors import HubError
 
 DEVICE_CHOICES = "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+DTYPE_CHOICES = "'float32' (default), 'bfloat16' or 'float16' (or 'fp32', 'bf16', 'fp16')"
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -33,3 +37,19 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "mps"):
         raise HubError(f"device {name!r}: the hub serves on {DEVICE_CHOICES}, not {device.type!r}.")
     return device
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The precision backbones and adapters serve in on `device`: `None` -> float32.
+
+    Heads always compute in float32 on the backbone's output (hub.codecs.head_features): they are tiny,
+    and their scores then read the same whatever the backbone's precision.
+    """
+    if name is None:
+        return torch.float32
+    dtype = name if isinstance(name, torch.dtype) else DTYPES.get(str(name).lower().removeprefix("torch."))
+    if dtype not in DTYPES.values():
+        raise HubError(f"dtype {name!r}: the hub serves in {DTYPE_CHOICES}.")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise HubError(f"dtype 'bfloat16': GPU {torch.cuda.get_device_name(device)} has no bfloat16 support; use 'float16'.")
+    return dtype

@@ -2,7 +2,7 @@
 
     POST /v1/run      {"task": "sst2", "input": "..."}  or  {"items": [{"task": ..., "input": ...}, ...]}
     GET  /v1/tasks    what the registry serves (and which tasks are loaded)
-    GET  /health      liveness, queue depth, device
+    GET  /health      liveness, queue depth, device and dtype
     GET  /metrics     Prometheus text: requests, items, batch sizes, latency, queue, adapter cache
     GET  /docs        OpenAPI docs
 
@@ -257,11 +257,12 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
     def tasks() -> dict[str, Any]:
         return {"tasks": [{**t, "loaded": hub.cache.loaded(t["task"])} for t in hub.tasks()]}
 
-    @app.get("/health", summary="Liveness, queue depth, loaded tasks and the device they run on")
+    @app.get("/health", summary="Liveness, queue depth, loaded tasks, the device they run on and its precision")
     def health() -> dict[str, Any]:
         batcher = state.get("batcher")
         return {"status": "ok" if batcher else "starting", "queued_items": batcher.queued if batcher else 0,
-                "loaded_tasks": hub.cache.stats()["resident_tasks"], "device": str(hub.device)}
+                "loaded_tasks": hub.cache.stats()["resident_tasks"], "device": str(hub.device),
+                "dtype": str(hub.dtype).removeprefix("torch.")}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:

@@ -11,7 +11,7 @@ import torch
 from .adapters import adapter_name, load_lora, load_task_head
 from .backbone import Backbone, load_backbone
 from .codecs import make_codec
-from .devices import resolve_device
+from .devices import resolve_device, resolve_dtype
 from .errors import AdapterError, HubError, InputError
 from .registry import Registry, load_registry
 from .router import TaskRuntime, run_batch
@@ -22,12 +22,15 @@ class Hub:
     """Serves every task of a registry. Backbones and adapters load lazily, on a task's first request."""
 
     def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True,
-                 max_tasks: int | None = None, max_bytes: int | None = None, device: str | torch.device | None = None):
+                 max_tasks: int | None = None, max_bytes: int | None = None, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None):
         """`max_tasks` / `max_bytes` bound the loaded tasks (LoRA matrices + heads; least recently used go first).
-        `device`: where backbones, adapters and heads live ('cpu' by default, 'cuda', 'cuda:1', 'auto', ...)."""
+        `device`: where backbones, adapters and heads live ('cpu' by default, 'cuda', 'cuda:1', 'auto', ...).
+        `dtype`: the precision of backbones and adapters ('float32' by default, 'bfloat16', 'float16')."""
         if max_batch_size < 1:
             raise HubError(f"max_batch_size={max_batch_size}: a batch needs at least one row.")
         self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.registry = registry
         self.share_backbones = share_backbones
         self.max_batch_size = max_batch_size
@@ -84,7 +87,7 @@ class Hub:
         with self._backbones_lock:
             if name not in self._backbones:
                 self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry, shared=self.share_backbones,
-                                                      device=self.device)
+                                                      device=self.device, dtype=self.dtype)
             return self._backbones[name]
 
     def run(self, task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:

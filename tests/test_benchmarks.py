@@ -23,3 +23,17 @@ def test_ner_heads_table_compares_tagging_and_span_heads(trained_registry, tmp_p
     assert all(0.0 <= r["score"] <= 1.0 and r["trainable"] > 0 and r["bytes"] > 0 for r in rows)
     text = write_table(tmp_path / "ner", "header", rows, {"tasks": ["entities"]}, extra_columns=("precision", "recall"))
     assert text.count("\n| entities |") == 4 and (tmp_path / "ner.json").is_file()
+
+
+def test_precision_benchmark_compares_every_trained_task(trained_registry, tmp_path):
+    import precision
+
+    results = precision.main(["--registry", str(trained_registry), "--examples", "6", "--rounds", "2", "--out", str(tmp_path)])
+    assert set(results["tasks"]) == {"sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"}
+    assert list(results["speed_vs_float32"]) == ["float32", "bfloat16"] and results["speed_vs_float32"]["float32"] == 1.0
+    for row in results["tasks"].values():
+        assert row["same_as_baseline"]["float32"] == 1.0 and 0.0 <= row["same_as_baseline"]["bfloat16"] <= 1.0
+        assert set(row["scores"]) == {"float32", "bfloat16"}
+    text = (tmp_path / "precision.md").read_text()
+    assert "| sentiment | accuracy | 6 |" in text and (tmp_path / "precision.png").stat().st_size > 0
+    assert results["command"] == f"python benchmarks/precision.py --registry {trained_registry} --examples 6 --rounds 2"

@@ -1,4 +1,5 @@
-"""Devices: a Hub serves on the device it is given; a device this PyTorch cannot use fails at once, clearly.
+"""Devices and precision: a Hub serves on the device and in the dtype it is given; one this PyTorch cannot
+use fails at once, clearly.
 
 The GPU tests run where PyTorch sees CUDA (the project's lent GPU machine) and skip elsewhere.
 """
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 import hub
 from hub.cli import app
-from hub.devices import resolve_device
+from hub.devices import resolve_device, resolve_dtype
 
 from conftest import assert_same_result, random_request
 
@@ -65,3 +66,52 @@ def test_gpu_hub_answers_like_the_cpu_hub(trained_registry, seed):
     assert runtime.backbone is not on_cpu.runtime("entities").backbone  # one shared backbone per device
     assert {runtime.backbone.device.type, runtime.adapter.buffer.device.type} == {"cuda"}
     assert all(p.device.type == "cuda" for p in runtime.head.parameters())
+
+
+@pytest.mark.parametrize("name, dtype", [(None, torch.float32), ("float32", torch.float32), ("bf16", torch.bfloat16),
+                                         ("BFloat16", torch.bfloat16), ("torch.float16", torch.float16), (torch.bfloat16, torch.bfloat16)])
+def test_dtype_names(name, dtype):
+    assert resolve_dtype(name, torch.device("cpu")) == dtype
+
+
+@pytest.mark.parametrize("name", ["int8", "float64", torch.int32, "half-ish"])
+def test_unknown_dtype_names_the_choices(name):
+    with pytest.raises(hub.HubError, match="the hub serves in 'float32' \\(default\\), 'bfloat16' or 'float16'"):
+        resolve_dtype(name, torch.device("cpu"))
+
+
+def test_bad_dtype_on_the_command_line_is_one_clear_line(trained_registry):
+    result = CliRunner().invoke(app, ["run", "sentiment", "good", "--registry", str(trained_registry), "--dtype", "int8"])
+    assert result.exit_code == 2 and "dtype 'int8'" in result.output and "Traceback" not in result.output
+
+
+def test_bfloat16_hub_serves_every_task_kind_close_to_float32(trained_registry):
+    """Backbone and adapters in bfloat16, heads in float32: the answers of a float32 Hub, within bfloat16's precision."""
+    full, half = hub.Hub.load(trained_registry), hub.Hub.load(trained_registry, dtype="bf16")
+    runtime = half.runtime("entities")
+    assert runtime.backbone.dtype == runtime.adapter.buffer.dtype == torch.bfloat16 and half.dtype == torch.bfloat16
+    assert runtime.backbone is not full.runtime("entities").backbone  # one shared backbone per dtype
+    assert all(p.dtype == torch.float32 for p in runtime.head.parameters())
+    rng = random.Random(0)
+    requests = [random_request(rng) for _ in range(60)]
+    same = 0
+    for a, b in zip(full.run_many(requests), half.run_many(requests)):
+        assert a.keys() == b.keys() and a["task"] == b["task"]
+        if "value" in a:
+            assert b["value"] == pytest.approx(a["value"], abs=0.05)
+        if "score" in a:
+            assert b["score"] == pytest.approx(a["score"], abs=0.05)
+        same += all(a.get(k) == b.get(k) for k in ("label", "tags", "answer", "start", "end"))
+    assert same >= 0.9 * len(requests)
+    result = CliRunner().invoke(app, ["run", "sentiment", "good", "--registry", str(trained_registry), "--dtype", "bfloat16"])
+    assert result.exit_code == 0 and '"task": "sentiment"' in result.output
+
+
+@needs_cuda
+def test_gpu_half_precision_hub_answers_close_to_float32(trained_registry):
+    full = hub.Hub.load(trained_registry, device="cuda")
+    for dtype in ("float16", *(("bfloat16",) if torch.cuda.is_bf16_supported() else ())):
+        half = hub.Hub.load(trained_registry, device="cuda", dtype=dtype)
+        requests = [random_request(random.Random(1)) for _ in range(30)]
+        answers = list(zip(full.run_many(requests), half.run_many(requests)))
+        assert sum(a.get("label") == b.get("label") and a.get("tags") == b.get("tags") for a, b in answers) >= 0.9 * len(answers)

@@ -125,10 +125,15 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def head_features(out: Any, attention_mask: torch.Tensor, all_layers: bool) -> dict[str, torch.Tensor]:
-    """What every head reads from a backbone pass (serving and training build it here, identically)."""
-    features = {"last_hidden_state": out.last_hidden_state, "attention_mask": attention_mask, "pooler_output": out.pooler_output}
+    """What every head reads from a backbone pass (serving and training build it here, identically).
+
+    In float32 whatever the backbone's precision (a no-op for a float32 backbone): heads are float32.
+    """
+    pooled = out.pooler_output
+    features = {"last_hidden_state": out.last_hidden_state.float(), "attention_mask": attention_mask,
+                "pooler_output": pooled.float() if pooled is not None else None}
     if all_layers:
-        features["hidden_states"] = torch.stack(out.hidden_states, dim=1)  # [n, layers + 1, T, H]
+        features["hidden_states"] = torch.stack(out.hidden_states, dim=1).float()  # [n, layers + 1, T, H]
     return features
 
 

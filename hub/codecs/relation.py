@@ -96,7 +96,7 @@ class RelationCodec(Codec):
         rows = []
         for request in requests:
             text, chars = self._marked(request)
-            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)  # windowed below
             offsets = encoded["offset_mapping"]
             tokens = [next(i for i, (s, e) in enumerate(offsets) if s <= c < e or s >= c) for c in chars]
             first, last = min(tokens), max(tokens)

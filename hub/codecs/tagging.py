@@ -83,7 +83,9 @@ class TaggingCodec(Codec):
 
     def _pieces(self, word_lists: Sequence[list[str]]) -> list[list[list[int]]]:
         """Sub-word ids of every word, per sentence."""
-        encoded = self.tokenizer(list(word_lists), is_split_into_words=True, add_special_tokens=False)
+        # verbose=False: long texts are split into windows below, so the tokenizer's "longer than the
+        # maximum length" warning would be wrong
+        encoded = self.tokenizer(list(word_lists), is_split_into_words=True, add_special_tokens=False, verbose=False)
         out = []
         for row, words in enumerate(word_lists):
             per_word: list[list[int]] = [[] for _ in words]
