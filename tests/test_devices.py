@@ -85,11 +85,12 @@ def test_bad_dtype_on_the_command_line_is_one_clear_line(trained_registry):
     assert result.exit_code == 2 and "dtype 'int8'" in result.output and "Traceback" not in result.output
 
 
-def test_bfloat16_hub_serves_every_task_kind_close_to_float32(trained_registry):
-    """Backbone and adapters in bfloat16, heads in float32: the answers of a float32 Hub, within bfloat16's precision."""
-    full, half = hub.Hub.load(trained_registry), hub.Hub.load(trained_registry, dtype="bf16")
+@pytest.mark.parametrize("name, dtype", [("bf16", torch.bfloat16), ("float16", torch.float16)])
+def test_half_precision_hub_serves_every_task_kind_close_to_float32(trained_registry, name, dtype):
+    """Backbone and adapters in half precision, heads in float32: a float32 Hub's answers, within that precision."""
+    full, half = hub.Hub.load(trained_registry), hub.Hub.load(trained_registry, dtype=name)
     runtime = half.runtime("entities")
-    assert runtime.backbone.dtype == runtime.adapter.buffer.dtype == torch.bfloat16 and half.dtype == torch.bfloat16
+    assert runtime.backbone.dtype == runtime.adapter.buffer.dtype == dtype == half.dtype
     assert runtime.backbone is not full.runtime("entities").backbone  # one shared backbone per dtype
     assert all(p.dtype == torch.float32 for p in runtime.head.parameters())
     rng = random.Random(0)
@@ -103,7 +104,7 @@ def test_bfloat16_hub_serves_every_task_kind_close_to_float32(trained_registry):
             assert b["score"] == pytest.approx(a["score"], abs=0.05)
         same += all(a.get(k) == b.get(k) for k in ("label", "tags", "answer", "start", "end"))
     assert same >= 0.9 * len(requests)
-    result = CliRunner().invoke(app, ["run", "sentiment", "good", "--registry", str(trained_registry), "--dtype", "bfloat16"])
+    result = CliRunner().invoke(app, ["run", "sentiment", "good", "--registry", str(trained_registry), "--dtype", name])
     assert result.exit_code == 0 and '"task": "sentiment"' in result.output
 
 
@@ -112,6 +113,10 @@ def test_gpu_half_precision_hub_answers_close_to_float32(trained_registry):
     full = hub.Hub.load(trained_registry, device="cuda")
     for dtype in ("float16", *(("bfloat16",) if torch.cuda.is_bf16_supported() else ())):
         half = hub.Hub.load(trained_registry, device="cuda", dtype=dtype)
-        requests = [random_request(random.Random(1)) for _ in range(30)]
+        runtime = half.runtime("entities")
+        assert runtime.backbone.dtype == runtime.adapter.buffer.dtype == getattr(torch, dtype)
+        assert runtime.backbone.device.type == "cuda"
+        rng = random.Random(1)
+        requests = [random_request(rng) for _ in range(30)]
         answers = list(zip(full.run_many(requests), half.run_many(requests)))
         assert sum(a.get("label") == b.get("label") and a.get("tags") == b.get("tags") for a, b in answers) >= 0.9 * len(answers)
