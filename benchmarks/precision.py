@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import hub
 from hub.data import load_split, sample_rows
-from hub.devices import resolve_device, resolve_dtype
+from hub.devices import dtype_name, resolve_device, resolve_dtype
 from hub.errors import HubError
 from hub.metrics import compute_metric
 
@@ -89,7 +89,7 @@ def _same(prediction: Any, baseline: Any) -> bool:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
-    names = list(dict.fromkeys(["float32", *(str(resolve_dtype(d, device)).removeprefix("torch.") for d in args.dtype)]))
+    names = list(dict.fromkeys(["float32", *(dtype_name(resolve_dtype(d, device)) for d in args.dtype)]))
     registry = args.registry or hub.default_registry_path()
     hubs = {name: hub.Hub.load(registry, device=device, dtype=name) for name in names}
     samples, skipped = dev_requests(hubs["float32"], args.examples, args.seed)

@@ -223,7 +223,7 @@ def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -
     """
     config, header = _checked_lora(Path(folder), backbone, base_model_id)
     try:
-        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.model.dtype, header).to(backbone.device)
+        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.dtype, header).to(backbone.device)
     except (OSError, ValueError) as exc:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} could not be read ({exc}); re-download or retrain it.") from None
     if weights.paths - backbone.lora.hooked_paths:

@@ -53,3 +53,8 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise HubError(f"dtype 'bfloat16': GPU {torch.cuda.get_device_name(device)} has no bfloat16 support; use 'float16'.")
     return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name `resolve_dtype` takes back and reports show: 'float32', 'bfloat16', 'float16'."""
+    return str(dtype).removeprefix("torch.")

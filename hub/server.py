@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatchRecord, DynamicBatcher, OverloadedError
+from .devices import dtype_name
 from .errors import AdapterError, BackboneError, HubError, InputError, RemoteError, UnknownTaskError
 from .service import Hub
 
@@ -262,7 +263,7 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         batcher = state.get("batcher")
         return {"status": "ok" if batcher else "starting", "queued_items": batcher.queued if batcher else 0,
                 "loaded_tasks": hub.cache.stats()["resident_tasks"], "device": str(hub.device),
-                "dtype": str(hub.dtype).removeprefix("torch.")}
+                "dtype": dtype_name(hub.dtype)}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:
