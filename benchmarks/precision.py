@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 import hub
+from hub.adapters import atomic_file
 from hub.data import load_split, sample_rows
 from hub.devices import dtype_name, resolve_device, resolve_dtype
 from hub.errors import HubError
@@ -183,7 +184,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     speed_axis.set_ylabel("throughput vs float32")
     figure.suptitle(f"Serving precision on {results['hardware']}")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
 
 
@@ -198,14 +199,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the md / json / png")
     args = parser.parse_args(argv)
-    args.dtype = args.dtype or default_dtypes(args.device)
-    results = measure(args)
+    try:
+        args.dtype = args.dtype or default_dtypes(args.device)
+        results = measure(args)
+    except HubError as exc:  # a device, dtype or registry this machine cannot use: its message, not a traceback
+        raise SystemExit(f"error: {exc}") from None
     stem = "precision" + ("" if results["device"] == "cpu" else f"_{results['device'].split(':')[0]}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     text = report(results)
-    (args.out / f"{stem}.md").write_text(text)
-    plot(results, args.out / f"{stem}.png")
+    for suffix, content in ((".json", json.dumps(results, indent=1, ensure_ascii=False)), (".md", text)):
+        with atomic_file(args.out / f"{stem}{suffix}") as staging:
+            staging.write_text(content, encoding="utf-8")
+    with atomic_file(args.out / f"{stem}.png") as staging:
+        plot(results, staging)
     print(text)
     return results
 
