@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,17 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
+from .errors import AdapterError
 from .registry import BackboneSpec, TaskSpec
 
 REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples", "train_seconds", "command")
 PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification"}
+RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)  # build_card's recipe block
 
 
 def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -> str:
-    """Card text: metadata (base model, library, tags, metrics) + recipe, sizes and the reproduce command."""
+    """Card text: metadata (base model, library, tags, Hub data sets, metrics) + recipe, sizes, reproduce command."""
     metrics = report["metrics"]
-    dataset = report["dataset"]
     data = ModelCardData(
         base_model=backbone.model_id,
         library_name="peft",
@@ -32,9 +34,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         eval_results=[
             EvalResult(
                 task_type=PIPELINE_TAGS.get(task.kind, task.kind),
-                dataset_type=dataset,
-                dataset_name=dataset,
-                dataset_split="dev",
+                **eval_dataset(task),
                 metric_type=name,
                 metric_value=round(value, 4),
             )
@@ -93,11 +93,37 @@ def dataset_ids(task: TaskSpec) -> list[str]:
     return [hub_id] if hub_id else []
 
 
+def eval_dataset(task: TaskSpec) -> dict[str, str | None]:
+    """The model-index `dataset` of the dev metrics: the Hub data set (with its config and split when the task
+    loads it from the Hub), else the task's name."""
+    ids = dataset_ids(task)
+    # config and split are only known for a task that loads this very Hub data set (format hf)
+    from_hub = bool(ids) and task.data.format == "hf" and task.data.path == ids[0]
+    return {
+        "dataset_type": ids[0] if ids else task.name,
+        "dataset_name": task.description or task.name,
+        "dataset_config": task.data.name if from_hub else None,
+        "dataset_split": (task.data.dev or "validation") if from_hub else "dev",  # as hub/data/sources.py reads it
+    }
+
+
+def rebuild_card(folder: Path, task: TaskSpec, backbone: BackboneSpec) -> str:
+    """The folder's card written again by build_card from what it records (metrics, sizes, recipe, command)
+    and the task's current registry entry: new card fields for a trained adapter without retraining it."""
+    card = ModelCard.load(folder / "README.md")
+    found = RECIPE.search(card.text)
+    if found is None:
+        raise AdapterError(f"{folder / 'README.md'} has no '## Recipe' yaml block to rebuild from; retrain the task.")
+    report = {**_report(card), **yaml.safe_load(found.group(1)), "metrics": _metrics(card)}
+    report["trainable_share"] = report["trainable_parameters"] / report["total_parameters"]
+    return build_card(task, backbone, report)
+
+
 def card_for_upload(card_file: Path, task: TaskSpec) -> str:
     """The card at `card_file` with the task's serving fields and data set ids in its metadata (cards written
     before these existed lack them)."""
     card = ModelCard.load(card_file)
-    report = dict(card.data.to_dict().get("bert_adapter_hub") or {})
+    report = _report(card)
     card.data.bert_adapter_hub = {**report, "task": serving_fields(task)}
     card.data.datasets = card.data.datasets or dataset_ids(task) or None
     return card.content
@@ -116,10 +142,17 @@ def _example_input(task: TaskSpec) -> str:
 
 def card_metrics(folder: Path) -> dict[str, float]:
     """The dev metrics recorded in an adapter folder's card, by metric name."""
-    card = ModelCard.load(folder / "README.md")
-    return {r.metric_type: float(r.metric_value) for r in (card.data.eval_results or [])}
+    return _metrics(ModelCard.load(folder / "README.md"))
 
 
 def card_report(folder: Path) -> dict[str, Any]:
     """The training report (sizes, example counts, reproduce command) recorded in the card's metadata."""
-    return dict(ModelCard.load(folder / "README.md").data.to_dict().get("bert_adapter_hub") or {})
+    return _report(ModelCard.load(folder / "README.md"))
+
+
+def _metrics(card: ModelCard) -> dict[str, float]:
+    return {r.metric_type: float(r.metric_value) for r in (card.data.eval_results or [])}
+
+
+def _report(card: ModelCard) -> dict[str, Any]:
+    return dict(card.data.to_dict().get("bert_adapter_hub") or {})
