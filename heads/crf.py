@@ -40,9 +40,9 @@ class CRF(nn.Module):
 
     def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood of `tags` [n, W]; `mask` [n, W] marks real words (left-aligned)."""
-        keep = mask[:, 0]
-        if not keep.any():
+        if emissions.shape[1] == 0 or not mask[:, 0].any():  # no row with a word: nothing to score
             return emissions.sum() * 0.0
+        keep = mask[:, 0]
         emissions, tags, mask = emissions[keep].float(), tags[keep].clamp(min=0), mask[keep]
         start, transitions, end = self._scores()
         rows = torch.arange(emissions.shape[0], device=emissions.device)
@@ -57,6 +57,8 @@ class CRF(nn.Module):
 
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """Best tag path per row, as long as the row's real words."""
+        if emissions.shape[1] == 0:  # rows without a single word (their text had no sub-word)
+            return [[] for _ in range(emissions.shape[0])]
         start, transitions, end = self._scores()
         emissions = emissions.float()
         score = start + emissions[:, 0]
@@ -83,8 +85,10 @@ class CRF(nn.Module):
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """P(tag at word t | sentence) [n, W, L] by forward-backward; zero at masked positions."""
-        _, transitions, end = self._scores()
         emissions = emissions.float()
+        if emissions.shape[1] == 0:  # no word in any row: no marginal to compute
+            return torch.zeros_like(emissions)
+        _, transitions, end = self._scores()
         alphas = self._alpha(emissions, mask)
         lengths = mask.sum(1)
         beta = torch.where(lengths.unsqueeze(1) > 0, end.expand_as(alphas[0]), torch.zeros_like(alphas[0]))

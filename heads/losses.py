@@ -11,12 +11,14 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, class_weigh
     """Cross entropy, optionally class-weighted and/or focal (`(1 - p_t)^gamma`, Lin et al. 2017).
 
     With weights it is the weighted mean torch's `cross_entropy(weight=...)` computes; with gamma = 0
-    and no weights it is plain cross entropy.
+    and no weights it is plain cross entropy. A batch without a single target (rows with no word or no
+    span) gives 0, not the NaN of a mean over nothing.
     """
     logits, targets = logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
-    if class_weights is None and not focal_gamma:
-        return F.cross_entropy(logits, targets, ignore_index=ignore_index)
     valid = targets != ignore_index
+    if class_weights is None and not focal_gamma:
+        # sum / count (at least 1) rather than "mean": no NaN, and no host sync to test for emptiness
+        return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum") / valid.sum().clamp(min=1)
     safe = targets.clamp(min=0)
     log_p = F.log_softmax(logits, dim=-1).gather(1, safe.unsqueeze(1)).squeeze(1)
     loss = -log_p

@@ -57,17 +57,22 @@ class QAHead(Head):
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Per window: best spans [(start, end, probability)], best first, and the no-answer probability."""
-        # on the CPU, detached: the per-window loop below reads single values (on a GPU each read would sync)
+        # on the CPU, detached: the lists below read single values (on a GPU each read would sync)
         start_log, end_log = (outputs[key].detach().float().log_softmax(-1).cpu() for key in ("start", "end"))
+        allowed = outputs["allowed"].cpu()
         k = min(self.config.top_k, start_log.shape[1])
-        results = []
-        for s_log, e_log, allowed in zip(start_log, end_log, outputs["allowed"].tolist()):
-            s_top, e_top = s_log.topk(k), e_log.topk(k)
-            spans = []
-            for s_score, s in zip(s_top.values.tolist(), s_top.indices.tolist()):
-                for e_score, e in zip(e_top.values.tolist(), e_top.indices.tolist()):
-                    if 0 < s <= e < s + self.config.max_answer_tokens and allowed[s] and allowed[e]:
-                        spans.append((s, e, float(torch.tensor(s_score + e_score).exp())))
-            spans.sort(key=lambda span: -span[2])
-            results.append({"spans": spans[: self.config.top_k], "no_answer": float((s_log[0] + e_log[0]).exp())})
-        return results
+        (s_score, s), (e_score, e) = start_log.topk(k), end_log.topk(k)  # [n, k] each
+        # every (start, end) candidate pair of a window at once, start-major as nested loops would list them:
+        # a long context has thousands of windows, and k * k Python steps per window took seconds
+        s, e = s.unsqueeze(2), e.unsqueeze(1)
+        valid = (0 < s) & (s <= e) & (e < s + self.config.max_answer_tokens)
+        valid &= allowed.gather(1, s.squeeze(2)).unsqueeze(2) & allowed.gather(1, e.squeeze(1)).unsqueeze(1)
+        probs = (s_score.unsqueeze(2) + e_score.unsqueeze(1)).exp().masked_fill(~valid, -1.0).flatten(1)
+        order = probs.sort(dim=1, descending=True, stable=True).indices[:, : self.config.top_k]
+        no_answer = (start_log[:, 0] + end_log[:, 0]).exp().tolist()
+        starts, ends, scores, order = s.squeeze(2).tolist(), e.squeeze(1).tolist(), probs.tolist(), order.tolist()
+        return [
+            {"spans": [(starts[r][i // k], ends[r][i % k], scores[r][i]) for i in order[r] if scores[r][i] >= 0.0],
+             "no_answer": no_answer[r]}
+            for r in range(len(order))
+        ]

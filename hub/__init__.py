@@ -13,7 +13,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import AdapterError, BackboneError, DataError, HubError, InputError, RegistryError, UnknownTaskError
+from .errors import (
+    AdapterError, BackboneError, DataError, DeadlineExceededError, HubError, InputError, RegistryError, RequestTooLargeError,
+    TaskUnavailableError, UnknownTaskError,
+)
 from .service import Hub
 
 _default: Hub | None = None
@@ -60,10 +63,11 @@ def train(task: str, registry: str | Path | None = None, **overrides: Any):
     from .registry import load_registry
     from .training import train_task
 
-    return train_task(load_registry(registry or default_registry_path()), task, **overrides)
+    return train_task(load_registry(registry or default_registry_path(), strict_adapters=False), task, **overrides)
 
 
 __all__ = [
-    "AdapterError", "BackboneError", "DataError", "Hub", "HubError", "InputError", "RegistryError",
-    "UnknownTaskError", "default_registry_path", "load", "run", "run_many", "tasks", "train",
+    "AdapterError", "BackboneError", "DataError", "DeadlineExceededError", "Hub", "HubError", "InputError", "RegistryError",
+    "RequestTooLargeError", "TaskUnavailableError", "UnknownTaskError", "default_registry_path", "load", "run", "run_many",
+    "tasks", "train",
 ]

@@ -2,21 +2,33 @@
 
 A folder holds PEFT's files (`adapter_config.json`, `adapter_model.safetensors`, readable by plain
 `peft.PeftModel.from_pretrained`), the head (`head_config.json`, `head.safetensors`) and a card.
+
+An atomic write stages beside its target (`.<name>.tmp-<pid>-XXXX`) and holds an advisory lock on what it
+stages, so the next write to the same target can tell what a killed writer left (its process is gone, or
+nothing has held it for minutes) from a live writer's work, and removes only the former.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from heads import Head, HeadLoadError, load_head
+from heads.base import WEIGHTS_FILE as HEAD_WEIGHTS
 from .backbone import Backbone
 from .batched_lora import (
     LORA_KEY, SAFETENSORS_DTYPES, LoraWeights, SafetensorsHeader, pattern_value, read_lora_weights, read_safetensors_header,
@@ -24,9 +36,16 @@ from .batched_lora import (
 from .errors import AdapterError
 from .registry import ADAPTER_FILES, TaskSpec
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so a dead writer's staging cannot be told from a live one's
+    fcntl = None
+
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 UNSAFE_WEIGHTS = ("adapter_model.bin", "head.bin", "pytorch_model.bin")
+STALE_AFTER_S = 300  # unlocked this long, a staging item is an orphan even if a process of its pid runs (pid reused)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
 
 def folder_bytes(folder: Path) -> int:
@@ -56,48 +75,163 @@ def _default_permissions(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(target: Path):
-    """Yield a fresh temp folder beside `target`; on success it replaces `target` in one rename.
-
-    If the body raises, the temp folder is removed and `target` is left exactly as it was.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+def _staged(target: Path, kind: str, folder: bool) -> Iterator[Path]:
+    """A fresh temp folder or file beside `target`, named with this pid and locked while the block runs (the
+    kernel drops the lock when the process dies, however it dies); the block decides what becomes of it."""
+    prefix = f".{target.name}.{kind}-{os.getpid()}-"
+    if folder:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
+        os.close(handle)
+        path = Path(name)
+    if fcntl is None:
+        yield path
+        return
+    handle = os.open(path, os.O_RDONLY)
     try:
-        yield staging
-        _fsync_tree(staging)
-        _default_permissions(staging)
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(handle)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def _orphaned(path: Path, pid: str | None) -> bool:
+    """Whether no live writer can still be creating `path`: its process is gone or it is minutes old."""
+    if pid is not None and not _alive(int(pid)):
+        return True
+    try:
+        return time.time() - path.lstat().st_mtime > STALE_AFTER_S
+    except FileNotFoundError:
+        return False
+
+
+def clean_stale(target: Path) -> None:
+    """Remove the staging items killed atomic writes to `target` left beside it; never a live writer's (it holds
+    the lock). If a kill fell between moving the old folder aside and the new one in, the old one goes back."""
+    if fcntl is None:
+        return
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(tmp|old)-(?:(\d+)-)?[A-Za-z0-9_]+")
+    for path in sorted(target.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if match and _orphaned(path, match.group(2)):
+            _remove_orphan(path, target, retired=match.group(1) == "old")
+
+
+def _remove_orphan(path: Path, target: Path, retired: bool) -> None:
+    """Delete `path` unless a live writer holds its lock (first putting back an old folder a kill left aside)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # another cleaner was first
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if retired and (path / "folder").is_dir() and not target.exists():
+            os.replace(path / "folder", target)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass  # a live writer holds it
+    finally:
+        os.close(handle)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """Linux's renameat2 from the C library, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step; False where the OS or the file system cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the finished `staging` at `target`: one rename, one exchange, or where the OS has no exchange
+    two renames (target aside, staging in; clean_stale undoes a kill between them)."""
+    if not target.exists():
+        os.replace(staging, target)
+    elif _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # the old folder now
+    else:
+        with _staged(target, "old", folder=True) as retired:
             os.replace(target, retired / "folder")
             os.replace(staging, target)
             shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+
+def discard_folder(target: Path) -> None:
+    """Remove `target` by one rename into a staging folder, then delete that: a kill never leaves it half removed."""
+    with _staged(target, "tmp", folder=True) as trash:
+        os.replace(target, trash / target.name)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextmanager
-def atomic_file(target: Path):
-    """Yield a temp file path beside `target`; when the body succeeds the file is synced and replaces
-    `target` in one rename, when it raises the temp file is removed and `target` is left as it was."""
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `target`; on success it replaces `target` in one step.
+
+    If the body raises, the temp folder is removed and `target` is left exactly as it was; what killed
+    writes to `target` left beside it is removed first (`clean_stale`).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    staging = Path(name)
-    try:
-        yield staging
-        with open(staging, "rb") as written:
-            os.fsync(written.fileno())
-        staging.chmod(0o666 & ~_umask())  # mkstemp makes a private file; the result gets the usual mode
-        os.replace(staging, target)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
+    clean_stale(target)
+    with _staged(target, "tmp", folder=True) as staging:
+        try:
+            yield staging
+            _fsync_tree(staging)
+            _default_permissions(staging)
+            _swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temp file path beside `target`; when the body succeeds the file is synced and replaces
+    `target` in one rename, when it raises the temp file is removed and `target` is left as it was.
+    What killed writes to `target` left beside it is removed first (`clean_stale`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target)
+    with _staged(target, "tmp", folder=False) as staging:
+        try:
+            yield staging
+            with open(staging, "rb") as written:
+                os.fsync(written.fileno())
+            staging.chmod(0o666 & ~_umask())  # mkstemp makes a private file; the result gets the usual mode
+            os.replace(staging, target)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
 
 
 def adapter_name(task: str, folder: Path) -> str:
@@ -201,6 +335,7 @@ def load_task_head(folder: Path, task: TaskSpec, backbone: Backbone) -> Head:
         head = load_head(folder)
     except HeadLoadError as exc:
         raise AdapterError(f"{exc}; retrain the task with `hub train {task.name}`.") from None
+    _refuse_non_finite(Path(folder) / HEAD_WEIGHTS, head.state_dict())
     layers = backbone.model.config.num_hidden_layers
     if head.config.hidden_size != backbone.hidden_size or (head.needs_all_layers and head.config.num_layers != layers):
         raise AdapterError(
@@ -223,13 +358,31 @@ def load_lora(backbone: Backbone, name: str, folder: Path, base_model_id: str) -
     """
     config, header = _checked_lora(Path(folder), backbone, base_model_id)
     try:
-        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.dtype, header).to(backbone.device)
+        weights = read_lora_weights(name, Path(folder) / PEFT_WEIGHTS, config, backbone.dtype, header)
     except (OSError, ValueError) as exc:
         raise AdapterError(f"{folder / PEFT_WEIGHTS} could not be read ({exc}); re-download or retrain it.") from None
+    if not torch.isfinite(weights.buffer).all():  # one check over the adapter's single buffer
+        _refuse_non_finite(Path(folder) / PEFT_WEIGHTS, _lora_matrices(weights))
+    weights = weights.to(backbone.device)
     if weights.paths - backbone.lora.hooked_paths:
         with backbone.lock:
             backbone.lora.prepare(weights)
     return weights
+
+
+def _refuse_non_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """NaN or inf weights would be served as `score: nan`: refuse the file, naming the first such tensor."""
+    for key, tensor in tensors.items():
+        finite = torch.isfinite(tensor)
+        if not finite.all():
+            raise AdapterError(f"{path}: tensor {key} holds {finite.numel() - int(finite.sum())} NaN/inf values; "
+                               "retrain or re-download the adapter.")
+
+
+def _lora_matrices(weights: LoraWeights) -> dict[str, torch.Tensor]:
+    """The adapter's matrices by their PEFT tensor names (B with its scaling, as served)."""
+    return {f"base_model.model.{path}.lora_{which}.weight": matrix for path in weights.paths
+            for which, matrix in (("A", weights.down(path)), ("B", weights.up(path)))}
 
 
 def write_adapter_folder(target: Path, write: Callable[[Path], None], check: Callable[[Path], None]) -> None:

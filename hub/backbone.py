@@ -7,6 +7,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -134,4 +135,21 @@ def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.
     model.requires_grad_(False)
     model.eval()
     model.to(device=device, dtype=dtype)  # always explicit: a checkpoint saved in half precision still serves in float32 by default
-    return Backbone(location=location, model=model, tokenizer=tokenizer)
+    return Backbone(location=location, model=model, tokenizer=thread_safe(tokenizer))
+
+
+def thread_safe(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer, its encoding calls serialized by a lock of its own.
+
+    A fast tokenizer sets truncation and padding on its one Rust tokenizer before every call (then
+    encodes), so two threads encoding with different settings (a QA window with a stride, a plain
+    text) can each get the other's truncation. Requests are encoded in their callers' threads.
+    """
+    encode_plus, lock = tokenizer._encode_plus, threading.Lock()
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return encode_plus(*args, **kwargs)
+
+    tokenizer._encode_plus = locked  # type: ignore[method-assign]  # every __call__ / encode goes through it
+    return tokenizer

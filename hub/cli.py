@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import default_registry_path
@@ -25,7 +26,7 @@ DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="backbone + 
 
 
 def _fail(exc: HubError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
     raise typer.Exit(code=2)
 
 
@@ -45,8 +46,12 @@ def list_tasks(registry: RegistryOption = None) -> None:
         column.no_wrap = True
     for t in tasks:
         labels = f"{len(t['labels'])}: " + ", ".join(t["labels"]) if t["labels"] else "-"
-        table.add_row(t["task"], t["kind"], t["language"], " + ".join(t["inputs"]), labels, t["metric"], "yes" if t["trained"] else "no")
+        trained = "unavailable" if "unavailable" in t else "yes" if t["trained"] else "no"
+        table.add_row(t["task"], t["kind"], t["language"], " + ".join(t["inputs"]), labels, t["metric"], trained)
     out.print(table)
+    for t in tasks:  # in full below the table: a wrapped cell would cut the reason into pieces
+        if "unavailable" in t:
+            out.print(f"[bold yellow]unavailable:[/] {t['task']}: {escape(t['unavailable'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -84,7 +89,7 @@ def train(
 
     try:
         train_task(
-            load_registry(registry or default_registry_path()), task, output=output, epochs=epochs,
+            load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output, epochs=epochs,
             learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
             max_eval_examples=max_eval_examples, seed=seed,
         )
@@ -141,7 +146,7 @@ def bench(
     try:
         if suite not in SUITES:
             raise HubError(f"bench: unknown suite {suite!r}; use {' or '.join(SUITES)} (or name tasks with --task).")
-        loaded = load_registry(registry or default_registry_path())
+        loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
         if data_dir is not None:
             loaded = with_data_root(loaded, data_dir)
         names = [t.name for t in loaded.tasks]
@@ -168,7 +173,10 @@ def push(
     from .remote import push as push_adapter
 
     try:
-        commit = push_adapter(load_registry(registry or default_registry_path()), task, repo, private=private, revision=revision)
+        loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
+        if task in loaded.adapter_problems:  # never upload a folder that cannot be served
+            raise HubError(loaded.adapter_problems[task])
+        commit = push_adapter(loaded, task, repo, private=private, revision=revision)
     except HubError as exc:
         _fail(exc)
     print(json.dumps({"task": task, "repo": repo, "revision": revision or "main", "commit": commit}))
@@ -212,6 +220,21 @@ def import_peft(
 
 
 @app.command()
+def fetch(
+    tasks: Annotated[list[str], typer.Argument(help="tasks whose `hub:` adapter to download into their folder")],
+    registry: RegistryOption = None,
+) -> None:
+    """Download the Hub adapters of registry entries (`hub: owner/name@revision`) now, e.g. before `hub serve`."""
+    try:
+        hub = _hub(registry)
+        for task in tasks:
+            hub.runtime(task)
+            print(json.dumps({"task": task, "adapter": str(hub.registry.adapter_dir(hub.registry.task(task)))}))
+    except HubError as exc:
+        _fail(exc)
+
+
+@app.command()
 def serve(
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
@@ -222,10 +245,20 @@ def serve(
     max_queue: Annotated[int, typer.Option(min=1, help="items waiting at most; more get 503 overloaded")] = 1024,
     max_items: Annotated[int, typer.Option(min=1, help="items per request at most (413 above)")] = 256,
     max_body_kb: Annotated[int, typer.Option(min=1, help="request body size limit (413 above)")] = 1024,
+    max_windows_per_item: Annotated[int, typer.Option(min=1, help="backbone windows one item may need (413 above)")] = 64,
+    max_windows_per_request: Annotated[int, typer.Option(min=1, help="backbone windows one request may need (413 above)")] = 1024,
+    request_timeout_s: Annotated[float, typer.Option(min=0.001, help="a request unanswered by then gets 504")] = 60.0,
     cache_tasks: Annotated[Optional[int], typer.Option(min=1, help="loaded tasks kept at most (LRU); default: no limit")] = None,
     cache_mb: Annotated[Optional[float], typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
     idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory goes back to the OS")] = 1.0,
     access_log: Annotated[bool, typer.Option(help="log every request (uvicorn's access log)")] = True,
+    api_key: Annotated[Optional[str], typer.Option(envvar="HUB_API_KEY", help="require `Authorization: Bearer KEY` "
+                                                   "(all but /health/live, /health/ready and the docs); or $HUB_API_KEY")] = None,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(help="Host header to answer (repeat; '*.example.com' "
+                                                              "allowed); default: any")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(help="browser origin allowed to call (repeat; CORS)")] = None,
+    fetch: Annotated[bool, typer.Option("--fetch", help="download `hub:` adapters missing locally on first request "
+                                        "(default: they are unavailable; `hub fetch TASK` downloads them)")] = False,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
@@ -236,21 +269,38 @@ def serve(
 
     try:
         hub = Hub.load(registry or default_registry_path(), max_batch_size=max_batch_size, max_tasks=cache_tasks,
-                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device, dtype=dtype)
-        tasks = [t["task"] for t in hub.tasks() if t["trained"]] if preload == ["all"] else list(preload or [])
-        for task in tasks:  # before the server starts: an unknown or untrained task fails here, cleanly
-            hub.runtime(task)
+                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device, dtype=dtype, allow_fetch=fetch)
+        _preload(hub, preload or [])
         # The preloaded tasks live as long as the server: take them out of the garbage collector's full
-        # scans (dozens of objects per task, mostly its head's modules; with 1,000 tasks resident a full
-        # scan paused everything for ~0.3 s in benchmarks/serving.py).
+        # scans (dozens of objects per task, mostly its head's modules).
         gc.collect()
         gc.freeze()
         limits = ServerLimits(max_body_bytes=max_body_kb * 1024, max_items=max_items, max_batch_size=max_batch_size,
-                              max_wait_ms=max_wait_ms, max_queue=max_queue, idle_release_s=idle_release_s)
+                              max_wait_ms=max_wait_ms, max_queue=max_queue, idle_release_s=idle_release_s,
+                              max_rows_per_item=max_windows_per_item, max_rows_per_request=max_windows_per_request,
+                              request_timeout_s=request_timeout_s, api_key=api_key or None,
+                              allowed_hosts=tuple(allowed_host or ()), cors_origins=tuple(cors_origin or ()))
         app_ = create_app(hub, limits)
     except HubError as exc:
         _fail(exc)
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[bold yellow]warning:[/] serving on {host} without an API key: anyone who can reach this port can "
+                  "run every task. Set --api-key (or $HUB_API_KEY), and --allowed-host for the names clients use.",
+                  highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log)
+
+
+def _preload(hub: Hub, names: list[str]) -> None:
+    """Load tasks before the server starts. An unknown name fails here, cleanly; a task that cannot load is
+    reported and stays unavailable (its requests get 503), and the others serve."""
+    from .errors import AdapterError, RemoteError
+
+    tasks = [t["task"] for t in hub.tasks() if t["trained"]] if names == ["all"] else names
+    for task in tasks:
+        try:
+            hub.runtime(task)
+        except (AdapterError, RemoteError) as exc:
+            err.print(f"[bold yellow]warning:[/] {escape(str(exc))}", highlight=False, markup=True)
 
 
 @app.command()

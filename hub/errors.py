@@ -30,6 +30,18 @@ class InputError(HubError, ValueError):
     """A request's input has the wrong type or shape for its task."""
 
 
+class RequestTooLargeError(InputError):
+    """One request (or one of its items) would cause more work than the server allows."""
+
+
+class DeadlineExceededError(HubError):
+    """A request was not answered within its deadline; the work left for it was dropped."""
+
+
+class TaskUnavailableError(AdapterError):
+    """A task the registry names cannot be served (broken or missing adapter); the others still serve."""
+
+
 class DataError(HubError):
     """A data file or data set cannot be read into the task's columns."""
 
@@ -39,9 +51,13 @@ class UnknownTaskError(HubError, KeyError):
 
     def __init__(self, task: object, known: Iterable[str]):
         known = sorted(known)
-        close = difflib.get_close_matches(str(task), known, n=1)
+        close = difflib.get_close_matches(str(task), known, n=3)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        super().__init__(f"unknown task {task!r}.{hint} Known tasks: {', '.join(known) or '(none)'}.")
+        if len(close) > 1:
+            hint += f" (also close: {', '.join(map(repr, close[1:]))})"
+        listing = f"the registry serves {len(known)} task(s): `hub list` or GET /v1/tasks lists them" if known else \
+            "the registry serves no tasks yet"
+        super().__init__(f"unknown task {str(task)[:80]!r}.{hint} {listing[0].upper()}{listing[1:]}.")
         self.task = task
         self.known = known
 

@@ -32,7 +32,7 @@ _KEY = re.compile(r"base_model\.model\.(?:bert\.)?(.+)")
 def import_peft(registry_path: str | Path, source: str, task_name: str, labels: list[str], inputs: list[str] | None = None,
                 metric: str | None = None, token: str | None = None) -> TaskSpec:
     """Convert the PEFT adapter at `source` (a folder, or a Hub `owner/name[@revision]`) into a task of the registry."""
-    registry = load_registry(registry_path)
+    registry = load_registry(registry_path, strict_adapters=False)
     ensure_new_task(registry, task_name)
     files, provenance = _source_files(source, token)
     config = json.loads(files[PEFT_CONFIG].read_text(encoding="utf-8"))

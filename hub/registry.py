@@ -146,6 +146,8 @@ class Registry(_Strict):
     backbones: list[BackboneSpec]
     tasks: list[TaskSpec] = []
     path: Path = Field(Path("registry.yaml"), exclude=True)
+    # task -> why its adapter folder cannot be used (only when loaded with strict_adapters=False)
+    adapter_problems: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     def backbone(self, name: str) -> BackboneSpec:
         return next(b for b in self.backbones if b.name == name)
@@ -194,8 +196,12 @@ def _entry(path: Path, group: str, index: int, name: str, field: str) -> str:
     return f"{path}: {group} entry {name!r} (#{index + 1}), field '{field}'"
 
 
-def parse_registry(raw: Any, path: Path) -> Registry:
-    """Validate a parsed registry document; raise RegistryError on the first problems found."""
+def parse_registry(raw: Any, path: Path, strict_adapters: bool = True) -> Registry:
+    """Validate a parsed registry document; raise RegistryError on the first problems found.
+
+    `strict_adapters=False`: a broken adapter folder does not fail the registry; its task is recorded in
+    `adapter_problems` with the reason (a server serves the other tasks and answers that one with a 503).
+    """
     if not isinstance(raw, dict):
         raise RegistryError(f"{path}: a registry is a mapping with 'backbones' and 'tasks' lists.")
     try:
@@ -206,11 +212,11 @@ def parse_registry(raw: Any, path: Path) -> Registry:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{_where(path, raw, tuple(err['loc']))}: {msg}; {_fix_for(err)}.")
         raise RegistryError("invalid registry:\n  " + "\n  ".join(lines)) from None
-    _check_references(registry, path)
+    _check_references(registry, path, strict_adapters)
     return registry
 
 
-def _check_references(registry: Registry, path: Path) -> None:
+def _check_references(registry: Registry, path: Path, strict_adapters: bool = True) -> None:
     for group, entries in (("backbones", registry.backbones), ("tasks", registry.tasks)):
         seen: set[str] = set()
         for i, entry in enumerate(entries):
@@ -224,7 +230,12 @@ def _check_references(registry: Registry, path: Path) -> None:
                 f"{_entry(path, 'tasks', i, task.name, 'backbone')}: unknown backbone {task.backbone!r}; "
                 f"use one of: {', '.join(sorted(backbones))}."
             )
-        _check_adapter_folder(registry, i, task, path)
+        try:
+            _check_adapter_folder(registry, i, task, path)
+        except RegistryError as exc:
+            if strict_adapters:
+                raise
+            registry.adapter_problems[task.name] = str(exc)
 
 
 def _check_adapter_folder(registry: Registry, index: int, task: TaskSpec, path: Path) -> None:
@@ -257,7 +268,7 @@ def _check_adapter_folder(registry: Registry, index: int, task: TaskSpec, path: 
         )
 
 
-def load_registry(path: str | Path) -> Registry:
-    """Read and validate a registry YAML file."""
+def load_registry(path: str | Path, strict_adapters: bool = True) -> Registry:
+    """Read and validate a registry YAML file (see parse_registry for `strict_adapters`)."""
     path = Path(path)
-    return parse_registry(load_yaml(path), path)
+    return parse_registry(load_yaml(path), path, strict_adapters)

@@ -4,13 +4,15 @@ Everything goes through `huggingface_hub` as is, so `HF_ENDPOINT`, `HF_TOKEN` an
 as they do for any Hub client. A pull pins the resolved commit, downloads only the adapter's safetensors
 and JSON files and its card, checks every file against the Hub's own hashes (the client itself does not),
 checks the base model against the registry's backbones, and then adds the task in two atomic steps
-(folder, then registry file), so a failure leaves neither a half-written folder nor a dangling entry.
+(folder, then registry file), so a failure leaves neither a half-written folder nor a dangling entry. The
+folder carries a marker until its entry is written: a retry after a kill between the two steps finishes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import re
 import shutil
 import tempfile
@@ -24,7 +26,7 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .adapters import atomic_file, atomic_folder, check_adapter_folder, load_task_head
+from .adapters import atomic_file, atomic_folder, check_adapter_folder, discard_folder, load_task_head
 from .backbone import load_backbone
 from .card import card_serving_fields, card_for_upload
 from .errors import AdapterError, RemoteError
@@ -45,6 +47,7 @@ NETWORK_ERRORS = (HfHubHTTPError, OSError, *_transport_errors())
 CARD = "README.md"
 PULLED_FILES = (*ADAPTER_FILES, CARD)
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+INSTALL_MARKER = ".hub-install.json"  # the entry of an install whose folder is in but whose entry may not be yet
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def push(registry: Registry, task_name: str, repo_id: str, private: bool = False
 
 def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, token: str | None = None) -> TaskSpec:
     """Download a Hub adapter into the registry's adapter store and add its task entry; return the entry."""
-    registry = load_registry(registry_path)
+    registry = load_registry(registry_path, strict_adapters=False)
     ref = HubRef.parse(ref_text)
     name = as_task or ref.repo_id.split("/")[1]
     ensure_new_task(registry, name)
@@ -111,30 +114,70 @@ def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, t
 
 
 def ensure_new_task(registry: Registry, name: str) -> None:
-    """Refuse a task name the registry already has (checked before anything is downloaded or converted)."""
-    if any(t.name == name for t in registry.tasks):
-        raise RemoteError(f"{registry.path} already has a task {name!r}; pass --as NEW_NAME or remove that entry first.")
+    """Refuse a task name the registry already has (checked before anything is downloaded or converted), unless
+    its folder still holds an install marker: a kill may have cut that install short, and `install_task` decides."""
+    task = next((t for t in registry.tasks if t.name == name), None)
+    if task is not None and not (registry.adapter_dir(task) / INSTALL_MARKER).is_file():
+        raise _name_taken(registry, name)
+
+
+def _name_taken(registry: Registry, name: str) -> RemoteError:
+    return RemoteError(f"{registry.path} already has a task {name!r}; pass --as NEW_NAME or remove that entry first.")
 
 
 def install_task(registry: Registry, entry: dict[str, Any], write: Callable[[Path], None]) -> TaskSpec:
     """Add a task in two atomic steps: its adapter folder (filled by `write`, then checked against the backbone
-    and the entry), then its entry at the end of the registry file; a failure leaves neither behind."""
-    task = validated_entry(registry, entry)
-    target = registry.adapter_dir(task)
-    if target.exists():
+    and the entry), then its entry at the end of the registry file; a failure leaves neither behind.
+
+    Until the entry is in, the folder holds INSTALL_MARKER, so a retry after a kill can tell an unfinished
+    install's folder (discarded, then written afresh) from the user's (refused), and finds an install of this
+    same entry whose entry was already written done.
+    """
+    target = registry.resolve(entry["adapter"])
+    marker = target / INSTALL_MARKER
+    if any(t.name == entry["name"] for t in registry.tasks):
+        return _finished_install(registry, entry, marker)
+    if marker.is_file():
+        discard_folder(target)
+    elif target.exists():
         raise RemoteError(f"{target} already exists; pass --as NEW_NAME or move that folder away first.")
+    task = validated_entry(registry, entry)
     spec = registry.backbone(task.backbone)
     backbone = load_backbone(spec, registry)
     with atomic_folder(target) as staging:
         write(staging)
         check_adapter_folder(staging, backbone, spec.model_id)
         load_task_head(staging, task, backbone)
+        (staging / INSTALL_MARKER).write_text(_marker_text(entry), encoding="utf-8")
     try:
         append_task(registry.path, entry)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # the folder is ours (it did not exist): no task half-added
         raise
+    marker.unlink()
     return task
+
+
+def _finished_install(registry: Registry, entry: dict[str, Any], marker: Path) -> TaskSpec:
+    """The task of an install of this very entry killed after writing it (only its marker was left to remove);
+    any other install under a name the registry has is refused."""
+    task = registry.task(entry["name"])
+    if not _marked_with(marker, entry) or validated_entry(registry, entry) != task:
+        raise _name_taken(registry, task.name)
+    marker.unlink()
+    return task
+
+
+def _marker_text(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, default=str)
+
+
+def _marked_with(marker: Path, entry: dict[str, Any]) -> bool:
+    """Whether `marker` records this very entry (same name, source, commit and serving fields)."""
+    try:
+        return marker.read_text(encoding="utf-8") == _marker_text(entry)
+    except OSError:
+        return False
 
 
 def _copy_files(files: dict[str, Path], folder: Path) -> None:
@@ -245,7 +288,11 @@ def append_task(registry_file: Path, entry: dict[str, Any]) -> None:
     text = (head + "tasks:" + body).rstrip("\n") + "\n\n" + "".join(f"{indent}{line}\n" for line in block.splitlines())
     with atomic_file(registry_file) as staging:
         staging.write_text(text, encoding="utf-8")
-        load_registry(staging)  # the file as it will be: a broken result never replaces the user's registry
+        # the file as it will be: a broken result never replaces the user's registry (a broken folder of
+        # another task is that task's problem, not a reason to refuse this one)
+        problem = load_registry(staging, strict_adapters=False).adapter_problems.get(entry["name"])
+        if problem:
+            raise RemoteError(problem)
 
 
 def _first_line(exc: BaseException) -> str:

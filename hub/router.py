@@ -39,39 +39,57 @@ class TaskRuntime:
 
 
 @dataclass(eq=False)
-class _Row:
+class RouterRow:
+    """One backbone row of one request: which request (its position), its task, the codec's row."""
+
     request: int
     task: TaskRuntime
     row: Row
 
 
-def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64) -> list[dict[str, Any]]:
-    """Results for `(task, normalized request)` items, in order. Rows are length-sorted to keep padding small."""
-    by_encoding: dict[Any, list[int]] = defaultdict(list)  # tasks whose codecs encode alike share one tokenizer call
+def encode(items: Sequence[tuple[TaskRuntime, Any]]) -> list[list[RouterRow]]:
+    """The backbone rows of each `(task, normalized request)` item (tasks whose codecs encode alike: one tokenizer call)."""
+    by_encoding: dict[Any, list[int]] = defaultdict(list)
     for position, (task, _) in enumerate(items):
         by_encoding[task.codec.shared_encoding or id(task)].append(position)
-    rows_by_backbone: dict[int, list[_Row]] = defaultdict(list)
-    rows_of_request: list[list[_Row]] = [[] for _ in items]
+    rows_of_request: list[list[RouterRow]] = [[] for _ in items]
     for positions in by_encoding.values():
         codec = items[positions[0]][0].codec
         for position, rows in zip(positions, codec.encode([items[p][1] for p in positions])):
-            task = items[position][0]
-            rows_of_request[position] = [_Row(position, task, row) for row in rows]
-            rows_by_backbone[id(task.backbone)].extend(rows_of_request[position])
+            rows_of_request[position] = [RouterRow(position, items[position][0], row) for row in rows]
+    return rows_of_request
 
+
+def forward(rows: Sequence[RouterRow], max_batch_size: int = 64) -> dict[int, dict[str, Any]]:
+    """Each row's decoded head output, keyed by id(row): rows of one backbone length-sorted into passes."""
+    by_backbone: dict[int, list[RouterRow]] = defaultdict(list)
+    for r in rows:
+        by_backbone[id(r.task.backbone)].append(r)
     decoded: dict[int, dict[str, Any]] = {}
-    for rows in rows_by_backbone.values():
-        rows.sort(key=lambda r: len(r.row.input_ids))
-        for start in range(0, len(rows), max_batch_size):
-            chunk = rows[start:start + max_batch_size]
+    for group in by_backbone.values():
+        group.sort(key=lambda r: len(r.row.input_ids))  # padding stays small
+        for start in range(0, len(group), max_batch_size):
+            chunk = group[start:start + max_batch_size]
             decoded.update(zip(map(id, chunk), _forward(chunk)))
+    return decoded
+
+
+def finish(items: Sequence[tuple[TaskRuntime, Any]], rows_of_request: Sequence[Sequence[RouterRow]],
+           decoded: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user-facing result of each item from its rows' decoded outputs."""
     return [
-        {"task": task.spec.name, **task.codec.finish(request, [r.row for r in rows_of_request[i]], [decoded[id(r)] for r in rows_of_request[i]])}
-        for i, (task, request) in enumerate(items)
+        {"task": task.spec.name, **task.codec.finish(request, [r.row for r in rows], [decoded[id(r)] for r in rows])}
+        for (task, request), rows in zip(items, rows_of_request)
     ]
 
 
-def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
+def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64) -> list[dict[str, Any]]:
+    """Results for `(task, normalized request)` items, in order: encode, shared backbone passes, finish."""
+    rows_of_request = encode(items)
+    return finish(items, rows_of_request, forward([r for rows in rows_of_request for r in rows], max_batch_size))
+
+
+def _forward(rows: list[RouterRow]) -> list[dict[str, Any]]:
     """One backbone pass for rows of one backbone, whatever their tasks; then the heads (see `_heads`)."""
     backbone = rows[0].task.backbone
     device = backbone.device
@@ -93,7 +111,7 @@ def _forward(rows: list[_Row]) -> list[dict[str, Any]]:
     return results
 
 
-def _heads(rows: list[_Row], indices: list[int], features: dict[str, torch.Tensor], width: int, device: torch.device) -> list[dict[str, Any]]:
+def _heads(rows: list[RouterRow], indices: list[int], features: dict[str, torch.Tensor], width: int, device: torch.device) -> list[dict[str, Any]]:
     """Decoded head outputs for `rows[indices]`: one task's head, or several heads of one batch key at once."""
     tasks = list({id(rows[i].task): rows[i].task for i in indices}.values())
     index = torch.tensor(indices, device=device)

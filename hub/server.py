@@ -1,29 +1,38 @@
 """The HTTP server (`hub serve`): FastAPI over the dynamic batcher, one process serving every task.
 
-    POST /v1/run      {"task": "sst2", "input": "..."}  or  {"items": [{"task": ..., "input": ...}, ...]}
-    GET  /v1/tasks    what the registry serves (and which tasks are loaded)
-    GET  /health      liveness, queue depth, device and dtype
-    GET  /metrics     Prometheus text: requests, items, batch sizes, latency, queue, adapter cache
-    GET  /docs        OpenAPI docs
+    POST /v1/run        {"task": "sst2", "input": "..."}  or  {"items": [{"task": ..., "input": ...}, ...]}
+    GET  /v1/tasks      what the registry serves (loaded or not, unavailable with the reason)
+    GET  /health        queue depth, loaded and unavailable tasks, device and dtype
+    GET  /health/live   the process answers (never behind the API key)
+    GET  /health/ready  tasks loaded and the batch worker making progress (503 otherwise)
+    GET  /metrics       Prometheus text: requests by status, items, batches, latency, queue, adapter cache
+    GET  /docs          OpenAPI docs (assets served locally: works offline)
 
-Every refused request gets a 4xx JSON body `{"error": {"type": ..., "message": ...}}` whose message
-names the problem and the fix; a full queue answers 503 with Retry-After.
+Every answer that is not a result is JSON `{"error": {"type": ..., "message": ...}}` whose message names
+the problem and the fix, without server paths or internal class names; every outcome of /v1/run is
+counted, and an unexpected error is a well-formed 500 that leaves the connection usable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -32,15 +41,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatchRecord, DynamicBatcher, OverloadedError
 from .devices import dtype_name
-from .errors import AdapterError, BackboneError, HubError, InputError, RemoteError, UnknownTaskError
+from .errors import (
+    AdapterError, BackboneError, DeadlineExceededError, HubError, InputError, RemoteError, RequestTooLargeError,
+    UnknownTaskError,
+)
 from .service import Hub
 
 log = logging.getLogger("hub.server")
+RUN_PATH = "/v1/run"
+OPEN_PATHS = ("/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json", "/static-offline-docs")
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one request may hold, and how the batcher groups requests."""
+    """What one request may hold and cost, how the batcher groups requests, and who may call."""
 
     max_body_bytes: int = 1 << 20
     max_items: int = 256
@@ -48,6 +62,22 @@ class ServerLimits:
     max_wait_ms: float = 5.0
     max_queue: int = 1024
     idle_release_s: float | None = 1.0  # idle this long: freed memory goes back to the OS (None: never)
+    max_rows_per_item: int | None = 64  # backbone windows one item may need (a QA context, a long text)
+    max_rows_per_request: int | None = 1024
+    request_timeout_s: float | None = 60.0  # unanswered by then: 504, and its remaining work is dropped
+    ready_stall_s: float = 30.0  # a round running longer than this: /health/ready says not ready
+    api_key: str | None = None  # bearer token every call but the open health and docs paths must carry
+    allowed_hosts: tuple[str, ...] = ()  # Host headers accepted ('*.example.com' allowed); empty: any
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (CORS); empty: none
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="a short machine-readable kind, e.g. invalid_input, unknown_task, overloaded")
+    message: str = Field(description="what is wrong and how to fix it")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
 
 
 class RunItem(BaseModel):
@@ -60,10 +90,7 @@ class RunItem(BaseModel):
 class RunRequest(BaseModel):
     """One item (`task` + `input`) or many (`items`), answered in order."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"task": "sst2", "input": "This movie was amazing!"},
-        {"items": [{"task": "sst2", "input": "Dull."}, {"task": "mrpc", "input": ["He said hi.", "He greeted us."]}]},
-    ]})
+    model_config = ConfigDict(extra="forbid")
     task: str | None = Field(None, min_length=1, max_length=200)
     input: JsonValue = None
     items: list[RunItem] | None = Field(None, min_length=1)
@@ -79,12 +106,27 @@ class RunRequest(BaseModel):
 
     def requests(self) -> list[tuple[str, Any]]:
         """(task, input) pairs for the hub; JSON lists become tuples (pairs, token lists)."""
-        items = self.items if self.items is not None else [RunItem(task=self.task, input=self.input)]
+        items = self.items if self.items is not None else [RunItem(task=self.task or "", input=self.input)]
         return [(item.task, tuple(item.input) if isinstance(item.input, list) else item.input) for item in items]
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s'\"():,;/]+/)*[^\s'\"():,;/]*")
+
+
+def public_message(message: str, root: Path) -> str:
+    """`message` without server paths: paths under the registry's folder become relative, other existing
+    absolute paths become their last part (a client needs the file's name, not the server's layout)."""
+    message = message.replace(str(root).rstrip("/") + "/", "")
+
+    def shorten(match: re.Match) -> str:
+        path = Path(match.group().rstrip("."))
+        return path.name + match.group()[len(str(path)):] if path.name and (path.exists() or path.parent.exists()) else match.group()
+
+    return _ABSOLUTE_PATH.sub(shorten, message)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
@@ -98,6 +140,61 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
     return 422, "invalid request: " + "; ".join(parts) + ". See GET /docs for the request schema."
+
+
+class _Outcomes:
+    """ASGI middleware (outermost): counts every /v1/run outcome by status and its latency, whatever
+    answered it (the app, a limit, the key check, an unexpected error)."""
+
+    def __init__(self, app, metrics: "_Metrics"):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") != RUN_PATH:
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), "disconnected"  # no response started: the client went away
+
+        async def counting_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.requests.labels(status).inc()
+            self.metrics.latency.observe(time.perf_counter() - started)
+
+
+class _Unexpected:
+    """ASGI middleware (innermost): an exception nothing else handled becomes a JSON 500 with an error id
+    (the traceback goes to the log), and is not re-raised, so the server keeps the connection open."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except BaseException as exc:
+            # a Rust panic inside a tokenizer (pyo3's PanicException) is a BaseException, not an Exception
+            if started or isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise  # half a response is out (only closing the connection is honest), or the server is stopping
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("unexpected error on %s (error id %s)", scope.get("path"), error_id)
+            response = _error(500, "internal", f"internal error (error id {error_id}); the server log has the details. "
+                                               "Retry, and report the id if it persists.")
+            await response(scope, receive, send)
 
 
 class _BodyLimit:
@@ -143,8 +240,47 @@ class _BodyLimit:
         await response(scope, receive, send)
 
 
+class _Access:
+    """ASGI middleware: the Host header must be an allowed host (against DNS rebinding), and every path
+    but the open ones needs the API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`)."""
+
+    def __init__(self, app, api_key: str | None, allowed_hosts: tuple[str, ...]):
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+        self.hosts = tuple(h.lower() for h in allowed_hosts)
+
+    def _host_allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # drop a port; keep [::1]
+        name = name.lower()
+        return any(name == h or (h.startswith("*.") and name.endswith(h[1:])) or h == "*" for h in self.hosts)
+
+    def _key_ok(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"x-api-key")
+        auth = headers.get(b"authorization", b"")
+        if given is None and auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return given is not None and hmac.compare_digest(given, self.key or b"")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self.hosts and not self._host_allowed(headers.get(b"host", b"").decode("latin-1")):
+            response = _error(400, "host_not_allowed", "this server does not answer for that Host header; call it by one "
+                                                       "of its configured names (hub serve --allowed-host).")
+            return await response(scope, receive, send)
+        path = scope.get("path", "")
+        if self.key is not None and scope.get("method") != "OPTIONS" and not path.startswith(OPEN_PATHS) \
+                and not self._key_ok(headers):
+            response = _error(401, "unauthorized", "this server needs an API key: send `Authorization: Bearer KEY` "
+                                                   "(or `X-API-Key: KEY`) with the key it was started with.",
+                              headers={"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class _CacheCollector:
-    """Prometheus view of the adapter cache and the queue, read at scrape time."""
+    """Prometheus view of the adapter cache, the queue and the batch worker, read at scrape time."""
 
     def __init__(self, hub: Hub, batcher: DynamicBatcher):
         self.hub, self.batcher = hub, batcher
@@ -155,9 +291,13 @@ class _CacheCollector:
             yield CounterMetricFamily(f"hub_adapter_cache_{name}", f"adapter cache {name}", value=stats[name])
         yield GaugeMetricFamily("hub_adapter_cache_resident_tasks", "tasks loaded (adapter + head)", value=stats["resident_tasks"])
         yield GaugeMetricFamily("hub_adapter_cache_resident_bytes", "bytes of loaded adapters and heads", value=stats["resident_bytes"])
+        yield GaugeMetricFamily("hub_tasks_unavailable", "tasks that cannot be served (broken or missing adapters)",
+                                value=len(self.hub.unavailable()))
         yield GaugeMetricFamily("hub_queue_items", "items waiting for a batch", value=self.batcher.queued)
         yield CounterMetricFamily("hub_memory_releases", "times freed memory went back to the OS after traffic paused",
                                   value=self.batcher.memory_releases)
+        yield CounterMetricFamily("hub_deadline_misses", "requests failed because their deadline passed in the queue",
+                                  value=self.batcher.deadline_misses)
 
 
 class _Metrics:
@@ -166,27 +306,117 @@ class _Metrics:
         self.requests = Counter("hub_http_requests", "HTTP requests to /v1/run by status code", ["status"], registry=self.registry)
         self.items = Counter("hub_items", "items answered, by task", ["task"], registry=self.registry)
         self.latency = Histogram("hub_request_seconds", "latency of /v1/run", registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.batch_items = Histogram("hub_batch_items", "items per batch", registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.batch_items = Histogram("hub_batch_items", "items completed per batch round", registry=self.registry,
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.batch_wait = Histogram("hub_batch_wait_seconds", "oldest job's wait before its batch ran", registry=self.registry)
-        self.batch_run = Histogram("hub_batch_run_seconds", "router time per batch", registry=self.registry)
+        self.batch_rows = Histogram("hub_batch_rows", "backbone rows per batch round", registry=self.registry,
+                                    buckets=(1, 4, 16, 32, 64, 128, 256))
+        self.batch_wait = Histogram("hub_batch_wait_seconds", "oldest starting job's wait before its round ran",
+                                    registry=self.registry)
+        self.batch_run = Histogram("hub_batch_run_seconds", "router time per batch round", registry=self.registry)
 
     def batch(self, record: BatchRecord) -> None:
         self.batch_items.observe(record.items)
-        self.batch_wait.observe(record.wait_seconds)
+        self.batch_rows.observe(record.rows)
+        if record.wait_seconds is not None:
+            self.batch_wait.observe(record.wait_seconds)
         self.batch_run.observe(record.run_seconds)
+
+
+_ERRORS = {401: "the API key is missing or wrong", 400: "the body is not JSON, or the Host is not allowed",
+           404: "unknown task (the closest names are suggested)", 413: "the body, the items or the work they need are over the limits",
+           422: "the request or an input does not fit the schema or its task", 500: "an unexpected error (with an error id)",
+           503: "overloaded (Retry-After) or the task is unavailable", 504: "not answered within the request deadline"}
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
+
+
+_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
+_SPAN = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2}
+MAX_TASKS_IN_SCHEMA = 200  # past this many tasks the schema names them without per-task input shapes
+
+
+def _fields(names: list[str]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": names, "properties": {n: _TEXT for n in names}}
+
+
+def _pair(names: list[str]) -> list[dict[str, Any]]:
+    return [{"type": "array", "items": _TEXT, "minItems": 2, "maxItems": 2}, _fields(names)]
+
+
+def input_schema(kind: str, inputs: list[str]) -> dict[str, Any]:
+    """The JSON shapes a task of this kind takes as `input` (what its codec's `normalize` accepts)."""
+    if kind in ("classification", "regression"):
+        shapes = [_TEXT, _fields(inputs)] if len(inputs) == 1 else _pair(inputs)
+    elif kind in ("tagging", "span_ner"):
+        tokens = {"type": "array", "items": _TEXT, "minItems": 1}
+        shapes = [_TEXT, tokens, _fields(["text"]), {**_fields(["tokens"]), "properties": {"tokens": tokens}}]
+    elif kind == "qa":
+        shapes = _pair(["question", "context"])
+    elif kind == "relation":
+        spans = {"type": "object", "additionalProperties": False, "required": ["text", "head", "tail"],
+                 "properties": {"text": _TEXT, "head": _SPAN, "tail": _SPAN}}
+        shapes = [{**_TEXT, "pattern": "<e1>.+</e1>.*<e2>.+</e2>|<e2>.+</e2>.*<e1>.+</e1>"}, spans]
+    else:
+        shapes = [_TEXT, {"type": "array", "minItems": 1}, {"type": "object"}]
+    return {"anyOf": shapes}
+
+
+def _refine_openapi(schema: dict[str, Any], hub: Hub, limits: ServerLimits) -> dict[str, Any]:
+    """Make the schema say exactly what the server takes: one item or `items`, and for each task the
+    input shapes its kind accepts (so generated clients and schema fuzzers agree with the server)."""
+    schemas = schema["components"]["schemas"]
+    tasks = hub.registry.tasks
+    described = schemas["RunItem"]["properties"]["input"].get("description", "")
+    if len(tasks) <= MAX_TASKS_IN_SCHEMA:
+        branches = [{"title": t.name, "type": "object", "additionalProperties": False, "required": ["task", "input"],
+                     "properties": {"task": {"const": t.name}, "input": input_schema(t.kind, t.inputs)}} for t in tasks]
+        schemas["RunItem"] = {"title": "RunItem", "description": "one task and its input; " + described,
+                              "oneOf": branches or [{"not": {}}]}
+    else:
+        schemas["RunItem"]["properties"].update(task={"type": "string", "enum": [t.name for t in tasks]},
+                                                input=input_schema("", []))
+    item = {"$ref": "#/components/schemas/RunItem"}
+    schemas["RunRequest"] = {
+        "title": "RunRequest", "description": "One item (`task` + `input`) or many (`items`), answered in order.",
+        "oneOf": [
+            {"title": "OneItem", **item},
+            {"title": "Items", "type": "object", "additionalProperties": False, "required": ["items"],
+             "properties": {"items": {"type": "array", "minItems": 1, "maxItems": limits.max_items, "items": item}}},
+        ],
+        "examples": [{"task": tasks[0].name if tasks else "sst2", "input": "This movie was amazing!"}],
+    }
+    if limits.api_key:
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in schema["paths"].items():
+            if not path.startswith(OPEN_PATHS):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+    return schema
+
+
+class RunResponse(BaseModel):
+    """Exactly one of the two: `result` answers a one-item request, `results` answers `items` in order."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(
+        oneOf=[{"required": ["result"]}, {"required": ["results"]}]))
+    result: dict[str, Any] | None = Field(None, description="the answer to a one-item request")
+    results: list[dict[str, Any]] | None = Field(None, description="the answers to `items`, in order")
 
 
 def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
     """The ASGI app serving `hub` (load tasks beforehand with `hub.runtime(task)` to skip first-request loads)."""
     metrics = _Metrics()
     state: dict[str, DynamicBatcher] = {}
+    root = hub.registry.path.parent
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=metrics.batch,
-                                 idle_release_s=limits.idle_release_s)
+                                 idle_release_s=limits.idle_release_s, max_rows_per_item=limits.max_rows_per_item,
+                                 max_rows_per_request=limits.max_rows_per_request, request_timeout_s=limits.request_timeout_s)
         metrics.registry.register(_CacheCollector(hub, batcher))
         state["batcher"] = batcher
         try:
@@ -194,15 +424,19 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         finally:
             await run_in_threadpool(batcher.close)
 
-    app = FastAPI(title="BERT adapter hub", version="1", lifespan=lifespan,
-                  description="Many NLP tasks from one frozen BERT per language: mixed-task requests share backbone passes.")
+    app = FastAPIOffline(title="BERT adapter hub", version="1", lifespan=lifespan,
+                         description="Many NLP tasks from one frozen BERT per language: mixed-task requests share backbone passes.")
+    app.add_middleware(_Unexpected)
     app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+    if limits.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(limits.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key"])
+    app.add_middleware(_Access, api_key=limits.api_key, allowed_hosts=limits.allowed_hosts)
+    app.add_middleware(_Outcomes, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, message = _validation_message(exc)
-        if request.url.path == "/v1/run":
-            metrics.requests.labels(str(status)).inc()
         return _error(status, "invalid_json" if status == 400 else "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -211,64 +445,92 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
             message = f"the body could not be read ({exc.detail}); send UTF-8 JSON with Content-Type: application/json."
         else:
             message = f"{exc.detail}; see GET /docs for the endpoints." if exc.status_code in (404, 405) else str(exc.detail)
-        if request.url.path == "/v1/run":
-            metrics.requests.labels(str(exc.status_code)).inc()
         return _error(exc.status_code, "http", message, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return _error(500, "internal", f"internal error ({type(exc).__name__}); the server log has the details.")
+    def refusal(exc: HubError) -> JSONResponse:
+        """The HTTP answer for a refused request: status by error class, message without server paths."""
+        message = public_message(str(exc), root)
+        if isinstance(exc, UnknownTaskError):
+            return _error(404, "unknown_task", message)
+        if isinstance(exc, RequestTooLargeError):
+            return _error(413, "too_much_work", message)
+        if isinstance(exc, InputError):
+            return _error(422, "invalid_input", message)
+        if isinstance(exc, OverloadedError):
+            return _error(503, "overloaded", message, headers={"Retry-After": "1"})
+        if isinstance(exc, DeadlineExceededError):
+            return _error(504, "deadline_exceeded", message)
+        if isinstance(exc, (AdapterError, BackboneError, RemoteError)):
+            return _error(503, "task_unavailable", message)
+        return _error(500, "hub_error", message)
 
-    @app.post("/v1/run", summary="Answer one item or a list of mixed-task items, in order")
-    async def run(body: RunRequest) -> dict[str, Any]:
-        started = time.perf_counter()
-        response = await _answer(body)
-        status = response.status_code if isinstance(response, JSONResponse) else 200
-        metrics.requests.labels(str(status)).inc()
-        metrics.latency.observe(time.perf_counter() - started)
-        return response
-
-    async def _answer(body: RunRequest) -> dict[str, Any] | JSONResponse:
+    @app.post(RUN_PATH, summary="Answer one item or a list of mixed-task items, in order", response_model=None,
+              responses={200: {"model": RunResponse, "description": "`result` for one item, `results` for `items`"},
+                         **_responses(400, 401, 404, 413, 422, 500, 503, 504)})
+    async def run(body: RunRequest) -> dict[str, Any] | JSONResponse:
         requests = body.requests()
         if len(requests) > limits.max_items:
             return _error(413, "too_many_items", f"{len(requests)} items in one request; the limit is {limits.max_items}. Split the request.")
         batcher = state["batcher"]
         try:
-            if all(hub.cache.loaded(task) for task, _ in requests):
-                future = batcher.submit(requests)  # cheap: checks inputs and queues
-            else:
-                future = await run_in_threadpool(batcher.submit, requests)  # a task loads first: not on the event loop
-            results = await asyncio.wrap_future(future)
-        except UnknownTaskError as exc:
-            return _error(404, "unknown_task", str(exc))
-        except InputError as exc:
-            return _error(422, "invalid_input", str(exc))
-        except OverloadedError as exc:
-            return _error(503, "overloaded", str(exc), headers={"Retry-After": "1"})
-        except (AdapterError, BackboneError, RemoteError) as exc:
-            return _error(503, "task_unavailable", str(exc))
+            future = await run_in_threadpool(batcher.submit, requests)  # checks, loads tasks, tokenizes: off the event loop
+            try:
+                results = await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
+            except asyncio.TimeoutError:  # the worker is stuck inside a long round: answer anyway
+                raise DeadlineExceededError(f"the request was not answered within {limits.request_timeout_s:.1f} s; "
+                                            "the server is busy: retry later or send less work per request.") from None
         except HubError as exc:
-            return _error(500, "hub_error", str(exc))
+            return refusal(exc)
         for result in results:
             metrics.items.labels(result["task"]).inc()
         return {"results": results} if body.items is not None else {"result": results[0]}
 
-    @app.get("/v1/tasks", summary="The tasks this server answers")
+    @app.get("/v1/tasks", summary="The tasks this server answers", responses=_responses(401))
     def tasks() -> dict[str, Any]:
-        return {"tasks": [{**t, "loaded": hub.cache.loaded(t["task"])} for t in hub.tasks()]}
+        listed = []
+        for t in hub.tasks():
+            if "unavailable" in t:
+                t["unavailable"] = public_message(t["unavailable"], root)
+            listed.append({**t, "loaded": hub.cache.loaded(t["task"])})
+        return {"tasks": listed}
 
-    @app.get("/health", summary="Liveness, queue depth, loaded tasks, the device they run on and its precision")
+    @app.get("/health", summary="Queue depth, loaded and unavailable tasks, the device they run on and its precision",
+             responses=_responses(401))
     def health() -> dict[str, Any]:
         batcher = state.get("batcher")
-        return {"status": "ok" if batcher else "starting", "queued_items": batcher.queued if batcher else 0,
+        status = "starting" if batcher is None else "stalled" if batcher.busy_seconds() > limits.ready_stall_s else "ok"
+        return {"status": status, "queued_items": batcher.queued if batcher else 0,
                 "loaded_tasks": hub.cache.stats()["resident_tasks"], "device": str(hub.device),
-                "dtype": dtype_name(hub.dtype)}
+                "dtype": dtype_name(hub.dtype),
+                "unavailable_tasks": {task: public_message(why, root) for task, why in hub.unavailable().items()}}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/health/live", summary="Liveness: the process answers")
+    def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready", summary="Readiness: tasks loaded and the batch worker making progress",
+             responses={503: {"description": "not ready (starting, stalled or stopped)"}})
+    def ready() -> JSONResponse:
+        batcher = state.get("batcher")
+        if batcher is None or not batcher.alive:
+            return JSONResponse({"status": "not_ready", "reason": "the batch worker is not running"}, status_code=503)
+        busy = batcher.busy_seconds()
+        if busy > limits.ready_stall_s:
+            return JSONResponse({"status": "not_ready", "reason": f"one batch round has run for {busy:.0f} s"},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "queued_items": batcher.queued})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=_responses(401))
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = FastAPI.openapi(app)
+            _refine_openapi(app.openapi_schema, hub, limits)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

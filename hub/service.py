@@ -12,10 +12,11 @@ from .adapters import adapter_name, load_lora, load_task_head
 from .backbone import Backbone, load_backbone
 from .codecs import make_codec
 from .devices import resolve_device, resolve_dtype
-from .errors import AdapterError, HubError, InputError
-from .registry import Registry, load_registry
+from .errors import AdapterError, HubError, InputError, TaskUnavailableError
+from .registry import Registry, TaskSpec, load_registry
 from .router import TaskRuntime, run_batch
 from .runtime_cache import RuntimeCache
+from .text_checks import check_text
 
 
 class Hub:
@@ -23,10 +24,11 @@ class Hub:
 
     def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True,
                  max_tasks: int | None = None, max_bytes: int | None = None, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None):
+                 dtype: str | torch.dtype | None = None, allow_fetch: bool = True):
         """`max_tasks` / `max_bytes` bound the loaded tasks (LoRA matrices + heads; least recently used go first).
         `device`: where backbones, adapters and heads live ('cpu' by default, 'cuda', 'cuda:1', 'auto', ...).
-        `dtype`: the precision of backbones and adapters ('float32' by default, 'bfloat16', 'float16')."""
+        `dtype`: the precision of backbones and adapters ('float32' by default, 'bfloat16', 'float16').
+        `allow_fetch`: a `hub:` entry without its folder is downloaded on first use (False: it is unavailable)."""
         if max_batch_size < 1:
             raise HubError(f"max_batch_size={max_batch_size}: a batch needs at least one row.")
         self.device = resolve_device(device)
@@ -34,17 +36,29 @@ class Hub:
         self.registry = registry
         self.share_backbones = share_backbones
         self.max_batch_size = max_batch_size
+        self.allow_fetch = allow_fetch
         self.cache = RuntimeCache(self._load, max_tasks=max_tasks, max_bytes=max_bytes)
+        self._failures: dict[str, tuple[tuple, AdapterError]] = {}  # task -> (its folder's state, why it failed to load)
         self._specs = {task.name: task for task in registry.tasks}  # thousands of tasks: a dict, not a scan
         self._backbones: dict[str, Backbone] = {}
         self._backbones_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> "Hub":
-        return cls(load_registry(path), **kwargs)
+        """A Hub over a registry file; a task whose adapter folder is broken is unavailable, the others serve."""
+        return cls(load_registry(path, strict_adapters=False), **kwargs)
+
+    def unavailable(self) -> dict[str, str]:
+        """Tasks that cannot be served now, with the reason: broken folders, and loads that failed."""
+        problems = dict(self.registry.adapter_problems)
+        for task, (_, error) in list(self._failures.items()):
+            problems.setdefault(task, str(error))
+        return problems
 
     def tasks(self) -> list[dict[str, Any]]:
-        """What the registry serves: name, kind, language, backbone, inputs, labels, metric, trained."""
+        """What the registry serves: name, kind, language, backbone, inputs, labels, metric, trained (and
+        `unavailable`: the reason, for a task that cannot be served)."""
+        problems = self.unavailable()
         return [
             {
                 "task": t.name,
@@ -56,6 +70,7 @@ class Hub:
                 "metric": t.metric,
                 "trained": self.registry.adapter_dir(t).is_dir(),
                 "description": t.description,
+                **({"unavailable": problems[t.name]} if t.name in problems else {}),
             }
             for t in self.registry.tasks
         ]
@@ -66,8 +81,28 @@ class Hub:
 
     def _load(self, task_name: str) -> TaskRuntime:
         spec = self._specs.get(task_name) or self.registry.task(task_name)  # the registry names what is unknown
+        if spec.name in self.registry.adapter_problems:
+            raise TaskUnavailableError(f"task {spec.name!r} is unavailable: {self.registry.adapter_problems[spec.name]}")
         folder = self.registry.adapter_dir(spec)
+        state = _folder_state(folder)
+        failed = self._failures.get(spec.name)
+        if failed is not None and failed[0] == state:  # the same broken folder: no re-read per request
+            raise failed[1]
+        try:
+            runtime = self._load_folder(spec, folder)
+        except AdapterError as exc:
+            error = exc if isinstance(exc, TaskUnavailableError) else TaskUnavailableError(f"task {spec.name!r} is unavailable: {exc}")
+            self._failures[spec.name] = (state, error)
+            raise error from None
+        self._failures.pop(spec.name, None)
+        return runtime
+
+    def _load_folder(self, spec: TaskSpec, folder: Path) -> TaskRuntime:
         if not folder.is_dir() and spec.hub:
+            if not self.allow_fetch:
+                raise TaskUnavailableError(
+                    f"task {spec.name!r} is on the Hugging Face Hub ({spec.hub}) but not downloaded, and this server does "
+                    f"not download: run `hub fetch {spec.name}` first, or start it with `hub serve --fetch`.")
             from .remote import fetch  # huggingface_hub's upload/download machinery only when an entry needs it
 
             fetch(self.registry, spec)
@@ -110,8 +145,17 @@ class Hub:
                 raise InputError(f"request #{i}: the task must be a task name (str); got {type(request[0]).__name__}.")
             runtime = self.runtime(request[0])
             try:
+                check_text(request[1], f"task {runtime.spec.name!r}: input")  # once, for every kind, before tokenizing
                 checked = runtime.codec.normalize(request[1])
             except InputError as exc:
                 raise InputError(f"request #{i}: {exc}" if len(requests) > 1 else str(exc)) from None
             items.append((runtime, checked))
         return items
+
+
+def _folder_state(folder: Path) -> tuple:
+    """What changes when a folder is fixed or replaced: its files' names, sizes and modification times."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+    except OSError:
+        return ()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
+import torch
 from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 import hub
@@ -108,3 +111,18 @@ def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
     os.umask(umask)
     assert target.read_text() == "new\n" and target.stat().st_mode & 0o777 == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["registry.yaml"]
+
+
+@pytest.mark.parametrize("file", ["head.safetensors", "adapter_model.safetensors"])
+def test_nan_or_inf_weights_are_refused_never_served(trained_registry, tmp_path, file):
+    folder = _copy_task(trained_registry, tmp_path)
+    weights = load_file(str(folder / file))
+    key = sorted(weights)[-1]
+    weights[key].view(-1)[:2] = torch.tensor([float("nan"), float("inf")])
+    save_file(weights, str(folder / file))
+    registry = hub.Hub.load(trained_registry).registry
+    task = registry.task("sentiment").model_copy(update={"adapter": str(folder)})
+    poisoned = hub.Hub(registry.model_copy(update={"tasks": [task]}), share_backbones=False)
+    message = f"{folder / file}: tensor {key} holds 2 NaN/inf values; retrain or re-download the adapter."
+    with pytest.raises(AdapterError, match=re.escape(message)):
+        poisoned.run("sentiment", "good movie")

@@ -139,3 +139,23 @@ def test_tiny_fixture_tokenizer_knows_its_vocabulary(tiny_backbone_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone_dir)
     ids = tokenizer("good movie @ dull", add_special_tokens=False)["input_ids"]
     assert tokenizer.unk_token_id not in ids and len(ids) == 4
+
+
+def test_concurrent_encoding_with_different_truncation_settings_gives_each_its_own(tiny_hub):
+    """Callers encode in their own threads; a QA window (truncation + stride) and a plain text must never
+    get each other's tokenizer settings (a fast tokenizer sets them on one shared Rust object per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    qa, text = tiny_hub.runtime("reader").codec, tiny_hub.runtime("sentiment").codec
+    question = qa.normalize({"question": "what is good?", "context": " ".join(["the movie was good"] * 12)})
+    sentence = text.normalize(" ".join(["a good movie"] * 12))
+    expected = {"qa": [r.input_ids for r in qa.encode([question])[0]], "text": text.encode([sentence])[0][0].input_ids}
+
+    def encode(i: int):
+        if i % 2:
+            return "qa", [r.input_ids for r in qa.encode([question])[0]]
+        return "text", text.encode([sentence])[0][0].input_ids
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(encode, range(400)))
+    assert all(ids == expected[kind] for kind, ids in results)

@@ -21,16 +21,16 @@ from hub.memory import release_free_memory
 
 @pytest.fixture
 def blocked_worker(monkeypatch):
-    """Make the worker's router call wait until the test sets the event (so jobs pile up in the queue)."""
+    """Make the worker's backbone passes wait until the test sets the event (so jobs pile up in the queue)."""
     release, entered = threading.Event(), threading.Event()
-    original = batching.run_batch
+    original = batching.forward
 
-    def waiting(items, max_batch_size):
+    def waiting(rows, max_batch_size):
         entered.set()
         assert release.wait(20)
-        return original(items, max_batch_size)
+        return original(rows, max_batch_size)
 
-    monkeypatch.setattr(batching, "run_batch", waiting)
+    monkeypatch.setattr(batching, "forward", waiting)
     yield entered, release
     release.set()
 
@@ -95,14 +95,14 @@ def test_cancelled_jobs_are_dropped_and_close_fails_the_rest(tiny_hub, blocked_w
 
 
 def test_a_failing_job_fails_alone(tiny_hub, monkeypatch):
-    original = batching.run_batch
+    original = batching.forward
 
-    def fragile(items, max_batch_size):
-        if any("boom" in str(value) for _, value in items):
+    def fragile(rows, max_batch_size):
+        if any("boom" in r.task.backbone.tokenizer.decode(r.row.input_ids) for r in rows):
             raise RuntimeError("boom")
-        return original(items, max_batch_size)
+        return original(rows, max_batch_size)
 
-    monkeypatch.setattr(batching, "run_batch", fragile)
+    monkeypatch.setattr(batching, "forward", fragile)
     with DynamicBatcher(tiny_hub, max_wait_ms=50) as batcher:
         bad = batcher.submit([("sentiment", "boom")])
         good = batcher.submit([("sentiment", "good")])

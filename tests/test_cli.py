@@ -87,3 +87,28 @@ def test_serve_starts_uvicorn_with_every_trained_task_loaded(trained_registry, m
     with TestClient(started["app"]) as client:
         tasks = client.get("/v1/tasks").json()["tasks"]
     assert all(t["loaded"] for t in tasks) and len(tasks) == 7
+
+
+def test_serve_and_list_go_on_past_a_broken_task(tmp_path, trained_registry, monkeypatch):
+    """`--preload all` warns about a broken adapter and starts; `hub list` shows it unavailable with the reason;
+    a public interface without a key is warned about."""
+    import gc
+    import shutil
+
+    import uvicorn
+    import yaml
+
+    shutil.copytree(trained_registry.parent / "adapters", tmp_path / "adapters")
+    (tmp_path / "adapters" / "entities" / "head_config.json").write_text("{not json")
+    path = write_registry(tmp_path, yaml.safe_load(trained_registry.read_text()))
+    listed = runner.invoke(app, ["list", "--registry", str(path)])
+    assert listed.exit_code == 0 and "unavailable" in listed.output and "sentiment" in listed.output
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **kwargs: started.update(app=app_, **kwargs))
+    result = runner.invoke(app, ["serve", "--registry", str(path), "--preload", "all", "--host", "0.0.0.0"])
+    gc.unfreeze()
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.output and "entities" in result.output and "without an API key" in result.output
+    keyed = runner.invoke(app, ["serve", "--registry", str(path), "--host", "0.0.0.0"], env={"HUB_API_KEY": "k"})
+    gc.unfreeze()
+    assert keyed.exit_code == 0 and "without an API key" not in keyed.output

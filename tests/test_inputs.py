@@ -8,12 +8,12 @@ import hub
 from hub.errors import InputError, UnknownTaskError
 
 
-def test_unknown_task_lists_known_and_suggests_closest(tiny_hub):
+def test_unknown_task_suggests_closest_and_says_where_the_list_is(tiny_hub):
     with pytest.raises(UnknownTaskError) as info:
         tiny_hub.run("sentimen", "good")
     message = str(info.value)
     assert "Did you mean 'sentiment'?" in message
-    assert "paraphrase" in message and "similarity" in message
+    assert "paraphrase" not in message and "7 task(s)" in message and "hub list" in message  # never the whole registry
     assert isinstance(info.value, hub.HubError)
 
 
@@ -50,3 +50,19 @@ def test_bad_item_in_a_batch_names_its_position(tiny_hub):
         tiny_hub.run("sentiment", ["good", "bad", ""])
     with pytest.raises(InputError, match="request #1 must be a \\(task, input\\) tuple"):
         tiny_hub.run_many([("sentiment", "good"), "sentiment"])
+
+
+@pytest.mark.parametrize(
+    ("task", "value", "message"),
+    [
+        ("sentiment", "\u200b\u0001", "task 'sentiment': the text has no tokens the model can read"),
+        ("paraphrase", ("good", "\ufeff"), "the 'second' text has no tokens the model can read"),
+        ("reader", {"question": "what is good?", "context": "\u00ad"}, "the context has no tokens the model can read"),
+        ("sentiment", "\ud800", "task 'sentiment': input has a lone surrogate \\(U\\+D800\\) at character 0"),
+        ("entities", ("good", "a\udfff"), "input\\[1\\] has a lone surrogate \\(U\\+DFFF\\) at character 1"),
+    ],
+)
+def test_text_a_tokenizer_cannot_read_is_refused_with_the_reason(tiny_hub, task, value, message):
+    with pytest.raises(InputError, match=message):
+        tiny_hub.run(task, value)
+    assert tiny_hub.run("entities", "\u200b")["tags"] == ["O"]  # tagging answers per word: nothing found, no error

@@ -122,3 +122,11 @@ def test_trained_reader_answers_from_the_context(tiny_hub):
     result = tiny_hub.run("reader", {"question": "what is good?", "context": context})
     assert result["answer"] == context[result["start"]:result["end"]] and result["windows"] > 1
     assert load_registry(tiny_hub.registry.path).task("reader").kind == "qa"
+
+
+def test_a_question_that_leaves_no_room_for_context_is_refused_not_a_tokenizer_panic(tiny_hub):
+    """The fast tokenizer panics (a BaseException) when question + stride fill the window; normalize refuses first."""
+    long_question = " ".join(["what is good"] * 20)
+    with pytest.raises(InputError, match="the question is .* tokens; .* at most"):
+        tiny_hub.run("reader", {"question": long_question, "context": "the movie was good"})
+    assert tiny_hub.run("reader", {"question": "what is good?", "context": "the movie was good"})["task"] == "reader"

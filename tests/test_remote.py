@@ -40,14 +40,20 @@ def server():
         yield fake
 
 
-def hub_cli(server: FakeHub, home: Path, *commands: list[str], token: str | None = TOKEN, offline: bool = False) -> list[dict]:
-    """Run `hub` commands in one subprocess pointed at the fake Hub; each gives {code, stdout, output}."""
+def hub_env(server: FakeHub, home: Path, token: str | None = TOKEN, offline: bool = False) -> dict[str, str]:
+    """The environment of a subprocess whose Hub client talks to the fake Hub (read when it is imported)."""
     env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
     env.update(HF_ENDPOINT=server.endpoint, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", COLUMNS="1000")
     if token:
         env["HF_TOKEN"] = token
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def hub_cli(server: FakeHub, home: Path, *commands: list[str], token: str | None = TOKEN, offline: bool = False) -> list[dict]:
+    """Run `hub` commands in one subprocess pointed at the fake Hub; each gives {code, stdout, output}."""
+    env = hub_env(server, home, token, offline)
     proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(commands)], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

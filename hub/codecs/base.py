@@ -10,6 +10,7 @@ results; training and evaluation use the same codec, so what is trained is what 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,7 +20,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from heads import Head
+from ..errors import InputError
 from ..registry import TaskSpec
+
+# a letter or digit always gives a token (or [UNK]); only texts without one need the tokenizer to tell
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 
 
 @dataclass
@@ -54,6 +59,14 @@ class Codec:
         full = self.tokenizer("a")["input_ids"]
         start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
         return full[:start], full[start + len(bare):]
+
+    def check_readable(self, text: str, what: str) -> None:
+        """Raise InputError when `text` gives the tokenizer nothing to read (it drops control, zero-width, combining,
+        private-use and unassigned characters): the model would answer about an empty input."""
+        if _LETTER_OR_DIGIT.search(text) or self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]:
+            return
+        raise InputError(f"task {self.task.name!r}: {what} has no tokens the model can read (only control, zero-width, "
+                         "combining or unassigned characters); send text with letters, digits or punctuation.")
 
     @property
     def shared_encoding(self) -> tuple | None:

@@ -32,20 +32,28 @@ class QACodec(Codec):
         for name, text in zip(("question", "context"), value):
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"{usage}; the {name} is empty or not a string.")
+            self.check_readable(text, f"the {name}")
+        self._check_question_fits(value[0])
         return QARequest(*value)
+
+    def _check_question_fits(self, question: str) -> None:
+        """A window holds the question, the special tokens and more than `doc_stride` context tokens (the fast
+        tokenizer panics, a BaseException, when it cannot)."""
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True) - self.head.config.doc_stride - 1
+        size = len(self.tokenizer(question, add_special_tokens=False, verbose=False)["input_ids"])
+        if size > room:
+            raise InputError(f"task {self.task.name!r}: the question is {size} tokens; with {self.max_length}-token windows "
+                             f"sharing {self.head.config.doc_stride} context tokens it may be at most {room}. Shorten it.")
 
     def encode(self, requests: Sequence[QARequest]) -> list[list[Row]]:
         """Windows of `max_length` tokens over each context, consecutive windows sharing `doc_stride` tokens."""
         if not requests:
             return []
-        try:
-            encoded = self.tokenizer(
-                [r.question for r in requests], [r.context for r in requests], truncation="only_second",
-                max_length=self.max_length, stride=self.head.config.doc_stride, return_overflowing_tokens=True,
-                return_offsets_mapping=True, verbose=False,
-            )
-        except Exception as exc:  # noqa: BLE001 - tokenizers raise their own error when the question leaves no room
-            raise InputError(f"task {self.task.name!r}: the question is too long for a {self.max_length}-token window ({exc}); shorten it.") from None
+        encoded = self.tokenizer(  # normalize made sure every question leaves room for context
+            [r.question for r in requests], [r.context for r in requests], truncation="only_second",
+            max_length=self.max_length, stride=self.head.config.doc_stride, return_overflowing_tokens=True,
+            return_offsets_mapping=True, verbose=False,
+        )
         rows: list[list[Row]] = [[] for _ in requests]
         for window, request in enumerate(encoded["overflow_to_sample_mapping"]):
             sequence = encoded.sequence_ids(window)

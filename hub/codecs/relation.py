@@ -3,6 +3,7 @@ or plain text) -> a relation label. Direction matters: (head, tail) and (tail, h
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class RelationCodec(Codec):
         for name, (start, end) in (("head", request.head), ("tail", request.tail)):
             if not 0 <= start < end <= n or not text[start:end].strip():
                 raise InputError(f"{usage}; the {name} span {start}-{end} is empty or outside the text (length {n}).")
+            self.check_readable(text[start:end], f"the {name} span {start}-{end}")
         if request.head == request.tail:
             raise InputError(f"{usage}; head and tail are the same span: a relation needs two entities.")
         if request.head[0] < request.tail[1] and request.tail[0] < request.head[1]:
@@ -98,7 +100,7 @@ class RelationCodec(Codec):
             text, chars = self._marked(request)
             encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)  # windowed below
             offsets = encoded["offset_mapping"]
-            tokens = [next(i for i, (s, e) in enumerate(offsets) if s <= c < e or s >= c) for c in chars]
+            tokens = self._entity_tokens(offsets, chars)
             first, last = min(tokens), max(tokens)
             if last - first + 1 > budget:
                 raise InputError(f"task {self.task.name!r}: head and tail are {last - first + 1} tokens apart; "
@@ -110,6 +112,16 @@ class RelationCodec(Codec):
             rows.append([Row(input_ids, [0] * len(input_ids), {"entity_tokens": entity_tokens},
                              truncated=len(ids) < len(encoded["input_ids"]))])
         return rows
+
+    @staticmethod
+    def _entity_tokens(offsets: list[tuple[int, int]], chars: list[int]) -> list[int]:
+        """Token indices of [head first, head last, tail first, tail last] characters: a first character maps to the
+        first token ending after it, a last one to the last token starting at or before it, so a character the
+        tokenizer dropped (zero-width, control) still maps into its entity."""
+        starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
+        first = [bisect.bisect_right(ends, c) for c in chars[0::2]]
+        last = [bisect.bisect_right(starts, c) - 1 for c in chars[1::2]]
+        return [first[0], last[0], first[1], last[1]]
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         row = self.encode([self.normalize(self.request(example))])[0][0]

@@ -96,7 +96,10 @@ class TaggingCodec(Codec):
         return out
 
     def _windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
-        """(first word, end word) of consecutive windows whose sub-words fit the backbone."""
+        """(first word, end word) of consecutive windows whose sub-words fit the backbone; none when no word has a
+        sub-word (only control, zero-width, ... characters): there is nothing for the head to tag."""
+        if not any(pieces):
+            return []
         budget = self.max_length - sum(map(len, self.specials))
         windows, start, used = [], 0, 0
         for i, word in enumerate(pieces):
@@ -129,24 +132,40 @@ class TaggingCodec(Codec):
         return [[self._row(pieces, s, e) for s, e in self._windows(pieces)] for pieces in all_pieces]
 
     def finish(self, request: TaggingRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
-        """Word tags from the windows' positions; words with no sub-word (rare symbols) are tagged O."""
-        outside = "O" if "O" in self._config.labels else self._config.labels[0]
+        """Word tags and spans from the windows' positions. A word with no sub-word (zero-width or control
+        characters, ...) never reaches the model: inside an entity it takes the entity's inside tag (it never
+        splits one), elsewhere O; a text with none at all has no rows: every word O, nothing found."""
+        seen = self._model_tags(rows, decoded)
+        tagged = list(seen)  # spans are read over the words the model saw, then span the words between them too
+        model_tags = [tag for tag, _ in seen.values()]
+        found = [(tagged[s], tagged[e - 1] + 1, kind) for s, e, kind in spans(model_tags, self._scheme)]
+        tags = ["O"] * len(request.words)
+        for start, end, kind in found:
+            tags[start:end] = [self._inside(kind)] * (end - start)
+        for word, (tag, _) in seen.items():  # the model's own tag wherever it gave one
+            tags[word] = tag
+        result: dict[str, Any] = {"tokens": request.words, "tags": tags}
+        result.update(self._spans(request, found, {word: score for word, (_, score) in seen.items()}))
+        if any(row.truncated for row in rows):
+            result["truncated"] = True
+        return result
+
+    def _model_tags(self, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[int, tuple[str, float]]:
+        """Word -> (tag, score) of the words the model tagged, in word order: the tag of its first sub-word, or with
+        `label_all_subwords` the tag rebuilt from its first and last sub-word."""
         first: dict[int, tuple[str, float]] = {}
         last: dict[int, str] = {}
         for row, result in zip(rows, decoded):
             for word, tag, score in zip(row.meta["owners"], result["tags"], result["scores"]):
                 first.setdefault(word, (tag, score))
                 last[word] = tag
-        tags, scores = [], []
-        for word in range(len(request.words)):
-            tag, score = first.get(word, (outside, 1.0))
-            tags.append(word_tag(tag, last.get(word, tag), self._scheme) if self._all_subwords else tag)
-            scores.append(score)
-        result: dict[str, Any] = {"tokens": request.words, "tags": tags}
-        result.update(self._spans(request, tags, scores))
-        if any(row.truncated for row in rows):
-            result["truncated"] = True
-        return result
+        if not self._all_subwords:
+            return first
+        return {word: (word_tag(tag, last[word], self._scheme), score) for word, (tag, score) in first.items()}
+
+    def _inside(self, kind: str) -> str:
+        """The tag of a word inside a span of `kind` (I-PER; M-PER or M in BMES)."""
+        return ("M" if self._scheme == "bmes" else "I") + (f"-{kind}" if kind else "")
 
     def _place(self, request: TaggingRequest, start: int, end: int) -> dict[str, Any]:
         """Words start..end (exclusive) as text with character offsets; token indices for pre-split input."""
@@ -155,16 +174,25 @@ class TaggingCodec(Codec):
         first, last = request.offsets[start][0], request.offsets[end - 1][1]
         return {"text": request.text[first:last], "start": first, "end": last}
 
-    def _spans(self, request: TaggingRequest, tags: list[str], scores: list[float]) -> dict[str, Any]:
-        """Entities (typed schemes), words (segmentation) or tagged words (plain), with offsets."""
-        found = [(kind, {**self._place(request, start, end), "score": round(sum(scores[start:end]) / (end - start), 6)})
-                 for start, end, kind in spans(tags, self._scheme)]
+    def _spans(self, request: TaggingRequest, found: list[tuple[int, int, str]],
+               scores: dict[int, float]) -> dict[str, Any]:
+        """Entities (typed schemes), words (segmentation) or tagged words (plain), with offsets; a span's score is the
+        mean of its tagged words' scores."""
+        placed = [(kind, {**self._place(request, start, end), "score": self._mean(scores, start, end)})
+                  for start, end, kind in found]
         output = self._config.output
         if output == "words" or (output == "auto" and (self._scheme == "plain" or "O" not in self._config.labels)):
             typed = any("-" in label for label in self._config.labels) or self._scheme == "plain"
             return {"words": [{"text": item["text"], **({"tag": kind} if typed else {}), **{k: item[k] for k in ("start", "end", "score")}}
-                              for kind, item in found]}
-        return {"entities": [{"text": item["text"], "label": kind, **{k: item[k] for k in ("start", "end", "score")}} for kind, item in found]}
+                              for kind, item in placed]}
+        return {"entities": [{"text": item["text"], "label": kind, **{k: item[k] for k in ("start", "end", "score")}}
+                             for kind, item in placed]}
+
+    @staticmethod
+    def _mean(scores: dict[int, float], start: int, end: int) -> float:
+        """The mean score of the tagged words among start..end (a span always holds one)."""
+        inside = [scores[word] for word in range(start, end) if word in scores]
+        return round(sum(inside) / len(inside), 6)
 
     def _words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:
         """A data-set example as words + word tags; character spans are mapped onto the codec's words."""

@@ -43,6 +43,15 @@ def normalize_input(task: TaskSpec, value: Any) -> tuple[str, ...]:
     return fields
 
 
+def _longest_first(lengths: list[int], budget: int) -> list[int]:
+    """Tokens each text keeps: the shorter (the first on a tie) up to half the budget, the longer the rest."""
+    short = 0 if lengths[0] <= lengths[1] else 1
+    keep = [0, 0]
+    keep[short] = min(lengths[short], budget // 2)
+    keep[1 - short] = min(lengths[1 - short], budget - keep[short])
+    return keep
+
+
 class TextCodec(Codec):
     """Single texts and pairs. A pair is one input ([CLS] a [SEP] b [SEP]) or, with the head's
     `pair: siamese`, two texts side by side in one row that never attend to each other."""
@@ -60,7 +69,10 @@ class TextCodec(Codec):
         return (TextCodec, id(self.tokenizer), self.max_length, len(self.task.inputs), self.siamese)
 
     def normalize(self, value: Any) -> tuple[str, ...]:
-        return normalize_input(self.task, value)
+        texts = normalize_input(self.task, value)
+        for name, text in zip(self.task.inputs, texts):
+            self.check_readable(text, "the text" if len(texts) == 1 else f"the {name!r} text")
+        return texts
 
     def encode(self, requests: Sequence[tuple[str, ...]]) -> list[list[Row]]:
         """Tokenize single texts or pairs; rows longer than `max_length` are truncated and flagged."""
@@ -71,22 +83,27 @@ class TextCodec(Codec):
         firsts = [r[0] for r in requests]
         seconds = [r[1] for r in requests] if len(requests[0]) == 2 else None
         full = self.tokenizer(firsts, seconds, truncation=False, verbose=False)
-        too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
-        if too_long:
-            cut = self.tokenizer(
-                [firsts[i] for i in too_long],
-                [seconds[i] for i in too_long] if seconds else None,
-                truncation="longest_first",
-                max_length=self.max_length,
-            )
-            for j, i in enumerate(too_long):
-                full["input_ids"][i] = cut["input_ids"][j]
-                full["token_type_ids"][i] = cut["token_type_ids"][j]
-        long_rows = set(too_long)
-        return [
-            [Row(ids, types, truncated=i in long_rows)]
-            for i, (ids, types) in enumerate(zip(full["input_ids"], full["token_type_ids"]))
-        ]
+        rows = []
+        for i, (ids, types) in enumerate(zip(full["input_ids"], full["token_type_ids"])):
+            truncated = len(ids) > self.max_length
+            if truncated:
+                ids, types = self._cut(ids, types, full.sequence_ids(i))
+            rows.append([Row(ids, types, truncated=truncated)])
+        return rows
+
+    def _cut(self, ids: list[int], types: list[int], sequence: list[int | None]) -> tuple[list[int], list[int]]:
+        """A row cut to `max_length` as the tokenizer's `longest_first` cuts it, each text losing its end. Done here:
+        the tokenizer's pair truncation also builds every pair of overflow windows of the two texts, quadratic in
+        their length (5 s for two 4,000-token texts on this CPU)."""
+        keep = _longest_first([sequence.count(0), sequence.count(1)], self.max_length - sequence.count(None))
+        seen = [0, 0]
+        kept = []
+        for position, text in enumerate(sequence):  # text: None for special tokens, else 0 or 1
+            if text is not None:
+                seen[text] += 1
+            if text is None or seen[text] <= keep[text]:
+                kept.append(position)
+        return [ids[k] for k in kept], [types[k] for k in kept]
 
     def _siamese_rows(self, requests: Sequence[tuple[str, ...]]) -> list[Row]:
         """[CLS] a [SEP] [CLS] b [SEP], each text its own attention block and segment; longest text cut first."""
