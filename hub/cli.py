@@ -248,6 +248,8 @@ def serve(
     max_windows_per_item: Annotated[int, typer.Option(min=1, help="backbone windows one item may need (413 above)")] = 64,
     max_windows_per_request: Annotated[int, typer.Option(min=1, help="backbone windows one request may need (413 above)")] = 1024,
     request_timeout_s: Annotated[float, typer.Option(min=0.001, help="a request unanswered by then gets 504")] = 60.0,
+    ready_stall_s: Annotated[float, typer.Option(min=0.001, help="/health/ready says not ready once one batch round "
+                                                 "has run this long")] = 30.0,
     cache_tasks: Annotated[Optional[int], typer.Option(min=1, help="loaded tasks kept at most (LRU); default: no limit")] = None,
     cache_mb: Annotated[Optional[float], typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
     idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory goes back to the OS")] = 1.0,
@@ -278,7 +280,7 @@ def serve(
         limits = ServerLimits(max_body_bytes=max_body_kb * 1024, max_items=max_items, max_batch_size=max_batch_size,
                               max_wait_ms=max_wait_ms, max_queue=max_queue, idle_release_s=idle_release_s,
                               max_rows_per_item=max_windows_per_item, max_rows_per_request=max_windows_per_request,
-                              request_timeout_s=request_timeout_s, api_key=api_key or None,
+                              request_timeout_s=request_timeout_s, ready_stall_s=ready_stall_s, api_key=api_key or None,
                               allowed_hosts=tuple(allowed_host or ()), cors_origins=tuple(cors_origin or ()))
         app_ = create_app(hub, limits)
     except HubError as exc:
