@@ -38,6 +38,9 @@ class TaskRuntime:
         return head + (self.adapter.nbytes if self.adapter else 0)
 
 
+PASS_ROW_TOKENS = 128  # a pass holds at most max_batch_size rows' worth of this many tokens each, padded
+
+
 @dataclass(eq=False)
 class RouterRow:
     """One backbone row of one request: which request (its position), its task, the codec's row."""
@@ -68,10 +71,22 @@ def forward(rows: Sequence[RouterRow], max_batch_size: int = 64) -> dict[int, di
     decoded: dict[int, dict[str, Any]] = {}
     for group in by_backbone.values():
         group.sort(key=lambda r: len(r.row.input_ids))  # padding stays small
-        for start in range(0, len(group), max_batch_size):
-            chunk = group[start:start + max_batch_size]
+        for chunk in _passes(group, max_batch_size):
             decoded.update(zip(map(id, chunk), _forward(chunk)))
     return decoded
+
+
+def _passes(rows: list[RouterRow], max_batch_size: int) -> list[list[RouterRow]]:
+    """Length-sorted rows in passes of at most `max_batch_size` rows and as many padded tokens as that many
+    rows of PASS_ROW_TOKENS: 256-token QA windows go 32 to a pass, and short rows never pad to their length."""
+    budget = max_batch_size * PASS_ROW_TOKENS
+    passes: list[list[RouterRow]] = [[]]
+    for r in rows:
+        current = passes[-1]
+        if current and (len(current) == max_batch_size or (len(current) + 1) * len(r.row.input_ids) > budget):
+            passes.append(current := [])
+        current.append(r)
+    return passes if passes[0] else []
 
 
 def finish(items: Sequence[tuple[TaskRuntime, Any]], rows_of_request: Sequence[Sequence[RouterRow]],

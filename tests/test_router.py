@@ -81,3 +81,15 @@ def test_siamese_rows_carry_blocks_and_segments(tiny_hub):
     assert runtime.codec.siamese
     row = runtime.codec.encode([("good movie", "the plot")])[0][0]
     assert row.blocks == row.extras["segments"] and set(row.blocks) == {0, 1}
+
+
+def test_passes_hold_max_batch_size_rows_and_as_many_padded_tokens():
+    """Short rows never pad to a long window's length, and long windows go fewer to a pass."""
+    from hub.codecs.base import Row
+    from hub.router import PASS_ROW_TOKENS, RouterRow, _passes
+
+    rows = [RouterRow(0, None, Row([0] * n, [])) for n in sorted([20] * 40 + [2 * PASS_ROW_TOKENS] * 54)]
+    passes = _passes(rows, 64)
+    assert [len(p) for p in passes] == [40, 32, 22] and sum(map(len, passes)) == len(rows)
+    assert all(len(p) * max(len(r.row.input_ids) for r in p) <= 64 * PASS_ROW_TOKENS for p in passes)
+    assert [len(p) for p in _passes(rows[:40] * 3, 64)] == [64, 56] and _passes([], 64) == []
