@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import torch
@@ -194,44 +194,51 @@ def discard_folder(target: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(target: Path) -> Iterator[Path]:
+def _atomic(target: Path, folder: bool, finish: Callable[[Path, Path], None]) -> Iterator[Path]:
+    """The one life of an atomic write: clean what killed writes to `target` left, stage beside it, let the
+    body fill the staging item, `finish(staging, target)` puts it in place; on any failure it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target)
+    with _staged(target, "tmp", folder=folder) as staging:
+        try:
+            yield staging
+            finish(staging, target)
+        except BaseException:
+            if folder:
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                staging.unlink(missing_ok=True)
+            raise
+
+
+def _finish_folder(staging: Path, target: Path) -> None:
+    _fsync_tree(staging)
+    _default_permissions(staging)
+    _swap_in(staging, target)
+
+
+def _finish_file(staging: Path, target: Path) -> None:
+    with open(staging, "rb") as written:
+        os.fsync(written.fileno())
+    staging.chmod(0o666 & ~_umask())  # mkstemp makes a private file; the result gets the usual mode
+    os.replace(staging, target)
+
+
+def atomic_folder(target: Path) -> AbstractContextManager[Path]:
     """Yield a fresh temp folder beside `target`; on success it replaces `target` in one step.
 
     If the body raises, the temp folder is removed and `target` is left exactly as it was; what killed
     writes to `target` left beside it is removed first (`clean_stale`).
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(target)
-    with _staged(target, "tmp", folder=True) as staging:
-        try:
-            yield staging
-            _fsync_tree(staging)
-            _default_permissions(staging)
-            _swap_in(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    return _atomic(target, folder=True, finish=_finish_folder)
 
 
-@contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
+def atomic_file(target: Path) -> AbstractContextManager[Path]:
     """Yield a temp file path beside `target`; when the body succeeds the file is synced and replaces
     `target` in one rename, when it raises the temp file is removed and `target` is left as it was.
     What killed writes to `target` left beside it is removed first (`clean_stale`)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(target)
-    with _staged(target, "tmp", folder=False) as staging:
-        try:
-            yield staging
-            with open(staging, "rb") as written:
-                os.fsync(written.fileno())
-            staging.chmod(0o666 & ~_umask())  # mkstemp makes a private file; the result gets the usual mode
-            os.replace(staging, target)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+    return _atomic(target, folder=False, finish=_finish_file)
 
 
 def adapter_name(task: str, folder: Path) -> str:

@@ -231,8 +231,8 @@ class DynamicBatcher:
         worked = False  # since the last memory release
         while (admitted := self._admit(in_flight, self.idle_release_s if worked else None)) is not None:
             in_flight.extend(admitted)
-            if not in_flight:
-                if not admitted and worked:  # idle: outside the lock, so submitting callers never wait on it
+            if not in_flight:  # nothing came within the idle timeout (or all of it was cancelled)
+                if worked:  # idle: outside the lock, so submitting callers never wait on it
                     self.memory_releases += release_free_memory()
                     worked = False
                 continue

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import default_registry_path
-from .errors import HubError
+from .errors import AdapterError, HubError, RemoteError
 from .service import Hub
 
 app = typer.Typer(help="Many NLP tasks from one frozen BERT per language.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -295,8 +295,6 @@ def serve(
 def _preload(hub: Hub, names: list[str]) -> None:
     """Load tasks before the server starts. An unknown name fails here, cleanly; a task that cannot load is
     reported and stays unavailable (its requests get 503), and the others serve."""
-    from .errors import AdapterError, RemoteError
-
     tasks = [t["task"] for t in hub.tasks() if t["trained"]] if names == ["all"] else names
     for task in tasks:
         try:

@@ -55,9 +55,9 @@ class UnknownTaskError(HubError, KeyError):
         hint = f" Did you mean {close[0]!r}?" if close else ""
         if len(close) > 1:
             hint += f" (also close: {', '.join(map(repr, close[1:]))})"
-        listing = f"the registry serves {len(known)} task(s): `hub list` or GET /v1/tasks lists them" if known else \
-            "the registry serves no tasks yet"
-        super().__init__(f"unknown task {str(task)[:80]!r}.{hint} {listing[0].upper()}{listing[1:]}.")
+        listing = (f"The registry serves {len(known)} task(s): `hub list` or GET /v1/tasks lists them." if known
+                   else "The registry serves no tasks yet.")
+        super().__init__(f"unknown task {str(task)[:80]!r}.{hint} {listing}")
         self.task = task
         self.known = known
 

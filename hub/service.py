@@ -156,6 +156,6 @@ class Hub:
 def _folder_state(folder: Path) -> tuple:
     """What changes when a folder is fixed or replaced: its files' names, sizes and modification times."""
     try:
-        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+        return tuple(sorted((p.name, stat.st_size, stat.st_mtime_ns) for p in folder.iterdir() for stat in [p.stat()]))
     except OSError:
         return ()
