@@ -25,6 +25,8 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/hub demo
 
 test: install
+	$(BIN)/ruff check hub heads
+	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

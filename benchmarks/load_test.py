@@ -44,7 +44,7 @@ import psutil
 from tqdm.auto import tqdm
 
 import hub
-from hub.adapters import atomic_file
+from hub.atomic import atomic_file
 from hub.data import load_split
 from hub.registry import load_registry
 from hub.service import Hub
@@ -60,7 +60,7 @@ def task_inputs(registry_path: Path, tasks: list[str], per_task: int, seed: int)
     served = Hub(registry)
     inputs = []
     for task in tqdm(tasks, desc="dev inputs", unit="task"):
-        codec = served.runtime(task).codec
+        codec = served.runtime(task).examples
         rows = load_split(registry, registry.task(task), "dev")
         picked = random.Random(seed).sample(range(len(rows)), min(per_task, len(rows)))
         for i in picked:

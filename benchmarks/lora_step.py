@@ -35,7 +35,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_setup import english_backbone  # noqa: E402
 
-from hub.batched_lora import BatchedLora, lora_weights_from_matrices  # noqa: E402
+from hub.methods.lora.serving import BatchedLora  # noqa: E402
+from hub.methods.lora.weights import lora_weights_from_matrices  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("base", "ours", "peft", "grouped", "merged")

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 import hub
-from hub.adapters import atomic_file
+from hub.atomic import atomic_file
 from hub.data import load_split, sample_rows
 from hub.devices import dtype_name, resolve_device, resolve_dtype
 from hub.errors import HubError
@@ -49,7 +49,7 @@ def dev_requests(served: hub.Hub, examples: int, seed: int) -> tuple[dict[str, t
         except HubError as exc:
             skipped[spec.name] = str(exc).splitlines()[0]
             continue
-        codec = served.runtime(spec.name).codec
+        codec = served.runtime(spec.name).examples
         samples[spec.name] = ([codec.request(row) for row in dataset], [codec.reference(row) for row in dataset])
     return samples, skipped
 
@@ -68,7 +68,7 @@ def compare(served: hub.Hub, samples: dict[str, tuple[list, list]], answers: dic
     """Per task and precision: the metric, and the share of predictions equal to the baseline precision's."""
     table, offset = {}, 0
     for task, (requests, references) in samples.items():
-        spec, codec = served.registry.task(task), served.runtime(task).codec
+        spec, codec = served.registry.task(task), served.runtime(task).examples
         rows = slice(offset, offset + len(requests))
         offset += len(requests)
         predictions = {name: [codec.prediction(a) for a in answered[rows]] for name, answered in answers.items()}

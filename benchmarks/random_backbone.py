@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from hub.adapters import atomic_folder
+from hub.atomic import atomic_folder
 
 SIZES = {
     "same": {},

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 import hub
-from hub.adapters import atomic_file
+from hub.atomic import atomic_file
 from hub.card import rebuild_card
 from hub.registry import load_registry
 

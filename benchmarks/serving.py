@@ -46,11 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_setup import english_backbone, glue_texts, mixed_requests, task_name, write_registry  # noqa: E402
 
 import hub  # noqa: E402
-from heads import load_head  # noqa: E402
-from hub.adapters import PEFT_CONFIG, PEFT_WEIGHTS, folder_bytes  # noqa: E402
-from hub.batched_lora import read_lora_weights, read_safetensors_header  # noqa: E402
+from heads import Head  # noqa: E402
+from hub.adapter_folder import AdapterFolder  # noqa: E402
+from hub.methods.lora.weights import read_lora_weights  # noqa: E402
+from hub.safetensors_header import read_safetensors_header  # noqa: E402
 from hub.backbone import resolve_source  # noqa: E402
-from hub.codecs import head_features  # noqa: E402
+from hub.backbone import head_features  # noqa: E402
 from hub.devices import resolve_device  # noqa: E402
 from hub.memory import release_free_memory  # noqa: E402
 from hub.registry import load_registry  # noqa: E402
@@ -107,12 +108,12 @@ def full_models(folders: list[Path], location: str, device: torch.device) -> lis
     models = []
     for folder in tqdm(folders, desc=f"D: load {len(folders)} full models", unit="model", leave=False):
         model = AutoModel.from_pretrained(location).eval()
-        config = json.loads((folder / PEFT_CONFIG).read_text())
-        lora = read_lora_weights(folder.name, folder / PEFT_WEIGHTS, config, model.dtype, read_safetensors_header(folder / PEFT_WEIGHTS))
+        config = json.loads((folder / AdapterFolder.PEFT_CONFIG).read_text())
+        lora = read_lora_weights(folder.name, folder / AdapterFolder.PEFT_WEIGHTS, config, model.dtype, read_safetensors_header(folder / AdapterFolder.PEFT_WEIGHTS))
         with torch.no_grad():
             for path in lora.paths:
                 model.get_submodule(path).weight += lora.up(path) @ lora.down(path)
-        models.append((model.to(device), load_head(folder).eval().to(device)))
+        models.append((model.to(device), Head.load(folder).eval().to(device)))
     return models
 
 
@@ -139,7 +140,7 @@ class Variants:
         requests, hub_ = self.requests(k), self.hubs[str(k)]
         with torch.inference_mode():
             for positions, inputs in sorted_batches(self.tokenizer, self.texts, self.device):
-                with self.backbone.lora.rows([hub_.runtime(requests[i][0]).adapter for i in positions]):
+                with self.backbone.row_hook("lora").rows([hub_.runtime(requests[i][0]).adapter for i in positions]):
                     self.backbone.model(**inputs)
 
     def lora_peft(self, k: int) -> None:
@@ -252,7 +253,7 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
         for n in range(1, count):
             served.runtime(task_name(n))
         return {"bytes_per_adapter": (_memory(device) - after_first) / (count - 1),
-                "folder_bytes": statistics.mean(folder_bytes(f) for f in folders[1:])}
+                "folder_bytes": statistics.mean(AdapterFolder(f).nbytes() for f in folders[1:])}
     if kind.startswith("ours_load"):  # load 1..count whole tasks into one Hub, each timed beside the same load into a one-task Hub
         served = hub.Hub.load(registry, device=device)
         alone = hub.Hub.load(registry, max_tasks=1, device=device)  # side by side: the same load into a Hub holding one task
@@ -295,7 +296,7 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
         report["gc_seconds"] = [(n + 2, collecting[n]) for n in kept]  # garbage-collector pauses inside each grown load
     else:  # PEFT's memory per adapter (ours: the ours_memory probe, with no second Hub in the process)
         report["bytes_per_adapter"] = added / (count - 1)
-        report["lora_file_bytes"] = statistics.mean((f / PEFT_WEIGHTS).stat().st_size for f in folders[1:])
+        report["lora_file_bytes"] = statistics.mean((f / AdapterFolder.PEFT_WEIGHTS).stat().st_size for f in folders[1:])
     return report
 
 

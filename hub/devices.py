@@ -30,7 +30,8 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
                            "use 'cpu', or install a CUDA build of torch on a machine with a GPU.")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise HubError(f"device {name!r}: there {'is' if count == 1 else 'are'} {count} CUDA GPU(s), numbered from 0.")
+            raise HubError(f"device {name!r}: there {'is' if count == 1 else 'are'} {count} CUDA GPU(s), "
+                           "numbered from 0.")
         return torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise HubError(f"device {name!r}: MPS (Apple GPU) is not available here; use 'cpu'.")
@@ -48,10 +49,11 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     if name is None:
         return torch.float32
     dtype = name if isinstance(name, torch.dtype) else DTYPES.get(str(name).lower().removeprefix("torch."))
-    if dtype not in DTYPES.values():
+    if dtype is None or dtype not in DTYPES.values():
         raise HubError(f"dtype {name!r}: the hub serves in {DTYPE_CHOICES}.")
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise HubError(f"dtype 'bfloat16': GPU {torch.cuda.get_device_name(device)} has no bfloat16 support; use 'float16'.")
+        raise HubError(f"dtype 'bfloat16': GPU {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                       "use 'float16'.")
     return dtype
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -17,12 +18,13 @@ Scorer = Callable[[str, Sequence, Sequence, Sequence[str] | None], dict[str, flo
 def predict_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int = 64, chunk: int = 256,
                     progress: bool = True) -> list:
     """The prediction (label, value, tags, ...) a loaded task gives for every row of `dataset`."""
-    codec = runtime.codec
-    requests = [codec.normalize(codec.request(example)) for example in dataset]
-    predictions = []
-    for start in tqdm(range(0, len(requests), chunk), desc=f"eval {runtime.spec.name}", disable=not progress, unit="chunk"):
+    codec, examples = runtime.codec, runtime.examples
+    requests = [codec.normalize(examples.request(example)) for example in dataset]
+    predictions: list[Any] = []
+    for start in tqdm(range(0, len(requests), chunk), desc=f"eval {runtime.spec.name}", disable=not progress,
+                      unit="chunk"):
         results = run_batch([(runtime, request) for request in requests[start:start + chunk]], max_batch_size)
-        predictions.extend(codec.prediction(result) for result in results)
+        predictions.extend(examples.prediction(result) for result in results)
     return predictions
 
 
@@ -31,7 +33,8 @@ def evaluate_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int
     """The task's official metric (primary first) on `dataset`; `scorer` computes it (default: hub.metrics)."""
     spec = runtime.spec
     predictions = predict_runtime(runtime, dataset, max_batch_size, progress=progress)
-    references = [runtime.codec.reference(example) for example in dataset]
+    examples = runtime.examples
+    references = [examples.reference(example) for example in dataset]
     return scorer(spec.metric, predictions, references, spec.labels)
 
 

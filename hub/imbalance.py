@@ -48,4 +48,5 @@ class ResamplingTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None) -> WeightedRandomSampler:
         generator = torch.Generator().manual_seed(self.sampling_seed)
-        return WeightedRandomSampler(self.example_weights, num_samples=len(self.example_weights), replacement=True, generator=generator)
+        return WeightedRandomSampler(self.example_weights, num_samples=len(self.example_weights), replacement=True,
+                                     generator=generator)

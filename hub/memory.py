@@ -1,11 +1,6 @@
 """Handing freed heap memory back to the operating system after a burst of work.
 
-A pass allocates activations whose sizes change with every batch (rows x padded length). glibc's
-malloc keeps what they free in its heap (its mmap threshold rises to 32 MB after the first large
-frees), so a server's resident memory climbs with traffic although nothing stays alive:
-benchmarks/load_test.py measured +49% over 10,000 requests. `malloc_trim` returns the free pages;
-fixing the mmap threshold instead keeps memory flat but made passes ~30% slower in an experiment here
-(each large tensor then page-faults fresh memory), so the batcher trims once traffic pauses (DynamicBatcher).
+glibc keeps what passes free, so memory climbs with traffic; the batcher trims on pauses (benchmarks/load_test.py).
 """
 
 from __future__ import annotations

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -34,7 +33,8 @@ def _binary_f1(pred, ref, labels) -> dict[str, float]:
 
 
 def _macro_f1(pred, ref, labels) -> dict[str, float]:
-    return {"macro_f1": float(f1_score(ref, pred, labels=labels, average="macro", zero_division=0)), **_accuracy(pred, ref, labels)}
+    return {"macro_f1": float(f1_score(ref, pred, labels=labels, average="macro", zero_division=0)),
+            **_accuracy(pred, ref, labels)}
 
 
 def _matthews(pred, ref, labels) -> dict[str, float]:
@@ -59,10 +59,12 @@ def _seqeval_tags(tags: Sequence[str]) -> list[str]:
 
 def _entity_f1(pred, ref, labels) -> dict[str, float]:
     """Entity-level micro F1 (seqeval, conlleval rules), with precision, recall and F1 per entity type."""
-    from seqeval.metrics import classification_report, f1_score as entity_f1, precision_score, recall_score
+    from seqeval.metrics import classification_report, precision_score, recall_score
+    from seqeval.metrics import f1_score as entity_f1
 
     pred, ref = [_seqeval_tags(p) for p in pred], [_seqeval_tags(r) for r in ref]
-    scores = {"f1": float(entity_f1(ref, pred)), "precision": float(precision_score(ref, pred)), "recall": float(recall_score(ref, pred))}
+    scores = {"f1": float(entity_f1(ref, pred)), "precision": float(precision_score(ref, pred)),
+              "recall": float(recall_score(ref, pred))}
     report = classification_report(ref, pred, output_dict=True, zero_division=0)
     scores.update({f"f1_{kind}": float(row["f1-score"]) for kind, row in report.items() if "avg" not in kind})
     return scores
@@ -81,7 +83,8 @@ def _is_cjk(ch: str) -> bool:
 def answer_tokens(text: str) -> list[str]:
     """SQuAD's answer normalisation (lower case, no punctuation, no English articles), with every CJK
     character a token of its own (CMRC2018's mixed segmentation), so one metric serves both languages."""
-    tokens, word = [], []
+    tokens: list[str] = []
+    word: list[str] = []
     for ch in text.lower():
         if ch.isspace() or unicodedata.category(ch).startswith(("P", "S")) or _is_cjk(ch):
             if word:
@@ -127,7 +130,8 @@ def _semeval_macro_f1(pred, ref, labels) -> dict[str, float]:
     for k in kinds:
         correct = sum(p == r and kind(p) == k for p, r in zip(pred, ref))
         f1s[k] = _prf(correct, sum(kind(p) == k for p in pred), sum(kind(r) == k for r in ref))[0]
-    return {"macro_f1": sum(f1s.values()) / len(f1s), **_accuracy(pred, ref, labels), **{f"f1_{k}": v for k, v in f1s.items()}}
+    return {"macro_f1": sum(f1s.values()) / len(f1s), **_accuracy(pred, ref, labels),
+            **{f"f1_{k}": v for k, v in f1s.items()}}
 
 
 def _span_f1(pred, ref, labels) -> dict[str, float]:
@@ -158,30 +162,35 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def compute_metric(name: str, predictions: Sequence, references: Sequence, labels: Sequence[str] | None = None) -> dict[str, float]:
+def compute_metric(name: str, predictions: Sequence, references: Sequence,
+                   labels: Sequence[str] | None = None) -> dict[str, float]:
     """All scores of metric `name`; the primary one first."""
     if len(predictions) != len(references) or not predictions:
-        raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)}), and at least one")
+        raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)}), "
+                         "and at least one")
     metric = METRICS[name]
     scores = metric.compute(list(predictions), list(references), list(labels) if labels else None)
     return {metric.primary: scores[metric.primary], **scores}
 
 
 def evaluate_module_path() -> str:
-    """The folder of the hub's `evaluate` module (hub/evaluate_modules/hub_metric): `evaluate.load(path, metric_name)`."""
+    """The folder of the hub's `evaluate` module (hub/evaluate_modules/hub_metric):
+    `evaluate.load(path, metric_name)`."""
     return str(Path(__file__).parent / "evaluate_modules" / "hub_metric")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _evaluate_module(name: str):
     import evaluate  # imported on first use: it takes seconds
 
     return evaluate.load(evaluate_module_path(), name)
 
 
-def evaluate_metric(name: str, predictions: Sequence, references: Sequence, labels: Sequence[str] | None = None) -> dict[str, float]:
+def evaluate_metric(name: str, predictions: Sequence, references: Sequence,
+                    labels: Sequence[str] | None = None) -> dict[str, float]:
     """`compute_metric` through the `evaluate` library (the benchmark's path), from the local module."""
     if name == "span_f1":
         predictions, references = ([[{"start": s, "end": e, "label": t} for s, e, t in row] for row in rows]
                                    for rows in (predictions, references))
-    return _evaluate_module(name).compute(predictions=list(predictions), references=list(references), labels=list(labels) if labels else None)
+    return _evaluate_module(name).compute(predictions=list(predictions), references=list(references),
+                                          labels=list(labels) if labels else None)

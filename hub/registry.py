@@ -6,18 +6,30 @@ field and the fix (spaCy-style config errors).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from heads import HEAD_KINDS
+from heads import KINDS
+
+from .adapter_folder import AdapterFolder, EntryMismatch
 from .errors import RegistryError
+from .methods import METHODS, AdapterOptions
 from .metrics import METRICS
 from .yaml_loading import load_yaml
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head_config.json", "head.safetensors")
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 
 class _Strict(BaseModel):
@@ -28,7 +40,8 @@ class BackboneSpec(_Strict):
     """One frozen encoder shared by all tasks that name it."""
 
     name: str
-    source: str = Field(description="'pkg:<module>/<folder>' (model inside a PyPI package), a local folder, or a Hub id")
+    source: str = Field(
+        description="'pkg:<module>/<folder>' (model inside a PyPI package), a local folder, or a Hub id")
     id: str | None = Field(None, description="canonical model id recorded in adapters; defaults to source")
     revision: str | None = None
     language: str
@@ -39,33 +52,54 @@ class BackboneSpec(_Strict):
         return self.id or self.source
 
 
-class LoraSpec(_Strict):
-    r: int = Field(8, ge=1, le=1024)
-    alpha: float = 16.0
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] = ["query", "key", "value", "dense"]  # every linear layer; the pooler is excluded
-
-
 class TrainSpec(_Strict):
     """The training recipe; recorded in the adapter's card."""
 
-    epochs: float = Field(3.0, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    head_learning_rate: float | None = Field(None, gt=0)
-    batch_size: int = Field(32, ge=1)
-    max_train_examples: int | None = Field(None, ge=1)
-    max_eval_examples: int | None = Field(None, ge=1)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
+    epochs: float = Field(default=3.0, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    head_learning_rate: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_train_examples: int | None = Field(default=None, ge=1)
+    max_eval_examples: int | None = Field(default=None, ge=1)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
     seed: int = 42
-    lora: LoraSpec = LoraSpec()
+    adapter: SerializeAsAny[AdapterOptions] = Field(
+        default_factory=lambda: METHODS["lora"].options(method="lora"),
+        description="the adapter method and its options, e.g. {method: lora, r: 8} (`lora: {r: 8}` also works)")
     # class imbalance (classification; class weights and focal loss also for softmax tagging)
     sampling: Literal["instance", "class", "sqrt", "power"] = Field(
-        "instance", description="re-sampling: p(example of class c) ∝ n_c^q, q = 1 (instance), 0 (class), 0.5 (sqrt), sampling_power")
-    sampling_power: float = Field(0.5, ge=0.0, le=1.0, description="q for sampling: power")
+        default="instance", description="re-sampling: p(example of class c) ∝ n_c^q, q = 1 (instance), 0 (class), "
+                                        "0.5 (sqrt), sampling_power")
+    sampling_power: float = Field(default=0.5, ge=0.0, le=1.0, description="q for sampling: power")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
-        None, description="loss weight per label: 'balanced' (n / (k * n_c)) or {label: weight}")
-    focal_gamma: float = Field(0.0, ge=0.0, description="focal loss (1 - p_t)^gamma; 0 = cross entropy")
+        default=None, description="loss weight per label: 'balanced' (n / (k * n_c)) or {label: weight}")
+    focal_gamma: float = Field(default=0.0, ge=0.0, description="focal loss (1 - p_t)^gamma; 0 = cross entropy")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_alias(cls, raw: Any) -> Any:
+        """`lora: {...}`, as registries wrote the adapter before there were methods, is
+        `adapter: {method: lora, ...}`."""
+        if isinstance(raw, dict) and "lora" in raw:
+            if "adapter" in raw:
+                raise ValueError("give the adapter's options once: 'adapter' ({method: lora, ...}) or 'lora', not both")
+            raw = {**{k: v for k, v in raw.items() if k != "lora"},
+                   "adapter": {"method": "lora", **(raw["lora"] or {})}}
+        return raw
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _method_options(cls, raw: Any) -> Any:
+        """The options of the method named by `method` (default lora), validated by that method's options class."""
+        if isinstance(raw, AdapterOptions):
+            return raw
+        if not isinstance(raw, dict):
+            raise ValueError("give the adapter as a mapping, e.g. {method: lora, r: 8}")
+        name = raw.get("method", "lora")
+        if name not in METHODS:
+            raise ValueError(f"unknown adapter method {name!r}; use one of: {', '.join(sorted(METHODS))}")
+        return METHODS[name].options.model_validate({**raw, "method": name})
 
 
 class DataSpec(_Strict):
@@ -80,32 +114,42 @@ class DataSpec(_Strict):
     path: str | None = Field(None, description="Hub data set id (format: hf)")
     name: str | None = Field(None, description="Hub data set config (format: hf)")
     corpus: str | None = Field(None, description="package corpus name (format: package)")
-    dev_every: int | None = Field(None, ge=2, description="train and dev from one file: every n-th article (squad) is dev")
-    hub_id: str | None = Field(None, description="the Hub data set these files are (e.g. nyu-mll/glue), for the card's `datasets`")
+    dev_every: int | None = Field(None, ge=2,
+                                  description="train and dev from one file: every n-th article (squad) is dev")
+    hub_id: str | None = Field(None, description="the Hub data set these files are (e.g. nyu-mll/glue), for the card's "
+                                                 "`datasets`")
 
 
 class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     backbone: str
-    kind: str
+    kind: str = Field(description="a task kind (a folder of heads/): classification, regression, tagging, ...")
     adapter: str | None = None
-    hub: str | None = Field(None, description="a Hub adapter, owner/name[@revision]: fetched into `adapter` on first use "
-                                              "(`hub pull` sets it, pinned to the commit it downloaded)")
+    hub: str | None = Field(None, description="a Hub adapter, owner/name[@revision]: fetched into `adapter` on first "
+                                              "use (`hub pull` sets it, pinned to the commit it downloaded)")
     labels: list[str] | None = None
     inputs: list[str] = ["text"]
-    metric: str
+    metric: str = Field(description="a metric of hub.metrics (default: the kind's)")
     description: str = ""
     example: str | list[str] | dict[str, str] | None = Field(
         None, description="a sample input (a list of two for pairs, a dict for QA), used by `hub demo` and the card")
-    max_length: int | None = Field(None, ge=8, le=4096, description="tokens per row for this task (default: the backbone's)")
+    max_length: int | None = Field(None, ge=8, le=4096,
+                                   description="tokens per row for this task (default: the backbone's)")
     head: dict[str, Any] = {}
     data: DataSpec | None = None
     train: TrainSpec = TrainSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_default_metric(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "metric" not in raw and raw.get("kind") in KINDS:
+            return {**raw, "metric": KINDS[raw["kind"]].default_metric}
+        return raw
+
     @field_validator("kind", "metric")
     @classmethod
     def _known_name(cls, value: str, info: ValidationInfo) -> str:
-        known = HEAD_KINDS if info.field_name == "kind" else METRICS
+        known = KINDS if info.field_name == "kind" else METRICS
         if value not in known:
             raise ValueError(f"unknown {info.field_name} {value!r}; use one of: {', '.join(sorted(known))}")
         return value
@@ -118,8 +162,8 @@ class TaskSpec(_Strict):
         return inputs
 
     @model_validator(mode="after")
-    def _labels_fit_kind(self) -> "TaskSpec":
-        head_class = HEAD_KINDS[self.kind]
+    def _labels_fit_kind(self) -> TaskSpec:
+        head_class = KINDS[self.kind].head
         if head_class.needs_labels:
             if not self.labels or len(self.labels) < 2:
                 raise ValueError(f"kind {self.kind!r} needs 'labels': a list of at least two label names")
@@ -131,13 +175,15 @@ class TaskSpec(_Strict):
         if self.head.get("pair") == "siamese" and len(self.inputs) != 2:
             raise ValueError("head.pair: siamese compares two texts; this task has one input field")
         self.labels = head_class.expand_labels(self.labels, self.head)
-        head_class.config_class.model_validate({**self.head, "kind": self.kind, "hidden_size": 1, "labels": self.labels})
-        if isinstance(self.example, list) and len(self.example) != len(self.inputs) or isinstance(self.example, str) and len(self.inputs) != 1:
+        head_class.config_class.model_validate(
+            {**self.head, "kind": self.kind, "hidden_size": 1, "labels": self.labels})
+        if (isinstance(self.example, list) and len(self.example) != len(self.inputs)
+                or isinstance(self.example, str) and len(self.inputs) != 1):
             raise ValueError(f"'example' must give {len(self.inputs)} text(s), one per input field {self.inputs}")
         return self
 
     @property
-    def example_input(self) -> str | tuple[str, ...] | None:
+    def example_input(self) -> str | tuple[str, ...] | dict[str, str] | None:
         """`example` in the form `hub.run` takes (a tuple for pairs)."""
         return tuple(self.example) if isinstance(self.example, list) else self.example
 
@@ -178,12 +224,15 @@ def _where(path: Path, raw: Any, loc: tuple) -> str:
         name = entry.get("name") if isinstance(entry, dict) else None
         parts.append(f"{loc[0]} entry {name!r} (#{loc[1] + 1})" if name else f"{loc[0]} entry #{loc[1] + 1}")
         loc = loc[2:]
+        train = entry.get("train") if isinstance(entry, dict) else None
+        if loc[:2] == ("train", "adapter") and isinstance(train, dict) and "lora" in train:
+            loc = ("train", "lora", *loc[2:])  # the entry wrote the adapter's options under their old name
     if loc:
         parts.append("field '" + ".".join(str(p) for p in loc) + "'")
     return ": ".join(parts)
 
 
-def _fix_for(error: dict) -> str:
+def _fix_for(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "remove this key (check its spelling against the registry schema in README.md)"
@@ -217,12 +266,14 @@ def parse_registry(raw: Any, path: Path, strict_adapters: bool = True) -> Regist
 
 
 def _check_references(registry: Registry, path: Path, strict_adapters: bool = True) -> None:
-    for group, entries in (("backbones", registry.backbones), ("tasks", registry.tasks)):
+    groups = (("backbones", [b.name for b in registry.backbones]), ("tasks", [t.name for t in registry.tasks]))
+    for group, names in groups:
         seen: set[str] = set()
-        for i, entry in enumerate(entries):
-            if entry.name in seen:
-                raise RegistryError(f"{_entry(path, group, i, entry.name, 'name')}: duplicate name; rename or remove one of them.")
-            seen.add(entry.name)
+        for i, name in enumerate(names):
+            if name in seen:
+                raise RegistryError(
+                    f"{_entry(path, group, i, name, 'name')}: duplicate name; rename or remove one of them.")
+            seen.add(name)
     backbones = {b.name for b in registry.backbones}
     for i, task in enumerate(registry.tasks):
         if task.backbone not in backbones:
@@ -240,32 +291,13 @@ def _check_references(registry: Registry, path: Path, strict_adapters: bool = Tr
 
 def _check_adapter_folder(registry: Registry, index: int, task: TaskSpec, path: Path) -> None:
     """An absent folder means 'not trained yet'; a present one must be complete and fit the entry."""
-    folder = registry.adapter_dir(task)
-    if not folder.exists():
+    folder = AdapterFolder(registry.adapter_dir(task))
+    if not folder.path.exists():
         return
-    where = _entry(path, "tasks", index, task.name, "adapter")
-    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
-    if missing:
-        raise RegistryError(
-            f"{where}: adapter folder {folder} lacks {', '.join(missing)}; retrain it with "
-            f"`hub train {task.name}` or point 'adapter' at a complete folder."
-        )
     try:
-        head_config = json.loads((folder / "head_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"{where}: {folder}/head_config.json is not valid JSON ({exc}); retrain the task.") from None
-    if head_config.get("kind") != task.kind:
-        raise RegistryError(
-            f"{where}: the adapter's head is of kind {head_config.get('kind')!r} but the entry says kind "
-            f"{task.kind!r}; fix 'kind' or retrain the task."
-        )
-    stored = head_config.get("labels")
-    if task.labels is not None and stored != task.labels:
-        raise RegistryError(
-            f"{_entry(path, 'tasks', index, task.name, 'labels')}: {task.labels} do not match the adapter head's "
-            f"{len(stored or [])} labels {stored}; use the head's labels (same order) or retrain with "
-            f"`hub train {task.name}`."
-        )
+        folder.check_entry(task)
+    except EntryMismatch as exc:
+        raise RegistryError(f"{_entry(path, 'tasks', index, task.name, exc.field)}: {exc}") from None
 
 
 def load_registry(path: str | Path, strict_adapters: bool = True) -> Registry:

@@ -26,11 +26,12 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .adapters import atomic_file, atomic_folder, check_adapter_folder, discard_folder, load_task_head
+from .adapter_folder import AdapterFolder
+from .atomic import atomic_file, atomic_folder, discard_folder
 from .backbone import load_backbone
-from .card import card_serving_fields, card_for_upload
+from .card import card_for_upload, card_serving_fields
 from .errors import AdapterError, RemoteError
-from .registry import ADAPTER_FILES, Registry, TaskSpec, load_registry, parse_registry
+from .registry import Registry, TaskSpec, load_registry, parse_registry
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -43,9 +44,9 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return ()
 
 
-NETWORK_ERRORS = (HfHubHTTPError, OSError, *_transport_errors())
-CARD = "README.md"
-PULLED_FILES = (*ADAPTER_FILES, CARD)
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (HfHubHTTPError, OSError, *_transport_errors())
+CARD = AdapterFolder.CARD
+PULLED_FILES = (*AdapterFolder.FILES, CARD)
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 INSTALL_MARKER = ".hub-install.json"  # the entry of an install whose folder is in but whose entry may not be yet
 
@@ -63,7 +64,8 @@ class HubRef:
         try:
             validate_repo_id(repo_id)
         except HFValidationError as exc:
-            raise RemoteError(f"{text!r} is not a Hub repo id ({exc}); write owner/name or owner/name@revision.") from None
+            raise RemoteError(f"{text!r} is not a Hub repo id ({exc}); "
+                              "write owner/name or owner/name@revision.") from None
         if "/" not in repo_id:
             raise RemoteError(f"{text!r} has no owner; write owner/name or owner/name@revision.")
         return cls(repo_id, revision or None)
@@ -83,15 +85,16 @@ def push(registry: Registry, task_name: str, repo_id: str, private: bool = False
     ref = HubRef.parse(repo_id)
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hub-push-") as staging:
-        for name in ADAPTER_FILES:
+        for name in AdapterFolder.FILES:
             shutil.copy2(folder / name, Path(staging) / name)
         (Path(staging) / CARD).write_text(card_for_upload(folder / CARD, task), encoding="utf-8")
         try:
             api.create_repo(ref.repo_id, private=private, exist_ok=True)
             if revision:
                 api.create_branch(ref.repo_id, branch=revision, exist_ok=True)
-            commit = api.upload_folder(folder_path=staging, repo_id=ref.repo_id, revision=revision,
-                                       commit_message=f"{task.name}: LoRA adapter + {task.kind} head (bert-adapter-hub)")
+            commit = api.upload_folder(
+                folder_path=staging, repo_id=ref.repo_id, revision=revision,
+                commit_message=f"{task.name}: LoRA adapter + {task.kind} head (bert-adapter-hub)")
         except NETWORK_ERRORS as exc:
             raise RemoteError(f"pushing {task.name!r} to {ref.repo_id}: {_first_line(exc)}; {_auth_hint()}") from None
     return commit.oid
@@ -109,7 +112,8 @@ def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, t
         raise RemoteError(f"{ref}: its card has no bert-adapter-hub task fields (kind, labels, inputs, metric); "
                           "push it with this project's `hub push`, which writes them.")
     backbone = backbone_for(registry, files["adapter_config.json"], ref)
-    entry = {"name": name, "backbone": backbone, **fields, "adapter": f"adapters/{name}", "hub": f"{ref.repo_id}@{commit}"}
+    entry = {"name": name, "backbone": backbone, **fields, "adapter": f"adapters/{name}",
+             "hub": f"{ref.repo_id}@{commit}"}
     return install_task(registry, entry, lambda staging: _copy_files(files, staging))
 
 
@@ -146,8 +150,7 @@ def install_task(registry: Registry, entry: dict[str, Any], write: Callable[[Pat
     backbone = load_backbone(spec, registry)
     with atomic_folder(target) as staging:
         write(staging)
-        check_adapter_folder(staging, backbone, spec.model_id)
-        load_task_head(staging, task, backbone)
+        AdapterFolder(staging).load(task, backbone, spec.model_id)  # everything serving checks, before the swap
         (staging / INSTALL_MARKER).write_text(_marker_text(entry), encoding="utf-8")
     try:
         append_task(registry.path, entry)
@@ -199,28 +202,34 @@ def fetch(registry: Registry, task: TaskSpec, token: str | None = None) -> Path:
 def _cached_files(ref: HubRef, token: str | None) -> dict[str, Path]:
     """The adapter files of `ref` from the local cache (hash-checked when they were downloaded)."""
     try:
-        return {name: Path(hf_hub_download(ref.repo_id, name, revision=ref.revision, token=token)) for name in PULLED_FILES}
+        return {name: Path(hf_hub_download(ref.repo_id, name, revision=ref.revision, token=token))
+                for name in PULLED_FILES}
     except NETWORK_ERRORS:
         raise RemoteError(f"{ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                           "fetch it once online (or unset HF_HUB_OFFLINE).") from None
 
 
-def verified_download(ref: HubRef, token: str | None, names: tuple[str, ...] = PULLED_FILES) -> tuple[dict[str, Path], str]:
+def verified_download(ref: HubRef, token: str | None,
+                      names: tuple[str, ...] = PULLED_FILES) -> tuple[dict[str, Path], str]:
     """Files `names` of `ref` at one pinned commit, each checked against the Hub's sha256 / git blob id."""
     api = HfApi(token=token)
     try:
         info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
     except RepositoryNotFoundError:
-        raise RemoteError(f"{ref.repo_id} was not found on {api.endpoint} (or it is private); check the name, {_auth_hint()}") from None
+        raise RemoteError(f"{ref.repo_id} was not found on {api.endpoint} (or it is private); "
+                          f"check the name, {_auth_hint()}") from None
     except RevisionNotFoundError:
-        raise RemoteError(f"{ref.repo_id} has no revision {ref.revision!r}; use a branch, tag or commit sha that exists.") from None
+        raise RemoteError(f"{ref.repo_id} has no revision {ref.revision!r}; "
+                          "use a branch, tag or commit sha that exists.") from None
     except NETWORK_ERRORS as exc:
         raise RemoteError(f"reading {ref} from {api.endpoint}: {_first_line(exc)}") from None
+    assert info.sha is not None  # the Hub always names the commit a revision resolves to
     siblings = {s.rfilename: s for s in info.siblings or []}
     missing = [name for name in names if name not in siblings]
     if missing:
         pickled = sorted(n for n in siblings if n.endswith(PICKLED_SUFFIXES))
-        why = f"; it has pickled weights ({', '.join(pickled)}), which are never loaded: only safetensors are" if pickled else ""
+        why = (f"; it has pickled weights ({', '.join(pickled)}), which are never loaded: only safetensors are"
+               if pickled else "")
         raise RemoteError(f"{ref} lacks {', '.join(missing)}{why}. `hub pull` takes what `hub push` uploads; "
                           "`hub import-peft` takes plain PEFT adapters.")
     files = {}
@@ -228,8 +237,8 @@ def verified_download(ref: HubRef, token: str | None, names: tuple[str, ...] = P
         try:
             path = Path(hf_hub_download(ref.repo_id, name, revision=info.sha, token=token))
         except NETWORK_ERRORS as exc:
-            raise RemoteError(f"downloading {name} from {ref} was interrupted ({_first_line(exc)}); run the pull again: "
-                              "nothing was added.") from None
+            raise RemoteError(f"downloading {name} from {ref} was interrupted ({_first_line(exc)}); "
+                              "run the pull again: nothing was added.") from None
         _check_hash(path, siblings[name], ref)
         files[name] = path
     return files, info.sha
@@ -241,10 +250,12 @@ def _check_hash(path: Path, sibling: Any, ref: HubRef) -> None:
     if sibling.lfs is not None:
         expected, actual, kind = sibling.lfs.sha256, hashlib.sha256(data).hexdigest(), "sha256"
     else:
-        expected, actual, kind = sibling.blob_id, hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(), "git blob id"
+        expected, actual, kind = (sibling.blob_id, hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+                                  "git blob id")
     if expected != actual:
         _evict(path)
-        raise RemoteError(f"{sibling.rfilename} from {ref} does not match the Hub's {kind} ({actual[:12]} != {expected[:12]}); "
+        raise RemoteError(f"{sibling.rfilename} from {ref} does not match the Hub's {kind} "
+                          f"({actual[:12]} != {expected[:12]}); "
                           "the corrupt copy was removed from the cache; run the pull again.")
 
 
@@ -280,7 +291,8 @@ def append_task(registry_file: Path, entry: dict[str, Any]) -> None:
     header = re.search(r"^tasks:[ \t]*(\[\])?[ \t]*(#.*)?$", text, flags=re.M)
     body = text[header.end():] if header else ""
     if header is not None and re.search(r"^[A-Za-z_]", body, flags=re.M):
-        raise RemoteError(f"{registry_file}: 'tasks' is not the last section; move it to the end so `hub pull` can append to it.")
+        raise RemoteError(f"{registry_file}: 'tasks' is not the last section; "
+                          "move it to the end so `hub pull` can append to it.")
     items = re.search(r"^([ \t]*)- ", body, flags=re.M)
     indent = items.group(1) if items else "  "  # the file's own list indentation
     head = text[: header.start()] if header else text.rstrip("\n") + "\n\n"
@@ -288,8 +300,7 @@ def append_task(registry_file: Path, entry: dict[str, Any]) -> None:
     text = (head + "tasks:" + body).rstrip("\n") + "\n\n" + "".join(f"{indent}{line}\n" for line in block.splitlines())
     with atomic_file(registry_file) as staging:
         staging.write_text(text, encoding="utf-8")
-        # the file as it will be: a broken result never replaces the user's registry (a broken folder of
-        # another task is that task's problem, not a reason to refuse this one)
+        # a broken result never replaces the user's registry (another task's broken folder is not this one's concern)
         problem = load_registry(staging, strict_adapters=False).adapter_problems.get(entry["name"])
         if problem:
             raise RemoteError(problem)

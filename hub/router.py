@@ -10,16 +10,17 @@ from typing import Any
 
 import torch
 
-from heads import Head
+from heads import Codec, ExampleCodec, Head, Row, kind
+from heads.codec import collate_extras
+
 from .backbone import Backbone
-from .batched_lora import LoraWeights
-from .codecs import Codec, Row, backbone_batch, head_features, model_inputs
+from .methods import AdapterWeights
 from .registry import TaskSpec
 
 
 @dataclass(eq=False)
 class TaskRuntime:
-    """Everything needed to serve one task: its entry, backbone, LoRA matrices, head, codec.
+    """Everything needed to serve one task: its entry, backbone, adapter weights, head, codec.
 
     `adapter` is None when the backbone itself carries the task's weights (a model still in training
     memory: PEFT-wrapped, fully fine-tuned, or a probe on the plain backbone).
@@ -27,15 +28,20 @@ class TaskRuntime:
 
     spec: TaskSpec
     backbone: Backbone
-    adapter: LoraWeights | None
+    adapter: AdapterWeights | None
     head: Head
     codec: Codec
 
     @property
     def resident_bytes(self) -> int:
-        """Memory this task adds beside the shared backbone: its LoRA matrices and its head."""
+        """Memory this task adds beside the shared backbone: its adapter weights and its head."""
         head = sum(t.numel() * t.element_size() for t in (*self.head.parameters(), *self.head.buffers()))
         return head + (self.adapter.nbytes if self.adapter else 0)
+
+    @property
+    def examples(self) -> ExampleCodec:
+        """The task's training and evaluation side over its serving codec."""
+        return kind(self.spec.kind).examples(self.codec)
 
 
 PASS_ROW_TOKENS = 128  # a pass holds at most max_batch_size rows' worth of this many tokens each, padded
@@ -51,7 +57,8 @@ class RouterRow:
 
 
 def encode(items: Sequence[tuple[TaskRuntime, Any]]) -> list[list[RouterRow]]:
-    """The backbone rows of each `(task, normalized request)` item (tasks whose codecs encode alike: one tokenizer call)."""
+    """The backbone rows of each `(task, normalized request)` item (tasks whose codecs encode alike: one tokenizer
+    call)."""
     by_encoding: dict[Any, list[int]] = defaultdict(list)
     for position, (task, _) in enumerate(items):
         by_encoding[task.codec.shared_encoding or id(task)].append(position)
@@ -107,12 +114,9 @@ def run_batch(items: Sequence[tuple[TaskRuntime, Any]], max_batch_size: int = 64
 def _forward(rows: list[RouterRow]) -> list[dict[str, Any]]:
     """One backbone pass for rows of one backbone, whatever their tasks; then the heads (see `_heads`)."""
     backbone = rows[0].task.backbone
-    device = backbone.device
-    batch = {k: v.to(device) for k, v in backbone_batch([vars(r.row) for r in rows], backbone.tokenizer.pad_token_id or 0).items()}
     all_layers = any(r.task.head.needs_all_layers for r in rows)
-    with backbone.lock, torch.inference_mode(), backbone.lora.rows([r.task.adapter for r in rows]):
-        out = backbone.model(**model_inputs(batch), output_hidden_states=all_layers)
-        features = head_features(out, batch["attention_mask"], all_layers)
+    with torch.inference_mode():
+        features = backbone.encode([r.row for r in rows], [r.task.adapter for r in rows], all_layers)
         groups: dict[Any, list[int]] = defaultdict(list)  # rows whose heads answer together (heads.Head.batch_key)
         keys: dict[int, Any] = {}
         for i, r in enumerate(rows):
@@ -121,17 +125,20 @@ def _forward(rows: list[RouterRow]) -> list[dict[str, Any]]:
             groups[keys[id(r.task)]].append(i)
         results: list[dict[str, Any]] = [{} for _ in rows]
         for indices in groups.values():
-            for i, decoded in zip(indices, _heads(rows, indices, features, batch["input_ids"].shape[1], device)):
+            for i, decoded in zip(indices, _heads(rows, indices, features)):
                 results[i] = decoded
     return results
 
 
-def _heads(rows: list[RouterRow], indices: list[int], features: dict[str, torch.Tensor], width: int, device: torch.device) -> list[dict[str, Any]]:
+def _heads(rows: list[RouterRow], indices: list[int], features: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
     """Decoded head outputs for `rows[indices]`: one task's head, or several heads of one batch key at once."""
     tasks = list({id(rows[i].task): rows[i].task for i in indices}.values())
+    device = features["attention_mask"].device
     index = torch.tensor(indices, device=device)
     sub = {k: v.index_select(0, index) for k, v in features.items() if v is not None}
-    extras = tasks[0].codec.collate_extras([rows[i].row.extras for i in indices], width)  # one key: one codec kind
+    width = features["attention_mask"].shape[1]
+    # one key: one kind
+    extras = collate_extras(tasks[0].head.extra_inputs(), [rows[i].row.extras for i in indices], width)
     sub.update({k: v.to(device) for k, v in extras.items()})
     if len(tasks) == 1:
         return tasks[0].head.decode(tasks[0].head(sub))

@@ -27,7 +27,8 @@ class RuntimeCache:
         self._load = load
         self.max_tasks = max_tasks
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple[TaskRuntime, int]] = OrderedDict()  # task -> (runtime, bytes), oldest first
+        # task -> (runtime, bytes), oldest first
+        self._entries: OrderedDict[str, tuple[TaskRuntime, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._task_locks: dict[str, threading.Lock] = {}
         self.resident_bytes = 0

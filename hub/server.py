@@ -39,10 +39,19 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from heads import kind
+from heads.codec import TEXT_SCHEMA
+
 from .batching import BatchRecord, DynamicBatcher, OverloadedError
 from .devices import dtype_name
 from .errors import (
-    AdapterError, BackboneError, DeadlineExceededError, HubError, InputError, RemoteError, RequestTooLargeError,
+    AdapterError,
+    BackboneError,
+    DeadlineExceededError,
+    HubError,
+    InputError,
+    RemoteError,
+    RequestTooLargeError,
     UnknownTaskError,
 )
 from .service import Hub
@@ -84,7 +93,8 @@ class RunItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str = Field(min_length=1, max_length=200, description="a task name from GET /v1/tasks")
     input: JsonValue = Field(description="a text; [text, text] for pairs and (question, context); a token list, "
-                                         "or an object ({'question', 'context'}, {'text', 'head', 'tail'}) as the task needs")
+                                         "or an object ({'question', 'context'}, {'text', 'head', 'tail'}) "
+                                         "as the task needs")
 
 
 class RunRequest(BaseModel):
@@ -96,7 +106,7 @@ class RunRequest(BaseModel):
     items: list[RunItem] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _one_form(self) -> "RunRequest":
+    def _one_form(self) -> RunRequest:
         single = "task" in self.model_fields_set or "input" in self.model_fields_set
         if self.items is not None and single:
             raise ValueError("give either 'task' + 'input' (one item) or 'items' (a list of them), not both")
@@ -124,7 +134,8 @@ def public_message(message: str, root: Path) -> str:
 
     def shorten(match: re.Match) -> str:
         path = Path(match.group().rstrip("."))
-        return path.name + match.group()[len(str(path)):] if path.name and (path.exists() or path.parent.exists()) else match.group()
+        return (path.name + match.group()[len(str(path)):] if path.name and (path.exists() or path.parent.exists())
+                else match.group())
 
     return _ABSOLUTE_PATH.sub(shorten, message)
 
@@ -134,7 +145,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
-        return 400, f"the body is not valid JSON ({detail}); send a UTF-8 JSON object with Content-Type: application/json."
+        return 400, (f"the body is not valid JSON ({detail}); send a UTF-8 JSON object with "
+                     "Content-Type: application/json.")
     parts = []
     for e in errors:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
@@ -146,7 +158,7 @@ class _Outcomes:
     """ASGI middleware (outermost): counts every /v1/run outcome by status and its latency, whatever
     answered it (the app, a limit, the key check, an unexpected error)."""
 
-    def __init__(self, app, metrics: "_Metrics"):
+    def __init__(self, app, metrics: _Metrics):
         self.app, self.metrics = app, metrics
 
     async def __call__(self, scope, receive, send):
@@ -236,7 +248,8 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope, receive, send):
-        response = _error(413, "too_large", f"the request body is over {self.limit:,} bytes; send fewer or shorter items per request.")
+        response = _error(413, "too_large", f"the request body is over {self.limit:,} bytes; send fewer or shorter "
+                                            "items per request.")
         await response(scope, receive, send)
 
 
@@ -266,8 +279,8 @@ class _Access:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         if self.hosts and not self._host_allowed(headers.get(b"host", b"").decode("latin-1")):
-            response = _error(400, "host_not_allowed", "this server does not answer for that Host header; call it by one "
-                                                       "of its configured names (hub serve --allowed-host).")
+            response = _error(400, "host_not_allowed", "this server does not answer for that Host header; call it by "
+                                                       "one of its configured names (hub serve --allowed-host).")
             return await response(scope, receive, send)
         path = scope.get("path", "")
         if self.key is not None and scope.get("method") != "OPTIONS" and not path.startswith(OPEN_PATHS) \
@@ -289,8 +302,10 @@ class _CacheCollector:
         stats = self.hub.cache.stats()
         for name in ("hits", "misses", "evictions"):
             yield CounterMetricFamily(f"hub_adapter_cache_{name}", f"adapter cache {name}", value=stats[name])
-        yield GaugeMetricFamily("hub_adapter_cache_resident_tasks", "tasks loaded (adapter + head)", value=stats["resident_tasks"])
-        yield GaugeMetricFamily("hub_adapter_cache_resident_bytes", "bytes of loaded adapters and heads", value=stats["resident_bytes"])
+        yield GaugeMetricFamily("hub_adapter_cache_resident_tasks", "tasks loaded (adapter + head)",
+                                value=stats["resident_tasks"])
+        yield GaugeMetricFamily("hub_adapter_cache_resident_bytes", "bytes of loaded adapters and heads",
+                                value=stats["resident_bytes"])
         yield GaugeMetricFamily("hub_tasks_unavailable", "tasks that cannot be served (broken or missing adapters)",
                                 value=len(self.hub.unavailable()))
         yield GaugeMetricFamily("hub_queue_items", "items waiting for a batch", value=self.batcher.queued)
@@ -303,7 +318,8 @@ class _CacheCollector:
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("hub_http_requests", "HTTP requests to /v1/run by status code", ["status"], registry=self.registry)
+        self.requests = Counter("hub_http_requests", "HTTP requests to /v1/run by status code", ["status"],
+                                registry=self.registry)
         self.items = Counter("hub_items", "items answered, by task", ["task"], registry=self.registry)
         self.latency = Histogram("hub_request_seconds", "latency of /v1/run", registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
@@ -324,8 +340,10 @@ class _Metrics:
 
 
 _ERRORS = {401: "the API key is missing or wrong", 400: "the body is not JSON, or the Host is not allowed",
-           404: "unknown task (the closest names are suggested)", 413: "the body, the items or the work they need are over the limits",
-           422: "the request or an input does not fit the schema or its task", 500: "an unexpected error (with an error id)",
+           404: "unknown task (the closest names are suggested)",
+           413: "the body, the items or the work they need are over the limits",
+           422: "the request or an input does not fit the schema or its task",
+           500: "an unexpected error (with an error id)",
            503: "overloaded (Retry-After) or the task is unavailable", 504: "not answered within the request deadline"}
 
 
@@ -333,35 +351,8 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
 
 
-_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
-_SPAN = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2}
 MAX_TASKS_IN_SCHEMA = 200  # past this many tasks the schema names them without per-task input shapes
-
-
-def _fields(names: list[str]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": names, "properties": {n: _TEXT for n in names}}
-
-
-def _pair(names: list[str]) -> list[dict[str, Any]]:
-    return [{"type": "array", "items": _TEXT, "minItems": 2, "maxItems": 2}, _fields(names)]
-
-
-def input_schema(kind: str, inputs: list[str]) -> dict[str, Any]:
-    """The JSON shapes a task of this kind takes as `input` (what its codec's `normalize` accepts)."""
-    if kind in ("classification", "regression"):
-        shapes = [_TEXT, _fields(inputs)] if len(inputs) == 1 else _pair(inputs)
-    elif kind in ("tagging", "span_ner"):
-        tokens = {"type": "array", "items": _TEXT, "minItems": 1}
-        shapes = [_TEXT, tokens, _fields(["text"]), {**_fields(["tokens"]), "properties": {"tokens": tokens}}]
-    elif kind == "qa":
-        shapes = _pair(["question", "context"])
-    elif kind == "relation":
-        spans = {"type": "object", "additionalProperties": False, "required": ["text", "head", "tail"],
-                 "properties": {"text": _TEXT, "head": _SPAN, "tail": _SPAN}}
-        shapes = [{**_TEXT, "pattern": "<e1>.+</e1>.*<e2>.+</e2>|<e2>.+</e2>.*<e1>.+</e1>"}, spans]
-    else:
-        shapes = [_TEXT, {"type": "array", "minItems": 1}, {"type": "object"}]
-    return {"anyOf": shapes}
+ANY_INPUT = {"anyOf": [TEXT_SCHEMA, {"type": "array", "minItems": 1}, {"type": "object"}]}
 
 
 def _refine_openapi(schema: dict[str, Any], hub: Hub, limits: ServerLimits) -> dict[str, Any]:
@@ -372,12 +363,13 @@ def _refine_openapi(schema: dict[str, Any], hub: Hub, limits: ServerLimits) -> d
     described = schemas["RunItem"]["properties"]["input"].get("description", "")
     if len(tasks) <= MAX_TASKS_IN_SCHEMA:
         branches = [{"title": t.name, "type": "object", "additionalProperties": False, "required": ["task", "input"],
-                     "properties": {"task": {"const": t.name}, "input": input_schema(t.kind, t.inputs)}} for t in tasks]
+                     "properties": {"task": {"const": t.name}, "input": kind(t.kind).codec.input_schema(t.inputs)}}
+                    for t in tasks]
         schemas["RunItem"] = {"title": "RunItem", "description": "one task and its input; " + described,
                               "oneOf": branches or [{"not": {}}]}
     else:
         schemas["RunItem"]["properties"].update(task={"type": "string", "enum": [t.name for t in tasks]},
-                                                input=input_schema("", []))
+                                                input=ANY_INPUT)
     item = {"$ref": "#/components/schemas/RunItem"}
     schemas["RunRequest"] = {
         "title": "RunRequest", "description": "One item (`task` + `input`) or many (`items`), answered in order.",
@@ -414,9 +406,11 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=metrics.batch,
-                                 idle_release_s=limits.idle_release_s, max_rows_per_item=limits.max_rows_per_item,
-                                 max_rows_per_request=limits.max_rows_per_request, request_timeout_s=limits.request_timeout_s)
+        batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
+                                 on_batch=metrics.batch, idle_release_s=limits.idle_release_s,
+                                 max_rows_per_item=limits.max_rows_per_item,
+                                 max_rows_per_request=limits.max_rows_per_request,
+                                 request_timeout_s=limits.request_timeout_s)
         metrics.registry.register(_CacheCollector(hub, batcher))
         state["batcher"] = batcher
         try:
@@ -425,7 +419,8 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
             await run_in_threadpool(batcher.close)
 
     app = FastAPIOffline(title="BERT adapter hub", version="1", lifespan=lifespan,
-                         description="Many NLP tasks from one frozen BERT per language: mixed-task requests share backbone passes.")
+                         description="Many NLP tasks from one frozen BERT per language: mixed-task requests share "
+                                     "backbone passes.")
     app.add_middleware(_Unexpected)
     app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
     if limits.cors_origins:
@@ -444,7 +439,8 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         if exc.status_code == 400:  # FastAPI could not even decode the body (e.g. invalid UTF-8)
             message = f"the body could not be read ({exc.detail}); send UTF-8 JSON with Content-Type: application/json."
         else:
-            message = f"{exc.detail}; see GET /docs for the endpoints." if exc.status_code in (404, 405) else str(exc.detail)
+            message = (f"{exc.detail}; see GET /docs for the endpoints." if exc.status_code in (404, 405)
+                       else str(exc.detail))
         return _error(exc.status_code, "http", message, headers=getattr(exc, "headers", None))
 
     def refusal(exc: HubError) -> JSONResponse:
@@ -470,10 +466,12 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
     async def run(body: RunRequest) -> dict[str, Any] | JSONResponse:
         requests = body.requests()
         if len(requests) > limits.max_items:
-            return _error(413, "too_many_items", f"{len(requests)} items in one request; the limit is {limits.max_items}. Split the request.")
+            return _error(413, "too_many_items", f"{len(requests)} items in one request; the limit is "
+                                                 f"{limits.max_items}. Split the request.")
         batcher = state["batcher"]
         try:
-            future = await run_in_threadpool(batcher.submit, requests)  # checks, loads tasks, tokenizes: off the event loop
+            # checks, loads tasks, tokenizes: off the event loop
+            future = await run_in_threadpool(batcher.submit, requests)
             try:
                 results = await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
             except asyncio.TimeoutError:  # the worker is stuck inside a long round: answer anyway

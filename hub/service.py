@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from .adapters import adapter_name, load_lora, load_task_head
+from heads import kind
+
+from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
-from .codecs import make_codec
 from .devices import resolve_device, resolve_dtype
 from .errors import AdapterError, HubError, InputError, TaskUnavailableError
 from .registry import Registry, TaskSpec, load_registry
@@ -25,7 +26,7 @@ class Hub:
     def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True,
                  max_tasks: int | None = None, max_bytes: int | None = None, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, allow_fetch: bool = True):
-        """`max_tasks` / `max_bytes` bound the loaded tasks (LoRA matrices + heads; least recently used go first).
+        """`max_tasks` / `max_bytes` bound the loaded tasks (adapter weights + heads; least recently used go first).
         `device`: where backbones, adapters and heads live ('cpu' by default, 'cuda', 'cuda:1', 'auto', ...).
         `dtype`: the precision of backbones and adapters ('float32' by default, 'bfloat16', 'float16').
         `allow_fetch`: a `hub:` entry without its folder is downloaded on first use (False: it is unavailable)."""
@@ -38,13 +39,14 @@ class Hub:
         self.max_batch_size = max_batch_size
         self.allow_fetch = allow_fetch
         self.cache = RuntimeCache(self._load, max_tasks=max_tasks, max_bytes=max_bytes)
-        self._failures: dict[str, tuple[tuple, AdapterError]] = {}  # task -> (its folder's state, why it failed to load)
+        # task -> (its folder's state, why it failed to load)
+        self._failures: dict[str, tuple[tuple, AdapterError]] = {}
         self._specs = {task.name: task for task in registry.tasks}  # thousands of tasks: a dict, not a scan
         self._backbones: dict[str, Backbone] = {}
         self._backbones_lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> "Hub":
+    def load(cls, path: str | Path, **kwargs: Any) -> Hub:
         """A Hub over a registry file; a task whose adapter folder is broken is unavailable, the others serve."""
         return cls(load_registry(path, strict_adapters=False), **kwargs)
 
@@ -82,7 +84,8 @@ class Hub:
     def _load(self, task_name: str) -> TaskRuntime:
         spec = self._specs.get(task_name) or self.registry.task(task_name)  # the registry names what is unknown
         if spec.name in self.registry.adapter_problems:
-            raise TaskUnavailableError(f"task {spec.name!r} is unavailable: {self.registry.adapter_problems[spec.name]}")
+            raise TaskUnavailableError(
+                f"task {spec.name!r} is unavailable: {self.registry.adapter_problems[spec.name]}")
         folder = self.registry.adapter_dir(spec)
         state = _folder_state(folder)
         failed = self._failures.get(spec.name)
@@ -91,7 +94,8 @@ class Hub:
         try:
             runtime = self._load_folder(spec, folder)
         except AdapterError as exc:
-            error = exc if isinstance(exc, TaskUnavailableError) else TaskUnavailableError(f"task {spec.name!r} is unavailable: {exc}")
+            error = (exc if isinstance(exc, TaskUnavailableError)
+                     else TaskUnavailableError(f"task {spec.name!r} is unavailable: {exc}"))
             self._failures[spec.name] = (state, error)
             raise error from None
         self._failures.pop(spec.name, None)
@@ -101,8 +105,8 @@ class Hub:
         if not folder.is_dir() and spec.hub:
             if not self.allow_fetch:
                 raise TaskUnavailableError(
-                    f"task {spec.name!r} is on the Hugging Face Hub ({spec.hub}) but not downloaded, and this server does "
-                    f"not download: run `hub fetch {spec.name}` first, or start it with `hub serve --fetch`.")
+                    f"task {spec.name!r} is on the Hugging Face Hub ({spec.hub}) but not downloaded, and this server "
+                    f"does not download: run `hub fetch {spec.name}` first, or start it with `hub serve --fetch`.")
             from .remote import fetch  # huggingface_hub's upload/download machinery only when an entry needs it
 
             fetch(self.registry, spec)
@@ -112,17 +116,17 @@ class Hub:
             )
         backbone_spec = self.registry.backbone(spec.backbone)
         backbone = self._backbone(spec.backbone)
-        head = load_task_head(folder, spec, backbone)
-        adapter = load_lora(backbone, adapter_name(spec.name, folder), folder, backbone_spec.model_id)
-        codec = make_codec(spec, head, backbone.tokenizer, backbone.max_length(backbone_spec, spec.max_length), backbone_spec.language)
+        adapter, head = AdapterFolder(folder).load(spec, backbone, backbone_spec.model_id)
+        codec = kind(spec.kind).codec(spec, head, backbone.tokenizer,
+                                      backbone.max_length(backbone_spec, spec.max_length), backbone_spec.language)
         return TaskRuntime(spec=spec, backbone=backbone, adapter=adapter, head=head, codec=codec)
 
     def _backbone(self, name: str) -> Backbone:
         """The process-wide shared backbone, or (share_backbones=False) one owned by this Hub alone."""
         with self._backbones_lock:
             if name not in self._backbones:
-                self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry, shared=self.share_backbones,
-                                                      device=self.device, dtype=self.dtype)
+                self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry,
+                                                      shared=self.share_backbones, device=self.device, dtype=self.dtype)
             return self._backbones[name]
 
     def run(self, task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:

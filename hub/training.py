@@ -1,4 +1,4 @@
-"""`hub train TASK`: fine-tune only a LoRA adapter + the task head on the frozen backbone.
+"""`hub train TASK`: fine-tune only an adapter (the recipe's method: LoRA, ...) + the task head on the frozen backbone.
 
 Uses transformers' Trainer (progress, logging, device placement, multi-process runs) with a small
 nn.Module that joins the PEFT-wrapped backbone and the head; the optimizer is built here only to give
@@ -19,21 +19,23 @@ from typing import Any, Literal, get_args
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model
+from peft import PeftModel, get_peft_model
 from pydantic import ValidationError
 from torch import nn
 from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from heads import HEAD_KINDS, Head
-from .adapters import folder_bytes, write_adapter_folder
+from heads import Codec, ExampleCodec, Head, Row, kind
+from heads.codec import collate_extras, pad_lists
+
+from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
 from .card import build_card
-from .codecs import Codec, backbone_batch, head_features, make_codec, model_inputs, pad_lists
 from .data import load_split, sample_rows
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
+from .methods import method_named
 from .registry import Registry, TaskSpec, TrainSpec
 from .router import TaskRuntime
 from .service import Hub
@@ -43,20 +45,17 @@ METHODS: tuple[str, ...] = get_args(Method)
 
 
 class TaskModel(nn.Module):
-    """PEFT-wrapped backbone + head, with the forward/loss signature Trainer expects."""
+    """Backbone (with the adapter PEFT injected into it) + head, with the forward/loss signature Trainer expects."""
 
-    def __init__(self, encoder: nn.Module, head: Head):
+    def __init__(self, backbone: Backbone, encoder: nn.Module, head: Head):
         super().__init__()
-        self.encoder = encoder
+        self.backbone = backbone  # encodes through `encoder`'s modules: PEFT injects its layers into backbone.model
+        self.encoder = encoder  # the trained parameters (PEFT wrapper, or the model itself)
         self.head = head
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, block_mask=None, position_ids=None,
-                **extras) -> dict[str, torch.Tensor]:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        if block_mask is not None:
-            batch.update(block_mask=block_mask, position_ids=position_ids)
-        out = self.encoder(**model_inputs(batch), output_hidden_states=self.head.needs_all_layers)
-        features = {**head_features(out, attention_mask, self.head.needs_all_layers), **extras}
+    def forward(self, rows: list[Row], labels: torch.Tensor | None = None,
+                **extras: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = {**self.backbone.encode(rows, None, self.head.needs_all_layers), **extras}
         outputs = self.head(features)
         if labels is not None:
             outputs["loss"] = self.head.loss(outputs, labels)
@@ -64,21 +63,29 @@ class TaskModel(nn.Module):
 
 
 def _recipe(task: TaskSpec, overrides: dict[str, Any]) -> TrainSpec:
+    named = "lora" if overrides.get("lora") is not None else "adapter"  # errors name the option as the caller did
+    if named == "lora":  # the adapter's options as they were named before adapter methods
+        overrides = {**overrides, "adapter": {"method": "lora", **overrides["lora"]}}
+    overrides = {k: v for k, v in overrides.items() if k != "lora"}
     unknown = sorted(set(overrides) - set(TrainSpec.model_fields))
     if unknown:
         raise HubError(f"unknown training option(s) {unknown}; use: {', '.join(sorted(TrainSpec.model_fields))}.")
     try:
-        return TrainSpec.model_validate({**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        return TrainSpec.model_validate(
+            {**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg'].lower()}" for e in exc.errors())
+        where = [(named, *e["loc"][1:]) if e["loc"][:1] == ("adapter",) else e["loc"] for e in exc.errors()]
+        problems = "; ".join(f"{'.'.join(map(str, loc))}={e['input']!r}: {e['msg'].lower()}"
+                             for loc, e in zip(where, exc.errors()))
         raise HubError(f"task {task.name!r}: invalid training option(s): {problems}.") from None
 
 
-def _tokenize(dataset: Dataset, task: TaskSpec, codec: Codec) -> Dataset:
+def _tokenize(dataset: Dataset, task: TaskSpec, examples: ExampleCodec) -> Dataset:
     """Training rows through the task's codec (the same one that serves it); an example may give several."""
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        rows = [row for i in range(len(batch[next(iter(batch))])) for row in codec.features({k: v[i] for k, v in batch.items()})]
+        count = len(batch[next(iter(batch))])
+        rows = [row for i in range(count) for row in examples.features({k: v[i] for k, v in batch.items()})]
         return {key: [row[key] for row in rows] for key in (rows[0] if rows else {"input_ids": None})}
 
     try:
@@ -88,16 +95,19 @@ def _tokenize(dataset: Dataset, task: TaskSpec, codec: Codec) -> Dataset:
 
 
 class _Collator:
-    """Pads token ids, the codec's extra inputs and the labels (lists are padded with -100)."""
+    """Backbone rows (padded by Backbone.encode), the head's extra inputs and the labels (lists padded with -100)."""
 
-    def __init__(self, codec: Codec, pad_id: int):
-        self.codec, self.pad_id = codec, pad_id
+    def __init__(self, head: Head):
+        self.inputs = head.extra_inputs()
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = backbone_batch(rows, self.pad_id)
-        batch.update(self.codec.collate_extras(rows, batch["input_ids"].shape[1]))
-        labels = [r["labels"] for r in rows]
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = [Row(e["input_ids"], e["token_type_ids"], {i.name: e[i.name] for i in self.inputs},
+                    blocks=e.get("blocks")) for e in examples]
+        batch: dict[str, Any] = collate_extras(self.inputs, [r.extras for r in rows],
+                                               max(len(r.input_ids) for r in rows))
+        labels = [e["labels"] for e in examples]
         batch["labels"] = pad_lists(labels, -100) if isinstance(labels[0], list) else torch.tensor(labels)
+        batch["rows"] = rows
         return batch
 
 
@@ -109,25 +119,24 @@ def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
     return shlex.join(parts)
 
 
-def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec, method: Method = "lora") -> tuple[TaskModel, Backbone]:
-    """A private copy of the backbone and a fresh head; `method` says what else trains: a fresh LoRA
-    adapter (lora), every backbone weight (full), or nothing but the head (probe)."""
+def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec,
+                 method: Method = "lora") -> tuple[TaskModel, Backbone]:
+    """A private copy of the backbone and a fresh head; `method` says what else trains: a fresh adapter of the
+    recipe's adapter method (lora), every backbone weight (full), or nothing but the head (probe)."""
     if method not in METHODS:
         raise HubError(f"training method {method!r} is unknown; use one of {', '.join(METHODS)}.")
     backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # PEFT injects into it
     try:
-        head = HEAD_KINDS[task.kind].from_options(task.head, backbone.hidden_size, task.labels, backbone.model.config.num_hidden_layers)
+        head = kind(task.kind).head.from_options(task.head, backbone.hidden_size, task.labels,
+                                                 backbone.model.config.num_hidden_layers)
     except ValueError as exc:
         raise HubError(f"task {task.name!r}: head options do not fit backbone {task.backbone!r}: {exc}") from None
     if method == "full":
-        return TaskModel(backbone.model.requires_grad_(True), head), backbone
+        return TaskModel(backbone, backbone.model.requires_grad_(True), head), backbone
     if method == "probe":
-        return TaskModel(backbone.model, head), backbone
-    lora = LoraConfig(
-        r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-        target_modules=recipe.lora.target_modules, exclude_modules=["pooler.dense"],
-    )
-    return TaskModel(get_peft_model(backbone.model, lora), head), backbone
+        return TaskModel(backbone, backbone.model, head), backbone
+    peft_config = method_named(recipe.adapter.method).peft_config(recipe.adapter)
+    return TaskModel(backbone, get_peft_model(backbone.model, peft_config), head), backbone
 
 
 def _imbalance(head: Head, recipe: TrainSpec, train_set: Dataset) -> list[float] | None:
@@ -138,14 +147,16 @@ def _imbalance(head: Head, recipe: TrainSpec, train_set: Dataset) -> list[float]
     if not head.config.labels and recipe.class_weights is not None:
         raise HubError("training option: class_weights weigh labels; a regression task has none")
     try:
-        head.configure_loss(class_weights(recipe, head.config.labels, flat) if head.config.labels else None, recipe.focal_gamma)
+        head.configure_loss(class_weights(recipe, head.config.labels, flat) if head.config.labels else None,
+                            recipe.focal_gamma)
     except ValueError as exc:
         raise HubError(f"training option: {exc}") from None
     power = sampling_power(recipe)
     if power == 1.0:
         return None
     if not per_example or not head.config.labels:
-        raise HubError(f"sampling {recipe.sampling!r} re-samples examples by their one label; it needs a classification task")
+        raise HubError(
+            f"sampling {recipe.sampling!r} re-samples examples by their one label; it needs a classification task")
     return example_weights(labels, power)
 
 
@@ -170,8 +181,10 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            common = {"model": model, "args": args, "train_dataset": train_set, "optimizers": (optimizer, scheduler), "data_collator": collator}
-            trainer = Trainer(**common) if weights is None else ResamplingTrainer(**common, example_weights=weights, seed=recipe.seed)
+            common = {"model": model, "args": args, "train_dataset": train_set, "optimizers": (optimizer, scheduler),
+                      "data_collator": collator}
+            trainer = (Trainer(**common) if weights is None
+                       else ResamplingTrainer(**common, example_weights=weights, seed=recipe.seed))
             trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -185,8 +198,10 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Datase
     spec = registry.backbone(task.backbone)
 
     def write(staging: Path) -> None:
-        model.encoder.peft_config["default"].base_model_name_or_path = spec.model_id
-        model.encoder.save_pretrained(str(staging), save_embedding_layers=False)
+        encoder = model.encoder
+        assert isinstance(encoder, PeftModel)  # only LoRA training is saved as an adapter folder
+        encoder.peft_config["default"].base_model_name_or_path = spec.model_id
+        encoder.save_pretrained(str(staging), save_embedding_layers=False)
         (staging / "README.md").unlink(missing_ok=True)  # PEFT's generic card; ours is written by check()
         model.head.save(staging)
 
@@ -195,10 +210,10 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Datase
         staged = registry.model_copy(update={"tasks": [task.model_copy(update={"adapter": str(staging)})]})
         # A private backbone: the staged adapter must not stay attached to the process's shared one.
         report["metrics"] = evaluate_task(Hub(staged, share_backbones=False), task.name, dev_rows, progress=progress)
-        report["adapter_bytes"] = folder_bytes(staging)  # PEFT + head files; the card is written next
+        report["adapter_bytes"] = AdapterFolder(staging).nbytes()  # PEFT + head files; the card is written next
         (staging / "README.md").write_text(build_card(task, spec, report), encoding="utf-8")
 
-    write_adapter_folder(target, write, check)
+    AdapterFolder.write(target, write, check)
 
 
 @dataclass(eq=False)
@@ -219,7 +234,8 @@ class FittedTask:
         return TaskRuntime(spec=self.task, backbone=self.backbone, adapter=None, head=self.model.head, codec=self.codec)
 
 
-def fit_task(registry: Registry, task_name: str, method: Method = "lora", progress: bool = True, **overrides: Any) -> FittedTask:
+def fit_task(registry: Registry, task_name: str, method: Method = "lora", progress: bool = True,
+             **overrides: Any) -> FittedTask:
     """Train `task_name` with `method` on its train split (recipe: the registry's, with `overrides`)."""
     task = registry.task(task_name)
     recipe = _recipe(task, overrides)
@@ -231,9 +247,10 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     print(f"[{task.name}] {method}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
           f"{len(train_rows):,} train examples")
     spec = registry.backbone(task.backbone)
-    codec = make_codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
-    train_set = _tokenize(train_rows, task, codec)
-    seconds = _fit(model, train_set, recipe, _Collator(codec, backbone.tokenizer.pad_token_id or 0), progress)
+    found = kind(task.kind)
+    codec = found.codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
+    train_set = _tokenize(train_rows, task, found.examples(codec))
+    seconds = _fit(model, train_set, recipe, _Collator(model.head), progress)
     report: dict[str, Any] = {
         "task": task.name, "dataset": (task.data.corpus or task.data.path or task.name) if task.data else task.name,
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
@@ -244,7 +261,8 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     return FittedTask(task, method, model, backbone, codec, recipe, report)
 
 
-def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+def train_task(registry: Registry, task_name: str, output: str | Path | None = None, progress: bool = True,
+               **overrides: Any) -> dict[str, Any]:
     """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
     fitted = fit_task(registry, task_name, "lora", progress, **overrides)
     task, report = fitted.task, fitted.report

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
 import hub
-from hub.adapters import atomic_file, atomic_folder, check_adapter_folder
+from hub.adapter_folder import AdapterFolder
+from hub.atomic import atomic_file, atomic_folder
 from hub.backbone import load_backbone
 from hub.errors import AdapterError
 
@@ -22,6 +23,12 @@ def _copy_task(trained_registry, tmp_path, task="sentiment"):
     folder = tmp_path / task
     shutil.copytree(trained_registry.parent / "adapters" / task, folder)
     return folder
+
+
+def _check(trained_registry, folder):
+    """Everything serving checks of a folder copied from the trained task `sentiment`."""
+    registry = hub.Hub.load(trained_registry).registry
+    AdapterFolder(folder).load(registry.task("sentiment"), _backbone(trained_registry), "tests/tiny-bert")
 
 
 def _backbone(trained_registry):
@@ -57,7 +64,7 @@ def test_refuses_pickled_weights(trained_registry, tmp_path):
     folder = _copy_task(trained_registry, tmp_path)
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     with pytest.raises(AdapterError, match="only safetensors are read"):
-        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
+        _check(trained_registry, folder)
 
 
 def test_refuses_adapter_of_another_base_model(trained_registry, tmp_path):
@@ -65,7 +72,7 @@ def test_refuses_adapter_of_another_base_model(trained_registry, tmp_path):
     config = json.loads((folder / "adapter_config.json").read_text())
     (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "bert-base-uncased"}))
     with pytest.raises(AdapterError, match="trained on 'bert-base-uncased'"):
-        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
+        _check(trained_registry, folder)
 
 
 def test_refuses_wrong_shapes_and_corrupt_weights(trained_registry, tmp_path):
@@ -73,11 +80,11 @@ def test_refuses_wrong_shapes_and_corrupt_weights(trained_registry, tmp_path):
     config = json.loads((folder / "adapter_config.json").read_text())
     (folder / "adapter_config.json").write_text(json.dumps({**config, "r": 16}))
     with pytest.raises(AdapterError, match="has shape"):
-        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
+        _check(trained_registry, folder)
     (folder / "adapter_config.json").write_text(json.dumps(config))
     (folder / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(AdapterError, match="not a readable safetensors"):
-        check_adapter_folder(folder, _backbone(trained_registry), "tests/tiny-bert")
+        _check(trained_registry, folder)
 
 
 def test_broken_adapter_gives_clear_error_and_hub_keeps_serving(trained_registry, tmp_path):

@@ -1,4 +1,4 @@
-"""The batched per-row LoRA (hub.batched_lora) against PEFT's own mixed-adapter forward."""
+"""The batched per-row LoRA (hub/methods/lora) against PEFT's own mixed-adapter forward."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertModel
 
-from hub.adapters import load_lora
+from hub.adapter_folder import AdapterFolder
 from hub.backbone import Backbone
 from hub.errors import AdapterError
 
@@ -42,6 +42,10 @@ def _backbone(folder) -> Backbone:
     return Backbone(location=str(folder), model=BertModel.from_pretrained(folder).eval(), tokenizer=AutoTokenizer.from_pretrained(folder))
 
 
+def load_lora(backbone, name, folder, base_model_id):
+    return AdapterFolder(folder).load_adapter(name, backbone, base_model_id)
+
+
 def _peft_reference(tiny_backbone_dir, folders, names, encoded):
     from peft import PeftModel
 
@@ -62,7 +66,7 @@ def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, na
     backbone = _backbone(tiny_backbone_dir)
     loaded = {name: load_lora(backbone, name, peft_folders[name], "tiny") for name in CONFIGS}
     encoded = backbone.tokenizer(TEXTS, padding=True, return_tensors="pt")
-    with torch.inference_mode(), backbone.lora.rows([loaded.get(name) for name in names]):
+    with torch.inference_mode(), backbone.row_hook("lora").rows([loaded.get(name) for name in names]):
         ours = backbone.model(**encoded).last_hidden_state
     reference = _peft_reference(tiny_backbone_dir, peft_folders, names, encoded)
     assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
@@ -74,7 +78,7 @@ def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, na
 
 def test_gathering_from_stacked_adapters_equals_the_per_row_stack(tiny_backbone_dir, peft_folders):
     """The GPU's way (every adapter's buffer stacked, rows gathered by index) gives each row the same matrices."""
-    from hub.batched_lora import _Plan
+    from hub.methods.lora.serving import _Plan
 
     backbone = _backbone(tiny_backbone_dir)
     same_shape = [load_lora(backbone, f"all8_{i}", peft_folders["all8"], "tiny") for i in range(3)]
@@ -84,7 +88,7 @@ def test_gathering_from_stacked_adapters_equals_the_per_row_stack(tiny_backbone_
     gathered, per_row = _Plan(same_shape, positions, gather=True), _Plan(same_shape, positions, gather=False)
     assert gathered.stacked is not None and per_row.stacked is None
     for path in same_shape[0].paths:
-        layer = backbone.lora.target_layer(path)
+        layer = backbone.row_hook("lora").target_layer(path)
         for ours, reference in zip(gathered.matrices(path, layer), per_row.matrices(path, layer)):
             assert torch.equal(ours, reference)
     assert gathered.matrices("encoder.layer.0.output.not_a_layer", None) is None
@@ -95,7 +99,7 @@ def test_gathering_from_stacked_adapters_equals_the_per_row_stack(tiny_backbone_
 def test_loading_reads_matrices_and_hooks_only_their_layers(tiny_backbone_dir, peft_folders):
     backbone = _backbone(tiny_backbone_dir)
     weights = load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")
-    assert backbone.lora.hooked_paths == set(weights.paths) == {f"encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")}
+    assert backbone.row_hook("lora").hooked_paths == set(weights.paths) == {f"encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")}
     assert weights.nbytes == sum(weights.down(p).numel() * 4 + weights.up(p).numel() * 4 for p in weights.paths)
     assert all(not isinstance(m, torch.nn.Identity) for m in backbone.model.modules())  # no module was replaced
     assert not any("lora" in name for name, _ in backbone.model.named_parameters())
@@ -117,7 +121,7 @@ def test_a_resident_adapter_is_a_few_objects_for_the_garbage_collector(tiny_back
 
 
 def test_weights_built_from_matrices_match_the_loaded_ones(tiny_backbone_dir, peft_folders):
-    from hub.batched_lora import lora_weights_from_matrices
+    from hub.methods.lora.weights import lora_weights_from_matrices
 
     loaded = load_lora(_backbone(tiny_backbone_dir), "all8", peft_folders["all8"], "tiny")
     rebuilt = lora_weights_from_matrices("copy", {p: (loaded.down(p), loaded.up(p)) for p in loaded.paths})

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from heads import HEAD_KINDS, HeadLoadError, load_head, pool
+from heads import KINDS, Head, HeadLoadError, pool
 
 
 def _features(n=3, t=5, h=8):
@@ -30,7 +30,7 @@ def test_mean_and_max_pooling_ignore_padding():
 
 
 def test_classification_forward_loss_decode():
-    head = HEAD_KINDS["classification"].from_options({"pooling": "mean"}, hidden_size=8, labels=["a", "b", "c"]).eval()
+    head = KINDS["classification"].head.from_options({"pooling": "mean"}, hidden_size=8, labels=["a", "b", "c"]).eval()
     outputs = head(_features())
     assert outputs["logits"].shape == (3, 3)
     targets = head.targets(["c", "a", "b"])
@@ -44,7 +44,7 @@ def test_classification_forward_loss_decode():
 
 
 def test_regression_decode_and_targets():
-    head = HEAD_KINDS["regression"].from_options({"projection": False}, hidden_size=8, labels=None).eval()
+    head = KINDS["regression"].head.from_options({"projection": False}, hidden_size=8, labels=None).eval()
     outputs = head(_features())
     assert outputs["logits"].shape == (3, 1)
     assert [d["value"] for d in head.decode(outputs)] == pytest.approx(outputs["logits"].squeeze(-1).tolist(), abs=1e-5)
@@ -64,7 +64,7 @@ def test_heads_of_one_batch_key_answer_together_as_one_by_one(kind, options, lab
     heads = []
     for seed in range(3):
         torch.manual_seed(seed)
-        heads.append(HEAD_KINDS[kind].from_options(options, 8, labels and [f"{label}{seed}" for label in labels]).eval())
+        heads.append(KINDS[kind].head.from_options(options, 8, labels and [f"{label}{seed}" for label in labels]).eval())
     assert len({h.batch_key() for h in heads}) == 1 and heads[0].batch_key() is not None
     owner = [2, 0, 1, 2, 2, 0]
     together = type(heads[0]).decode_many(heads, owner, type(heads[0]).forward_many(heads, torch.tensor(owner), features))
@@ -77,36 +77,36 @@ def test_heads_of_one_batch_key_answer_together_as_one_by_one(kind, options, lab
 
 def test_heads_that_cannot_answer_together_have_no_batch_key():
     for options in ({"pair": "siamese"}, {"projection": True}, {"layers": "last4"}):
-        assert HEAD_KINDS["classification"].from_options(options, 8, ["a", "b"], num_layers=4).batch_key() is None
-    assert HEAD_KINDS["classification"].from_options({}, 8, ["a", "b"]).batch_key() != HEAD_KINDS["regression"].from_options({}, 8, None).batch_key()
+        assert KINDS["classification"].head.from_options(options, 8, ["a", "b"], num_layers=4).batch_key() is None
+    assert KINDS["classification"].head.from_options({}, 8, ["a", "b"]).batch_key() != KINDS["regression"].head.from_options({}, 8, None).batch_key()
 
 
 def test_save_load_round_trip(tmp_path):
-    head = HEAD_KINDS["classification"].from_options({"pooling": "cls", "dropout": 0.2}, hidden_size=8, labels=["x", "y"]).eval()
+    head = KINDS["classification"].head.from_options({"pooling": "cls", "dropout": 0.2}, hidden_size=8, labels=["x", "y"]).eval()
     head.save(tmp_path)
-    loaded = load_head(tmp_path)
+    loaded = Head.load(tmp_path)
     assert loaded.config == head.config
     features = _features()
     assert torch.equal(loaded(features)["logits"], head(features)["logits"])
 
 
 def test_load_refuses_mismatched_weights_and_bad_config(tmp_path):
-    head = HEAD_KINDS["classification"].from_options({}, hidden_size=8, labels=["x", "y"])
+    head = KINDS["classification"].head.from_options({}, hidden_size=8, labels=["x", "y"])
     head.save(tmp_path)
     config = json.loads((tmp_path / "head_config.json").read_text())
     (tmp_path / "head_config.json").write_text(json.dumps({**config, "labels": ["x", "y", "z"]}))
     with pytest.raises(HeadLoadError, match="has shape"):
-        load_head(tmp_path)
+        Head.load(tmp_path)
     (tmp_path / "head_config.json").write_text(json.dumps({**config, "kind": "tagging-someday"}))
     with pytest.raises(HeadLoadError, match="unknown head kind"):
-        load_head(tmp_path)
+        Head.load(tmp_path)
     (tmp_path / "head_config.json").write_text(json.dumps({**config, "pooling": "sum"}))
     with pytest.raises(HeadLoadError, match="invalid config"):
-        load_head(tmp_path)
+        Head.load(tmp_path)
     (tmp_path / "head_config.json").write_text(json.dumps(config))
     (tmp_path / "head.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(HeadLoadError, match="cannot read"):
-        load_head(tmp_path)
+        Head.load(tmp_path)
 
 
 def _layered_features(n=3, t=5, h=8, layers=6):
@@ -118,7 +118,7 @@ def _layered_features(n=3, t=5, h=8, layers=6):
 
 
 def test_last_four_layers_are_averaged():
-    head = HEAD_KINDS["classification"].from_options({"layers": "last4"}, hidden_size=8, labels=["a", "b"], num_layers=6).eval()
+    head = KINDS["classification"].head.from_options({"layers": "last4"}, hidden_size=8, labels=["a", "b"], num_layers=6).eval()
     features = _layered_features()
     expected = head.predict({**features, "last_hidden_state": features["hidden_states"][:, -4:].mean(1)})
     assert torch.allclose(head(features)["logits"], expected["logits"])
@@ -126,7 +126,7 @@ def test_last_four_layers_are_averaged():
 
 
 def test_learned_layer_mix_trains_and_round_trips(tmp_path):
-    head = HEAD_KINDS["classification"].from_options({"layers": "mix"}, hidden_size=8, labels=["a", "b"], num_layers=6)
+    head = KINDS["classification"].head.from_options({"layers": "mix"}, hidden_size=8, labels=["a", "b"], num_layers=6)
     features = _layered_features()
     uniform = head.eval().predict({**features, "last_hidden_state": features["hidden_states"].mean(1)})
     assert torch.allclose(head(features)["logits"], uniform["logits"], atol=1e-6)  # starts as the plain mean
@@ -136,8 +136,8 @@ def test_learned_layer_mix_trains_and_round_trips(tmp_path):
     with torch.no_grad():
         head.layer_weights[3] = 2.0
     head.eval().save(tmp_path)
-    loaded = load_head(tmp_path)
+    loaded = Head.load(tmp_path)
     assert torch.equal(loaded.layer_weights, head.layer_weights)
     assert torch.allclose(loaded(features)["logits"], head(features)["logits"])
     with pytest.raises(ValueError, match="at least 4 layers"):
-        HEAD_KINDS["classification"].from_options({"layers": "last4"}, hidden_size=8, labels=["a", "b"], num_layers=2)
+        KINDS["classification"].head.from_options({"layers": "last4"}, hidden_size=8, labels=["a", "b"], num_layers=2)

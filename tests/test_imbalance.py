@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from heads import HEAD_KINDS
+from heads import KINDS
 from heads.losses import classification_loss
 from hub.errors import HubError
 from hub.imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
@@ -54,22 +54,22 @@ def test_weighted_and_focal_losses():
 def test_trainer_gets_the_options_or_a_clear_refusal():
     from datasets import Dataset
 
-    head = HEAD_KINDS["classification"].from_options({}, hidden_size=4, labels=["a", "b"])
+    head = KINDS["classification"].head.from_options({}, hidden_size=4, labels=["a", "b"])
     rows = Dataset.from_dict({"labels": LABELS})
     weights = _imbalance(head, TrainSpec(sampling="class", class_weights="balanced", focal_gamma=1.0), rows)
     assert weights is not None and head.focal_gamma == 1.0 and head.class_weights.tolist() == pytest.approx([100 / 180, 100 / 20])
     assert _imbalance(head, TrainSpec(), rows) is None
-    regression = HEAD_KINDS["regression"].from_options({}, hidden_size=4, labels=None)
+    regression = KINDS["regression"].head.from_options({}, hidden_size=4, labels=None)
     with pytest.raises(HubError, match="regression task has none"):
         _imbalance(regression, TrainSpec(class_weights="balanced"), Dataset.from_dict({"labels": [1.0, 2.0]}))
     with pytest.raises(HubError, match="not to 'regression'"):
         _imbalance(regression, TrainSpec(focal_gamma=2.0), Dataset.from_dict({"labels": [1.0, 2.0]}))
-    crf = HEAD_KINDS["tagging"].from_options({"crf": True}, hidden_size=4, labels=["O", "B-X", "I-X"])
+    crf = KINDS["tagging"].head.from_options({"crf": True}, hidden_size=4, labels=["O", "B-X", "I-X"])
     tags = Dataset.from_dict({"labels": [[0, 1, 2, -100]]})
     with pytest.raises(HubError, match="not to 'tagging'"):
         _imbalance(crf, TrainSpec(focal_gamma=2.0), tags)
     with pytest.raises(HubError, match="needs a classification task"):
-        _imbalance(HEAD_KINDS["tagging"].from_options({}, hidden_size=4, labels=["O", "B-X", "I-X"]), TrainSpec(sampling="class"), tags)
+        _imbalance(KINDS["tagging"].head.from_options({}, hidden_size=4, labels=["O", "B-X", "I-X"]), TrainSpec(sampling="class"), tags)
 
 
 def test_resampling_trainer_uses_the_weighted_sampler(tmp_path):

@@ -8,14 +8,18 @@ import json
 import pytest
 import torch
 
-from heads import HEAD_KINDS
-from hub.codecs import make_codec
+from heads import KINDS
 from hub.data import load_split
 from hub.errors import InputError
 from hub.metrics import compute_metric
 from hub.registry import load_registry, parse_registry
 
 from conftest import FILLER
+
+
+def examples(codec):
+    """The training/evaluation side of a serving codec."""
+    return KINDS[codec.task.kind].examples(codec)
 
 
 @pytest.fixture
@@ -57,15 +61,15 @@ def test_no_answer_only_when_the_task_allows_it(reader_codec, tiny_hub):
     decoded = [{"spans": [(first, first, 0.3)], "no_answer": 0.6}]
     assert reader_codec.finish(request, rows, decoded)["answer"] is not None
     task = tiny_hub.registry.task("reader")
-    head = HEAD_KINDS["qa"].from_options({"allow_no_answer": True}, hidden_size=32, labels=None)
-    codec = make_codec(task, head, reader_codec.tokenizer, reader_codec.max_length, "en")
+    head = KINDS["qa"].head.from_options({"allow_no_answer": True}, hidden_size=32, labels=None)
+    codec = KINDS[task.kind].codec(task, head, reader_codec.tokenizer, reader_codec.max_length, "en")
     assert codec.finish(request, rows, decoded) == {"answer": None, "start": None, "end": None, "score": 0.6, "windows": 1}
 
 
 def test_training_labels_point_at_the_answer_or_cls(reader_codec):
     context = _long_context() + " lovely day"
     example = {"question": "what is good?", "context": context, "answers": {"text": ["lovely"], "answer_start": [context.index("lovely")]}}
-    features = reader_codec.features(example)
+    features = examples(reader_codec).features(example)
     rows = reader_codec.encode([reader_codec.normalize((example["question"], context))])[0]
     labelled = [(f["labels"], r) for f, r in zip(features, rows) if f["labels"] != [0, 0]]
     assert labelled and len(features) == len(rows)
@@ -74,7 +78,7 @@ def test_training_labels_point_at_the_answer_or_cls(reader_codec):
 
 
 def test_decode_respects_context_and_length_limits():
-    head = HEAD_KINDS["qa"].from_options({"max_answer_tokens": 2}, hidden_size=4, labels=None).eval()
+    head = KINDS["qa"].head.from_options({"max_answer_tokens": 2}, hidden_size=4, labels=None).eval()
     torch.manual_seed(0)
     features = {"last_hidden_state": torch.randn(1, 8, 4), "attention_mask": torch.ones(1, 8, dtype=torch.long),
                 "context_mask": torch.tensor([[0, 0, 0, 1, 1, 1, 1, 0]])}

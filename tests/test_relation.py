@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from heads import HEAD_KINDS
-from hub.codecs import make_codec
-from hub.codecs.relation import parse_marked
+from heads import KINDS
+from heads.relation.codec import parse_marked
 from hub.data import load_split
 from hub.errors import InputError
 from hub.metrics import compute_metric
@@ -41,8 +40,8 @@ def test_markers_are_existing_tokens_and_direction_changes_the_row(tiny_hub):
 
 def test_pooled_method_covers_the_entity_tokens(tiny_hub):
     task = tiny_hub.registry.task("relations")
-    head = HEAD_KINDS["relation"].from_options({"method": "pooled"}, hidden_size=32, labels=task.labels)
-    codec = make_codec(task, head, tiny_hub.runtime("relations").codec.tokenizer, 24, "en")
+    head = KINDS["relation"].head.from_options({"method": "pooled"}, hidden_size=32, labels=task.labels)
+    codec = KINDS[task.kind].codec(task, head, tiny_hub.runtime("relations").codec.tokenizer, 24, "en")
     request = codec.normalize({"text": "the great movie was dull", "head": [4, 9], "tail": [20, 24]})
     row = codec.encode([request])[0][0]
     first, last, tail_first, tail_last = row.extras["entity_tokens"]

@@ -58,13 +58,14 @@ def test_siamese_pair_row_encodes_each_text_as_if_alone(tiny_backbone_dir):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from hub.codecs import backbone_batch, model_inputs
+    from heads.codec import Row
+    from hub.backbone import model_inputs, pad_rows
 
     model, tokenizer = AutoModel.from_pretrained(tiny_backbone_dir).eval(), AutoTokenizer.from_pretrained(tiny_backbone_dir)
     a, b = tokenizer("good movie")["input_ids"], tokenizer("the plot was very dull")["input_ids"]
-    rows = [{"input_ids": a + b, "token_type_ids": [0] * (len(a) + len(b)), "blocks": [0] * len(a) + [1] * len(b)},
-            {"input_ids": a, "token_type_ids": [0] * len(a)}]  # a plain row in the same batch
-    batch = backbone_batch(rows, 0)
+    rows = [Row(a + b, [0] * (len(a) + len(b)), blocks=[0] * len(a) + [1] * len(b)),
+            Row(a, [0] * len(a))]  # a plain row in the same batch
+    batch = pad_rows(rows, 0)
     assert batch["position_ids"][0].tolist() == list(range(len(a))) + list(range(len(b)))
     with torch.inference_mode():
         together = model(**model_inputs(batch)).last_hidden_state
@@ -85,7 +86,7 @@ def test_siamese_rows_carry_blocks_and_segments(tiny_hub):
 
 def test_passes_hold_max_batch_size_rows_and_as_many_padded_tokens():
     """Short rows never pad to a long window's length, and long windows go fewer to a pass."""
-    from hub.codecs.base import Row
+    from heads.codec import Row
     from hub.router import PASS_ROW_TOKENS, RouterRow, _passes
 
     rows = [RouterRow(0, None, Row([0] * n, [])) for n in sorted([20] * 40 + [2 * PASS_ROW_TOKENS] * 54)]

@@ -32,7 +32,7 @@ def _status_count(metrics: str, status: str) -> float:
 @pytest.fixture
 def exploding(monkeypatch):
     """The sentiment codec fails unexpectedly (a bug, not bad input) for texts containing 'boom'."""
-    from hub.codecs.text import TextCodec
+    from heads.classification.codec import TextCodec
 
     original = TextCodec.encode
 

@@ -27,7 +27,8 @@ import json, os, sys, tempfile
 from pathlib import Path
 from typer.testing import CliRunner
 import heads.base
-import hub.adapters
+import hub.adapter_folder
+import hub.atomic
 import hub.remote
 import hub.training
 import peft
@@ -45,7 +46,7 @@ def kill_after(owner, name, hit=lambda *args, **kwargs: True):
 STEPS = {{
     "staging created": (tempfile, "mkdtemp", lambda *args, prefix="", **kwargs: ".tmp-" in prefix),
     "files written": (hub.remote, "_copy_files"),
-    "checks passed": (hub.remote, "load_task_head"),
+    "checks passed": (hub.adapter_folder.AdapterFolder, "load"),
     "folder renamed": (os, "replace", lambda src, dst, *args, **kwargs: Path(dst).parent.name == "adapters"),
     "unfinished folder discarded": (os, "replace", lambda src, dst, *args, **kwargs: Path(src).parent.name == "adapters"
                                     and Path(dst).parent.parent.name == "adapters"),
@@ -54,7 +55,7 @@ STEPS = {{
     "adapter saved": (peft.PeftModel, "save_pretrained"),
     "head saved": (heads.base.Head, "save"),
     "card built": (hub.training, "build_card"),
-    "folder swapped in": (hub.adapters, "_swap_in"),
+    "folder swapped in": (hub.atomic, "_swap_in"),
 }}
 codes = []
 for step, args in json.loads(sys.argv[1]):
@@ -189,7 +190,8 @@ def kill_after(owner: object, name: str, hit: Callable[..., bool] = lambda *args
 
 def killed_write(target: Path, step: str) -> None:
     """Write `target` in a forked child killed at `step`: no cleanup code of the write runs."""
-    import hub.adapters
+    import hub.adapter_folder
+    import hub.atomic
 
     def write(staging: Path) -> None:
         (staging / "weights").write_text("new")
@@ -200,11 +202,11 @@ def killed_write(target: Path, step: str) -> None:
     if child == 0:
         try:
             if step == "after exchange":
-                kill_after(hub.adapters, "_exchange")
+                kill_after(hub.atomic, "_exchange")
             if step == "between renames":
-                hub.adapters._exchange = lambda first, second: False  # an OS without an atomic exchange: two renames
+                hub.atomic._exchange = lambda first, second: False  # an OS without an atomic exchange: two renames
                 kill_after(os, "replace", lambda src, dst: Path(dst).name == "folder")
-            hub.adapters.write_adapter_folder(target, write, lambda staging: None)
+            hub.adapter_folder.AdapterFolder.write(target, write, lambda staging: None)
         finally:
             os._exit(0)
     assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == KILLED
@@ -218,7 +220,8 @@ def old_adapter(tmp_path: Path) -> Path:
 
 
 def test_a_write_killed_inside_keeps_the_old_folder_and_the_next_write_cleans_up(tmp_path):
-    from hub.adapters import atomic_folder, write_adapter_folder
+    from hub.adapter_folder import AdapterFolder
+    from hub.atomic import atomic_folder
 
     target = old_adapter(tmp_path)
     killed_write(target, "inside write")
@@ -229,13 +232,13 @@ def test_a_write_killed_inside_keeps_the_old_folder_and_the_next_write_cleans_up
             raise RuntimeError("a failed write cleans up too")
     assert sorted(p.name for p in target.parent.iterdir()) == ["sentiment"]
     assert (target / "weights").read_text() == "old"
-    write_adapter_folder(target, lambda staging: (staging / "weights").write_text("new"), lambda staging: None)
+    AdapterFolder.write(target, lambda staging: (staging / "weights").write_text("new"), lambda staging: None)
     assert (target / "weights").read_text() == "new"
 
 
 def has_exchange(folder: Path) -> bool:
     """Whether this OS and file system swap two folders in one step (else atomic_folder uses two renames)."""
-    from hub.adapters import _exchange
+    from hub.atomic import _exchange
 
     first, second = folder / "first", folder / "second"
     first.mkdir()
@@ -248,7 +251,7 @@ def has_exchange(folder: Path) -> bool:
 
 @pytest.mark.parametrize("step", ["after exchange", "between renames"])
 def test_a_write_killed_while_swapping_folders_leaves_one_of_them(tmp_path, step):
-    from hub.adapters import atomic_folder
+    from hub.atomic import atomic_folder
 
     if step == "after exchange" and not has_exchange(tmp_path):
         pytest.skip("this OS or file system has no atomic exchange (the two-rename fallback is tested too)")
@@ -275,7 +278,7 @@ def dead_pid() -> int:
 
 
 def test_only_dead_or_long_unlocked_writers_staging_is_removed(tmp_path):
-    from hub.adapters import STALE_AFTER_S, atomic_file, atomic_folder
+    from hub.atomic import STALE_AFTER_S, atomic_file, atomic_folder
 
     target = old_adapter(tmp_path)
     registry = tmp_path / "registry.yaml"

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from heads import HEAD_KINDS, load_head
-from heads.crf import CRF
-from heads.tag_schemes import (
+from heads import KINDS, Head
+from heads.tagging.crf import CRF
+from heads.tagging.schemes import (
     detect_scheme, repair_tags, spans, subword_tags, tags_for_spans, transition_constraints, without_overlaps, word_tag,
 )
 
@@ -115,7 +115,7 @@ def _tag_features(n=2, t=6, h=8):
 
 @pytest.mark.parametrize("crf", [False, True])
 def test_tagging_head_contract(tmp_path, crf):
-    head = HEAD_KINDS["tagging"].from_options({"crf": crf}, hidden_size=8, labels=BIO)
+    head = KINDS["tagging"].head.from_options({"crf": crf}, hidden_size=8, labels=BIO)
     outputs = head(_tag_features())
     assert outputs["logits"].shape == (2, 3, len(BIO)) and outputs["mask"].tolist() == [[True] * 3, [True, True, False]]
     targets = head.targets([["B-PER", "I-PER", "O"], ["B-ORG", "I-ORG"]])
@@ -126,14 +126,14 @@ def test_tagging_head_contract(tmp_path, crf):
     decoded = head.eval().decode(head(_tag_features()))
     assert [len(d["tags"]) for d in decoded] == [3, 2] and all(0 <= s <= 1 for d in decoded for s in d["scores"])
     head.save(tmp_path)
-    loaded = load_head(tmp_path)
+    loaded = Head.load(tmp_path)
     assert loaded.decode(loaded(_tag_features())) == decoded
 
 
 def test_entity_types_expand_to_tags():
-    expand = HEAD_KINDS["tagging"].expand_labels
+    expand = KINDS["tagging"].head.expand_labels
     assert expand(["PER", "ORG"], {"scheme": "bio"}) == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
     assert expand(["B", "M", "E", "S"], {"scheme": "bmes"}) == ["B", "M", "E", "S"]
     assert expand(BIO, {"scheme": "bio"}) == BIO
     with pytest.raises(ValueError, match="not a BIO tag"):
-        HEAD_KINDS["tagging"].from_options({"scheme": "bio"}, hidden_size=8, labels=["O", "X-PER"])
+        KINDS["tagging"].head.from_options({"scheme": "bio"}, hidden_size=8, labels=["O", "X-PER"])

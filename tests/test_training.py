@@ -70,7 +70,7 @@ def test_refuses_to_write_a_broken_folder(tmp_path, tiny_backbone_dir, monkeypat
     def broken_save(self, folder):
         raise OSError("disk full while writing the head")
 
-    monkeypatch.setattr(training.HEAD_KINDS["classification"], "save", broken_save)
+    monkeypatch.setattr(training.kind("classification").head, "save", broken_save)
     target = tmp_path / "adapters" / "sentiment"
     with pytest.raises(OSError, match="disk full"):
         train_task(registry, "sentiment", progress=False)

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hub
-from heads import HEAD_KINDS
-from heads.crf import CRF
+from heads import KINDS
+from heads.tagging.crf import CRF
 from heads.losses import classification_loss
-from heads.tag_schemes import transition_constraints, without_overlaps
-from hub.codecs.relation import RelationRequest, parse_marked
-from hub.codecs.tagging import TaggingRequest
+from heads.tagging.schemes import transition_constraints, without_overlaps
+from heads.relation.codec import RelationRequest, parse_marked
+from heads.tagging.codec import TaggingRequest
 from hub.errors import InputError
 
 TASKS = ("sentiment", "paraphrase", "similarity", "entities", "spans", "reader", "relations")
@@ -457,7 +457,7 @@ def test_a_word_the_model_never_sees_takes_the_tag_around_it(served, value, tags
 @pytest.mark.parametrize("crf", [True, False])
 def test_tagging_head_on_rows_without_label_positions(crf):
     options = {"scheme": "bio", "crf": crf}
-    head = HEAD_KINDS["tagging"].from_options(options, hidden_size=4, labels=["O", "B-X", "I-X"]).eval()
+    head = KINDS["tagging"].head.from_options(options, hidden_size=4, labels=["O", "B-X", "I-X"]).eval()
     hidden = torch.randn(3, 5, 4)
     for positions in (torch.zeros(3, 0, dtype=torch.long), torch.tensor([[1, 2], [-1, -1], [3, -1]])):
         outputs = head({"last_hidden_state": hidden, "attention_mask": torch.ones(3, 5), "label_positions": positions})
@@ -476,7 +476,7 @@ def test_crf_with_no_words():
 
 
 def test_span_head_and_losses_without_any_target():
-    head = HEAD_KINDS["span_ner"].from_options({}, hidden_size=4, labels=["A"]).eval()
+    head = KINDS["span_ner"].head.from_options({}, hidden_size=4, labels=["A"]).eval()
     none = torch.zeros(2, 0, dtype=torch.long)
     outputs = head({"last_hidden_state": torch.randn(2, 4, 4), "attention_mask": torch.ones(2, 4),
                     "label_positions": none, "span_starts": none, "span_ends": none})
@@ -515,7 +515,7 @@ def _qa_reference(head, outputs) -> list[dict]:
 def test_qa_decoding_of_many_windows_equals_the_nested_loops(seed):
     torch.manual_seed(seed)
     options = {"top_k": [1, 3, 20, 20, 5][seed], "max_answer_tokens": [1, 4, 30, 2, 8][seed]}
-    head = HEAD_KINDS["qa"].from_options(options, hidden_size=4, labels=None).eval()
+    head = KINDS["qa"].head.from_options(options, hidden_size=4, labels=None).eval()
     hidden, context = torch.randn(40, 24, 4) * 10, (torch.rand(40, 24) < 0.7).long()  # 40 windows
     with torch.no_grad():
         outputs = head({"last_hidden_state": hidden, "context_mask": context})

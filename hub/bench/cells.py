@@ -7,10 +7,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tqdm.auto import tqdm
 
+from ..adapter_folder import AdapterFolder
 from ..data import load_split, sample_rows
 from ..errors import HubError
 from ..evaluation import evaluate_runtime
@@ -19,6 +20,9 @@ from ..registry import Registry
 from .config import METHOD_NAMES, BenchConfig
 from .report import write_results
 
+if TYPE_CHECKING:
+    from ..training import Method
+
 
 def _fingerprint(config: BenchConfig, registry: Registry, task: str, method: str) -> str:
     """The budget plus the task's registry entry (and, for `registered`, its adapter's weights): a changed
@@ -26,7 +30,7 @@ def _fingerprint(config: BenchConfig, registry: Registry, task: str, method: str
     spec = registry.task(task)
     parts: list[Any] = [config.budget(), spec.model_dump(mode="json")]
     if method == "registered":
-        weights = registry.adapter_dir(spec) / "adapter_model.safetensors"
+        weights = registry.adapter_dir(spec) / AdapterFolder.PEFT_WEIGHTS
         parts.append(hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -36,7 +40,7 @@ def _overrides(config: BenchConfig, registry: Registry, task: str, method: str, 
     recipe = registry.task(task).train
     options: dict[str, Any] = {"seed": seed, "epochs": config.epochs, "max_train_examples": config.max_train_examples}
     if config.rank is not None:
-        options["lora"] = {**recipe.lora.model_dump(), "r": config.rank, "alpha": 2.0 * config.rank}
+        options["adapter"] = {**recipe.adapter.model_dump(), "r": config.rank, "alpha": 2.0 * config.rank}
     if method == "lora":
         options["learning_rate"] = config.learning_rate
     elif method == "full":
@@ -54,7 +58,6 @@ def _dev_rows(registry: Registry, task: str, limit: int | None):
 
 def _registered_cell(config: BenchConfig, registry: Registry, task: str, progress: bool) -> dict[str, Any]:
     """The registry's own adapter, served as usual, on the bench's dev rows; sizes and budget from its card."""
-    from ..adapters import folder_bytes
     from ..card import card_report
     from ..service import Hub
 
@@ -66,30 +69,36 @@ def _registered_cell(config: BenchConfig, registry: Registry, task: str, progres
     report, recipe = card_report(folder), spec.train
     return {
         "task": task, "method": "registered", "seed": recipe.seed, "metric": spec.metric,
-        "score": next(iter(metrics.values())), "metrics": metrics, "trainable_parameters": report["trainable_parameters"],
-        "total_parameters": report["total_parameters"], "task_bytes": folder_bytes(folder), "train_examples": report["train_examples"],
+        "score": next(iter(metrics.values())), "metrics": metrics,
+        "trainable_parameters": report["trainable_parameters"], "total_parameters": report["total_parameters"],
+        "task_bytes": AdapterFolder(folder).nbytes(), "train_examples": report["train_examples"],
         "eval_examples": len(dev), "train_seconds": report["train_seconds"], "learning_rate": recipe.learning_rate,
         "epochs": recipe.epochs, "batch_size": recipe.batch_size,
     }
 
 
-def run_cell(config: BenchConfig, registry: Registry, task: str, method: str, seed: int, progress: bool) -> dict[str, Any]:
+def run_cell(config: BenchConfig, registry: Registry, task: str, method: str, seed: int,
+             progress: bool) -> dict[str, Any]:
     """Train one (task, method, seed) and measure it on dev (`registered`: measure the registry's adapter)."""
     from ..training import fit_task  # torch/peft training stack: only when a cell runs
 
     if method == "registered":
         return _registered_cell(config, registry, task, progress)
-    fitted = fit_task(registry, task, method, progress=progress, **_overrides(config, registry, task, method, seed))
+    # run_bench checked `method` against METHOD_NAMES, and `registered` returned above
+    fitted = fit_task(registry, task, cast("Method", method), progress=progress,
+                      **_overrides(config, registry, task, method, seed))
     dev = _dev_rows(registry, task, config.max_eval_examples)
     metrics = evaluate_runtime(fitted.runtime(), dev, progress=progress, scorer=evaluate_metric)
     report = fitted.report
     cell = {
-        "task": task, "method": method, "seed": seed, "metric": fitted.task.metric, "score": next(iter(metrics.values())),
-        "metrics": metrics, "trainable_parameters": report["trainable_parameters"], "total_parameters": report["total_parameters"],
+        "task": task, "method": method, "seed": seed, "metric": fitted.task.metric,
+        "score": next(iter(metrics.values())), "metrics": metrics,
+        "trainable_parameters": report["trainable_parameters"], "total_parameters": report["total_parameters"],
         # what one more task costs to store: its trainable weights in float32
         "task_bytes": 4 * report["trainable_parameters"],
         "train_examples": report["train_examples"], "eval_examples": len(dev), "train_seconds": report["train_seconds"],
-        "learning_rate": fitted.recipe.learning_rate, "epochs": fitted.recipe.epochs, "batch_size": fitted.recipe.batch_size,
+        "learning_rate": fitted.recipe.learning_rate, "epochs": fitted.recipe.epochs,
+        "batch_size": fitted.recipe.batch_size,
     }
     del fitted
     gc.collect()
@@ -136,14 +145,16 @@ def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, co
     if bad:
         raise HubError(f"bench: unknown method(s) {bad}; use {', '.join(METHOD_NAMES)}.")
     if config.max_eval_examples is not None and config.max_eval_examples < 1:
-        raise HubError(f"bench: max_eval_examples={config.max_eval_examples} leaves no dev rows; give 1 or more, or leave it out for all.")
+        raise HubError(f"bench: max_eval_examples={config.max_eval_examples} leaves no dev rows; "
+                       "give 1 or more, or leave it out for all.")
     done = read_log(config, registry)
     # the registered adapter is one fixed model: one cell per task, whatever the seeds
     cells = [(t, m, s) for t in config.tasks for m in config.methods
              for s in ([registry.task(t).train.seed] if m == "registered" else config.seeds)]
     todo = [c for c in cells if c not in done]
     if done and todo:
-        print(f"bench {config.suite}: resuming, {len(cells) - len(todo)} of {len(cells)} cells already in {config.log_path}")
+        print(f"bench {config.suite}: resuming, {len(cells) - len(todo)} of {len(cells)} cells "
+              f"already in {config.log_path}")
     for task, method, seed in tqdm(todo, desc=f"bench {config.suite}", unit="cell", disable=not progress):
         cell = run_cell(config, registry, task, method, seed, progress)
         cell["fingerprint"] = _fingerprint(config, registry, task, method)

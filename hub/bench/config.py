@@ -38,7 +38,8 @@ class BenchConfig:
 
     def budget(self) -> dict[str, Any]:
         """What a cell's result depends on besides (task, method, seed): cells only mix within one budget."""
-        keys = ("max_train_examples", "max_eval_examples", "epochs", "learning_rate", "full_learning_rate", "probe_learning_rate", "rank")
+        keys = ("max_train_examples", "max_eval_examples", "epochs", "learning_rate", "full_learning_rate",
+                "probe_learning_rate", "rank")
         budget = {k: getattr(self, k) for k in keys}
         budget["epochs"] = None if self.epochs is None else float(self.epochs)  # 3 and 3.0 are one budget
         # options added later count only when set, so the logs of earlier runs stay valid
@@ -60,7 +61,8 @@ def with_data_root(registry: Registry, root: Path) -> Registry:
     default = registry.resolve("../shared/data")
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise HubError(f"bench: data folder {root} does not exist; give the folder that holds glue/, clue/, conll2003/ ...")
+        raise HubError(f"bench: data folder {root} does not exist; "
+                       "give the folder that holds glue/, clue/, conll2003/ ...")
 
     def moved(path: str | None) -> str | None:
         if path is None:
@@ -68,6 +70,7 @@ def with_data_root(registry: Registry, root: Path) -> Registry:
         absolute = registry.resolve(path)
         return str(root / absolute.relative_to(default)) if absolute.is_relative_to(default) else path
 
-    tasks = [t.model_copy(update={"data": t.data.model_copy(update={"train": moved(t.data.train), "dev": moved(t.data.dev)})})
+    tasks = [t.model_copy(update={"data": t.data.model_copy(update={"train": moved(t.data.train),
+                                                                    "dev": moved(t.data.dev)})})
              if t.data else t for t in registry.tasks]
     return registry.model_copy(update={"tasks": tasks})

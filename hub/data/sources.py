@@ -16,6 +16,7 @@ from .corpora import package_examples
 def read_rows(registry: Registry, task: TaskSpec, split: str) -> tuple[list[Any], str]:
     """The raw rows of one split, and a description of their source for error messages."""
     data = task.data
+    assert data is not None  # load_split refuses a task without data
     if data.format == "package":
         return list(package_examples(data, split)), f"package corpus {data.corpus!r} ({split})"
     if data.format == "hf":
@@ -36,16 +37,17 @@ def read_rows(registry: Registry, task: TaskSpec, split: str) -> tuple[list[Any]
     return list(reader(path, data)), str(path)
 
 
-def _delimited(path: Path, data: DataSpec) -> Iterator[list[str] | dict[str, str]]:
+def _delimited(path: Path, data: DataSpec) -> Iterator[list[str] | dict[str | int, str]]:
     tsv = data.format == "tsv"
     with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        reader = csv.reader(handle, delimiter="\t" if tsv else ",",
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
         if not data.header:
             yield from reader
             return
         header = next(reader, [])
         for row in reader:
-            record: dict[str, Any] = dict(zip(header, row))
+            record: dict[str | int, str] = dict(zip(header, row))
             record.update({i: value for i, value in enumerate(row)})  # columns may be named or numbered
             yield record
 
@@ -75,11 +77,13 @@ def _squad(path: Path, data: DataSpec, split: str) -> Iterator[dict[str, Any]]:
             for qa in paragraph["qas"]:
                 answers = [a for a in qa.get("answers", []) if a.get("text")]
                 yield {"id": str(qa.get("id", "")), "question": qa["question"], "context": paragraph["context"],
-                       "answers": {"text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers]}}
+                       "answers": {"text": [a["text"] for a in answers],
+                                   "answer_start": [int(a["answer_start"]) for a in answers]}}
 
 
 def _semeval(path: Path, data: DataSpec) -> Iterator[dict[str, str]]:
-    """SemEval-2010 Task 8: `id<TAB>"sentence with <e1>..</e1> <e2>..</e2>"`, then the relation, a comment, a blank line."""
+    """SemEval-2010 Task 8: `id<TAB>"sentence with <e1>..</e1> <e2>..</e2>"`, then the relation, a comment,
+    a blank line."""
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     for number, line in enumerate(lines, 1):
         if "\t" in line and "<e1>" in line:
@@ -121,7 +125,8 @@ def _hf_rows(data: DataSpec, split: str) -> tuple[list[dict[str, Any]], str]:
     try:
         dataset = load_dataset(data.path, data.name, split=split_name)
     except Exception as exc:  # datasets raises many types (connection, missing config, ...)
-        raise DataError(f"cannot load Hub data set {data.path!r} ({data.name}, {split_name}): {str(exc).splitlines()[0]}") from None
+        raise DataError(f"cannot load Hub data set {data.path!r} ({data.name}, {split_name}): "
+                        f"{str(exc).splitlines()[0]}") from None
     rows = [dict(r) for r in dataset]
     for column in (data.columns.get("label", "label"), data.columns.get("tags", "tags")):
         feature = dataset.features.get(column)

@@ -16,7 +16,8 @@ from hub.metrics import METRICS, compute_metric
 
 _LABEL = datasets.Value("string")
 _TAGS = datasets.Sequence(datasets.Value("string"))
-_SPANS = datasets.List({"start": datasets.Value("int64"), "end": datasets.Value("int64"), "label": datasets.Value("string")})
+_SPANS = datasets.List({"start": datasets.Value("int64"), "end": datasets.Value("int64"),
+                        "label": datasets.Value("string")})
 _FEATURES = {
     "pearson_spearman": (datasets.Value("float64"), datasets.Value("float64")),
     "entity_f1": (_TAGS, _TAGS),

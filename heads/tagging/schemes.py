@@ -41,8 +41,10 @@ def check_labels(scheme: Scheme, labels: list[str]) -> None:
     for tag in labels:
         prefix, kind = split_tag(tag)
         if tag != "O" and (len(prefix) != 1 or prefix not in allowed):
-            example = {"bio": "O, B-PER, I-PER", "bioes": "O, B-PER, I-PER, E-PER, S-PER", "bmes": "B, M, E, S (or B-PER, ...)"}[scheme]
-            raise ValueError(f"label {tag!r} is not a {scheme.upper()} tag (tags look like: {example}); fix the labels or set head.scheme")
+            example = {"bio": "O, B-PER, I-PER", "bioes": "O, B-PER, I-PER, E-PER, S-PER",
+                       "bmes": "B, M, E, S (or B-PER, ...)"}[scheme]
+            raise ValueError(f"label {tag!r} is not a {scheme.upper()} tag (tags look like: {example}); "
+                             "fix the labels or set head.scheme")
         if scheme != "bmes" and tag != "O" and not kind:
             raise ValueError(f"label {tag!r} has no entity type; {scheme.upper()} tags look like B-PER")
 
@@ -68,7 +70,8 @@ def transition_constraints(labels: list[str], scheme: Scheme) -> tuple[torch.Ten
     if scheme == "plain":
         return torch.ones(size, dtype=torch.bool), transitions, torch.ones(size, dtype=torch.bool)
     start = torch.tensor([p in ("O", "B", "S") for p in prefixes], dtype=torch.bool)
-    end = torch.tensor([p in ("O", "E", "S") or (scheme == "bio" and p in ("B", "I")) for p in prefixes], dtype=torch.bool)
+    end = torch.tensor([p in ("O", "E", "S") or (scheme == "bio" and p in ("B", "I")) for p in prefixes],
+                       dtype=torch.bool)
     return start, transitions, end
 
 
@@ -103,7 +106,8 @@ def tags_for_spans(length: int, entities: list[tuple[int, int, str]], scheme: Sc
     inside = "M" if scheme == "bmes" else "I"
     for start, end, kind in sorted(entities):
         if any(tag != "O" for tag in tags[start:end]):
-            raise ValueError(f"span {start}-{end} ({kind}) overlaps another; tagging cannot hold nested entities (use kind: span_ner)")
+            raise ValueError(f"span {start}-{end} ({kind}) overlaps another; "
+                             "tagging cannot hold nested entities (use kind: span_ner)")
         suffix = f"-{kind}" if kind else ""
         if scheme == "bio":
             tags[start:end] = [f"B{suffix}"] + [f"I{suffix}"] * (end - start - 1)

@@ -7,16 +7,20 @@ not overlap the head).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..codecs.relation import parse_marked
-from ..errors import DataError, InputError
-from ..registry import TaskSpec
+from hub.errors import DataError, InputError
+
+from .codec import parse_marked
+
+if TYPE_CHECKING:
+    from hub.registry import TaskSpec
 
 Example = dict[str, Any]
 
 
 def relation_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Example]:
+    assert task.data is not None and task.labels is not None  # hub.data reads a task with data; relation has labels
     columns = task.data.columns
     keys = {name: columns.get(name, name) for name in ("text", "head", "tail", "label")}
     mapping = task.data.label_values or {}
@@ -28,7 +32,8 @@ def relation_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Exam
         except (KeyError, IndexError, TypeError):
             raise DataError(f"{where}: no {keys['text']!r} / {keys['label']!r} column; set data.columns.") from None
         if label not in task.labels:
-            raise DataError(f"{where}: relation {label!r} is not among the task's labels; add it or map it with data.label_values.")
+            raise DataError(
+                f"{where}: relation {label!r} is not among the task's labels; add it or map it with data.label_values.")
         try:
             head, tail = _spans(row, keys, text) if isinstance(row, dict) and keys["head"] in row else _marked(text)
         except InputError as exc:
@@ -42,7 +47,7 @@ def _marked(text: str) -> tuple[tuple[str, tuple[int, int]], tuple[int, int]]:
     return (request.text, request.head), request.tail
 
 
-def _spans(row: dict, keys: dict[str, str], text: str) -> tuple[tuple[str, tuple[int, int]], tuple[int, int]]:
+def _spans(row: dict, keys: dict[str, str | int], text: str) -> tuple[tuple[str, tuple[int, int]], tuple[int, int]]:
     def locate(value: Any, avoid: tuple[int, int] | None) -> tuple[int, int]:
         if isinstance(value, (list, tuple)) and len(value) == 2:
             return int(value[0]), int(value[1])

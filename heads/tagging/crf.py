@@ -14,6 +14,10 @@ _FORBIDDEN = -1e4  # added to a forbidden score: exp() of it underflows to 0 wit
 
 
 class CRF(nn.Module):
+    start_penalty: torch.Tensor  # buffers, registered below
+    transition_penalty: torch.Tensor
+    end_penalty: torch.Tensor
+
     def __init__(self, start_allowed: torch.Tensor, transitions_allowed: torch.Tensor, end_allowed: torch.Tensor):
         super().__init__()
         size = transitions_allowed.shape[0]
@@ -70,7 +74,7 @@ class CRF(nn.Module):
         lengths = mask.sum(1).tolist()
         last = (score + end).argmax(-1).tolist()
         back = torch.stack(history).tolist() if history else []  # read once: on a GPU each element read would sync
-        paths = []
+        paths: list[list[int]] = []
         for row, length in enumerate(lengths):
             if length == 0:
                 paths.append([])

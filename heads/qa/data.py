@@ -8,10 +8,12 @@ absent from the context gets -1 and only serves evaluation (its text is still a 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
-from ..registry import TaskSpec
+from hub.errors import DataError
+
+if TYPE_CHECKING:
+    from hub.registry import TaskSpec
 
 Example = dict[str, Any]
 
@@ -24,7 +26,8 @@ def qa_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Example]:
             question, context, answers = row["question"], row["context"], row["answers"]
             texts, starts = list(answers["text"]), [int(s) for s in answers["answer_start"]]
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"{where}: a QA example needs question, context and answers {{text, answer_start}}.") from None
+            raise DataError(
+                f"{where}: a QA example needs question, context and answers {{text, answer_start}}.") from None
         if not isinstance(question, str) or not isinstance(context, str):
             raise DataError(f"{where}: question and context must be strings.")
         if not question.strip() or not context.strip():
@@ -33,7 +36,8 @@ def qa_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Example]:
         starts = [_locate(context, text, start) for text, start in zip(texts, starts)]
         examples.append({"question": question, "context": context, "answers": {"text": texts, "answer_start": starts}})
     if empty:
-        warnings.warn(f"{source}: skipped {len(empty)} question(s) with an empty question or context (#{', #'.join(map(str, empty[:5]))})",
+        numbers = ", #".join(map(str, empty[:5]))
+        warnings.warn(f"{source}: skipped {len(empty)} question(s) with an empty question or context (#{numbers})",
                       stacklevel=2)
     return examples
 

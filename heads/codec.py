@@ -1,9 +1,13 @@
-"""A codec turns one task kind's requests into backbone rows and the head's decoded rows back into
-results; training and evaluation use the same codec, so what is trained is what is served.
+"""The two codec contracts of a task kind; training and evaluation encode through the serving codec, so what is
+trained is what is served.
 
+`Codec` (serving):
 - `normalize(value)`: check one request (raises InputError with the fix) and return it in a canonical form;
 - `encode(requests)`: the rows of each request (usually one; a long text may need several windows);
 - `finish(request, rows, decoded)`: the user-facing result from the head's per-row decodings;
+- `input_schema(inputs)`: the JSON shapes `normalize` accepts (the HTTP server's OpenAPI document).
+
+`ExampleCodec` (training and evaluation, over a serving codec):
 - `features(example)`: the training rows of one data-set example, with their `labels`;
 - `request(example)`, `prediction(result)`, `reference(example)`: how evaluation runs a dev example.
 """
@@ -14,14 +18,31 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from heads import Head
-from ..errors import InputError
-from ..registry import TaskSpec
+from hub.errors import InputError
+
+from .base import ExtraInput, Head
+
+if TYPE_CHECKING:
+    from hub.registry import TaskSpec
+
+TEXT_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": r"\S"}  # a non-blank string
+
+
+def fields_schema(names: list[str], properties: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with exactly these keys, each a text (or the schema `properties` gives it)."""
+    return {"type": "object", "additionalProperties": False, "required": names,
+            "properties": {name: (properties or {}).get(name, TEXT_SCHEMA) for name in names}}
+
+
+def pair_schema(names: list[str]) -> list[dict[str, Any]]:
+    """Two texts: a two-item array, or an object keyed by the two field names."""
+    return [{"type": "array", "items": TEXT_SCHEMA, "minItems": 2, "maxItems": 2}, fields_schema(names)]
+
 
 # a letter or digit always gives a token (or [UNK]); only texts without one need the tokenizer to tell
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
@@ -41,11 +62,10 @@ class Row:
 
 
 class Codec:
-    # extra per-row inputs the head reads, with the value that pads them
-    extras_padding: ClassVar[dict[str, int]] = {}
-    token_aligned: ClassVar[frozenset[str]] = frozenset()  # extras with one value per token of the row
+    """Serving: requests of one task <-> backbone rows <-> results."""
 
-    def __init__(self, task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, max_length: int, language: str):
+    def __init__(self, task: TaskSpec, head: Head, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                 language: str) -> None:
         self.task = task
         self.head = head
         self.tokenizer = tokenizer
@@ -85,7 +105,22 @@ class Codec:
         """Default for one row per request: the head's decoding, flagged when the row was cut."""
         return {**decoded[0], **({"truncated": True} if rows[0].truncated else {})}
 
+    @classmethod
+    def input_schema(cls, inputs: list[str]) -> dict[str, Any]:
+        """The JSON Schema of one `input` of a task with these input fields."""
+        raise NotImplementedError
+
+
+class ExampleCodec:
+    """Training and evaluation: data-set examples <-> the serving codec's requests, rows and results."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.task = codec.task
+        self.head = codec.head
+
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
+        """Training rows (`input_ids`, `token_type_ids`, the head's extra inputs, `labels`) of one example."""
         raise NotImplementedError
 
     def request(self, example: dict[str, Any]) -> Any:
@@ -97,60 +132,16 @@ class Codec:
     def reference(self, example: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def collate_extras(self, extras: Sequence[dict[str, list[int]]], width: int) -> dict[str, torch.Tensor]:
-        """Pad each extra input to the longest row; one value per token (`token_aligned`) pads to the batch `width`."""
-        return {
-            name: pad_lists([e[name] for e in extras], pad, width if name in self.token_aligned else 0)
-            for name, pad in self.extras_padding.items()
-        }
 
-
-def backbone_batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Padded `input_ids`, `token_type_ids` and the [n, T] `attention_mask` of rows given as dicts.
-
-    When a row has attention `blocks`, the batch also gets `block_mask` [n, 1, T, T] (a token sees only
-    its own block; rows without blocks see everything) and `position_ids` restarting in every block, so
-    a block is encoded exactly as if it were alone: two texts in one row, encoded separately.
-    """
-    batch = {
-        "input_ids": pad_lists([r["input_ids"] for r in rows], pad_id),
-        "token_type_ids": pad_lists([r["token_type_ids"] for r in rows], 0),
-        "attention_mask": pad_lists([[1] * len(r["input_ids"]) for r in rows], 0),
-    }
-    if any(r.get("blocks") for r in rows):
-        blocks = pad_lists([r.get("blocks") or [0] * len(r["input_ids"]) for r in rows], -1)
-        # padding is a block of its own: real tokens never see it, and no query row is empty (no NaN)
-        batch["block_mask"] = (blocks.unsqueeze(2) == blocks.unsqueeze(1)).unsqueeze(1)
-        starts = torch.ones_like(blocks, dtype=torch.bool)
-        starts[:, 1:] = blocks[:, 1:] != blocks[:, :-1]
-        index = torch.arange(blocks.shape[1]).expand_as(blocks)
-        batch["position_ids"] = index - torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
-    return batch
-
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the backbone itself takes from a `backbone_batch`."""
-    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-    if "block_mask" in batch:
-        inputs["attention_mask"] = batch["block_mask"]
-        inputs["position_ids"] = batch["position_ids"]
-    return inputs
-
-
-def head_features(out: Any, attention_mask: torch.Tensor, all_layers: bool) -> dict[str, torch.Tensor]:
-    """What every head reads from a backbone pass (serving and training build it here, identically).
-
-    In float32 whatever the backbone's precision (a no-op for a float32 backbone): heads are float32.
-    """
-    pooled = out.pooler_output
-    features = {"last_hidden_state": out.last_hidden_state.float(), "attention_mask": attention_mask,
-                "pooler_output": pooled.float() if pooled is not None else None}
-    if all_layers:
-        features["hidden_states"] = torch.stack(out.hidden_states, dim=1).float()  # [n, layers + 1, T, H]
-    return features
+def collate_extras(inputs: Sequence[ExtraInput], extras: Sequence[dict[str, list[int]]],
+                   width: int) -> dict[str, torch.Tensor]:
+    """Each extra input padded to the longest row; per-token inputs to the batch's token `width`."""
+    return {spec.name: pad_lists([e[spec.name] for e in extras], spec.pad, width if spec.per_token else 0)
+            for spec in inputs}
 
 
 def pad_lists(values: Sequence[Sequence[int]], pad: int, min_width: int = 0) -> torch.Tensor:
     """[len(values), width] long tensor of the lists, right-padded with `pad` (one tensor built from Python lists)."""
     width = max([min_width, *(len(v) for v in values)])
-    return torch.tensor([[*value, *[pad] * (width - len(value))] for value in values], dtype=torch.long).reshape(len(values), width)
+    rows = [[*value, *[pad] * (width - len(value))] for value in values]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(values), width)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
-from ..registry import DataSpec, TaskSpec
+from hub.errors import DataError
+
+if TYPE_CHECKING:
+    from hub.registry import DataSpec, TaskSpec
 
 Example = dict[str, Any]
 
 
 def text_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Example]:
-    return [_to_example(row, task, task.data, source, i) for i, row in enumerate(rows)]
+    data = task.data
+    assert data is not None  # hub.data reads only tasks with a data section
+    return [_to_example(row, task, data, source, i) for i, row in enumerate(rows)]
 
 
 def _to_example(row: Any, task: TaskSpec, data: DataSpec, source: str, index: int) -> Example:
@@ -21,7 +25,8 @@ def _to_example(row: Any, task: TaskSpec, data: DataSpec, source: str, index: in
         try:
             value = row[column]
         except (KeyError, IndexError, TypeError):
-            known = sorted(str(k) for k in row if isinstance(k, str)) if isinstance(row, dict) else f"{len(row)} columns"
+            known = (sorted(str(k) for k in row if isinstance(k, str)) if isinstance(row, dict)
+                     else f"{len(row)} columns")
             raise DataError(
                 f"{source}, row {index + 1}: no column {column!r} for field {field!r} (row has {known}); "
                 f"set data.columns.{field} in the registry."
@@ -36,7 +41,8 @@ def _label(raw: Any, task: TaskSpec, data: DataSpec, source: str, index: int) ->
         try:
             return float(raw)
         except (TypeError, ValueError):
-            raise DataError(f"{source}, row {index + 1}: label {raw!r} is not a number; regression needs numbers.") from None
+            raise DataError(
+                f"{source}, row {index + 1}: label {raw!r} is not a number; regression needs numbers.") from None
     label = data.label_values.get(str(raw), raw) if data.label_values else str(raw)
     if label not in task.labels:
         raise DataError(

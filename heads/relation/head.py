@@ -16,12 +16,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from .base import Head, HeadConfig, HeadOptions
-from .sequence import SingleLabel
+from ..base import ExtraInput, Head, HeadConfig, HeadOptions
+from ..classification.head import SingleLabel
+
+ENTITY_TOKENS = ExtraInput("entity_tokens", pad=0)  # first and last token of the head entity, then of the tail
 
 
 class RelationOptions(HeadOptions):
-    method: Literal["markers", "pooled"] = Field("markers", description="entity marker tokens, or pooled entity tokens without markers")
+    method: Literal["markers", "pooled"] = Field(
+        "markers", description="entity marker tokens, or pooled entity tokens without markers")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
@@ -34,15 +37,20 @@ class RelationHead(SingleLabel, Head):
     needs_labels = True
     options_class = RelationOptions
     config_class = RelationConfig
+    config: RelationConfig
 
     def __init__(self, config: RelationConfig):
         super().__init__(config)
+        assert config.labels is not None  # a labelled kind: the hub builds it with its labels
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(2 * config.hidden_size, len(config.labels))
 
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        return (ENTITY_TOKENS,)
+
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`entity_tokens` [n, 4]: first and last token of the head, then of the tail (markers included)."""
-        hidden, spans = features["last_hidden_state"], features["entity_tokens"]
+        hidden, spans = features["last_hidden_state"], features[ENTITY_TOKENS.name]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.config.method == "markers":
             vectors = [hidden[rows, spans[:, 0]], hidden[rows, spans[:, 2]]]

@@ -2,7 +2,7 @@
 
 The head sees token-level hidden states and `label_positions` [n, W]: for each word, the index of the
 token its tag is read from (the first sub-word; every sub-word with `label_all_subwords`), -1 for
-padding. Text <-> words <-> sub-words is the tagging codec's job (hub/codecs/tagging.py).
+padding. Text <-> words <-> sub-words is the tagging codec's job (codec.py).
 """
 
 from __future__ import annotations
@@ -14,22 +14,25 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from .base import Head, HeadConfig, HeadOptions
+from ..base import ExtraInput, Head, HeadConfig, HeadOptions
+from ..losses import classification_loss
 from .crf import CRF
-from .losses import classification_loss
-from .tag_schemes import SCHEME_PREFIXES, check_labels, detect_scheme, transition_constraints
+from .schemes import SCHEME_PREFIXES, Scheme, check_labels, detect_scheme, transition_constraints
 
-
+LABEL_POSITIONS = ExtraInput("label_positions", pad=-1)  # per word: the token its tag is read from
 _TAG = re.compile(r"^(O|[BIMES])(-.+)?$")
 
 
 class TaggingOptions(HeadOptions):
     scheme: Literal["auto", "bio", "bioes", "bmes", "plain"] = Field(
-        "auto", description="tag scheme; auto: from the label names (B-/I- -> bio, E-/S- -> bioes, M -> bmes, else plain)")
+        "auto",
+        description="tag scheme; auto: from the label names (B-/I- -> bio, E-/S- -> bioes, M -> bmes, else plain)")
     crf: bool = Field(False, description="a CRF layer with the scheme's transition constraints, Viterbi decoding")
-    label_all_subwords: bool = Field(False, description="train on every sub-word (continuations keep the span), not only the first")
+    label_all_subwords: bool = Field(
+        False, description="train on every sub-word (continuations keep the span), not only the first")
     words: Literal["auto", "chars", "tokenizer"] = Field(
-        "auto", description="how raw text is split into words: chars (Chinese), the tokenizer's words, auto: by the backbone's language")
+        "auto", description=("how raw text is split into words: chars (Chinese), the tokenizer's words, "
+                             "auto: by the backbone's language"))
     output: Literal["auto", "entities", "words"] = Field(
         "auto", description="results as `entities` (NER) or `words` (segmentation, POS); auto: words when no tag is O")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -37,13 +40,13 @@ class TaggingOptions(HeadOptions):
 
 class TaggingConfig(TaggingOptions, HeadConfig):
     @model_validator(mode="after")
-    def _scheme_fits_labels(self) -> "TaggingConfig":
+    def _scheme_fits_labels(self) -> TaggingConfig:
         if self.labels:
             check_labels(self.resolved_scheme, self.labels)
         return self
 
     @property
-    def resolved_scheme(self) -> str:
+    def resolved_scheme(self) -> Scheme:
         return detect_scheme(self.labels or []) if self.scheme == "auto" else self.scheme
 
 
@@ -52,9 +55,11 @@ class TaggingHead(Head):
     needs_labels = True
     options_class = TaggingOptions
     config_class = TaggingConfig
+    config: TaggingConfig
 
     def __init__(self, config: TaggingConfig):
         super().__init__(config)
+        assert config.labels is not None  # a labelled kind: the hub builds it with its labels
         self.scheme = config.resolved_scheme
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden_size, len(config.labels))
@@ -68,8 +73,11 @@ class TaggingHead(Head):
             return labels
         return ["O"] + [f"{prefix}-{kind}" for kind in labels for prefix in SCHEME_PREFIXES[scheme]]
 
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        return (LABEL_POSITIONS,)
+
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        positions = features["label_positions"]
+        positions = features[LABEL_POSITIONS.name]
         mask = positions >= 0
         hidden = features["last_hidden_state"]
         picked = hidden.gather(1, positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
@@ -77,6 +85,7 @@ class TaggingHead(Head):
 
     def targets(self, raw_labels: list[Any]) -> torch.Tensor:
         """Per-row lists of tag names (one per label position) -> [n, W] ids, -100 as padding."""
+        assert self.config.labels is not None
         index = {tag: i for i, tag in enumerate(self.config.labels)}
         width = max((len(tags) for tags in raw_labels), default=0)
         out = torch.full((len(raw_labels), width), -100, dtype=torch.long)
@@ -102,6 +111,8 @@ class TaggingHead(Head):
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Per row: the tag and its probability at each label position (CRF: Viterbi path + marginals)."""
         logits, mask = outputs["logits"], outputs["mask"]
+        labels = self.config.labels
+        assert labels is not None
         if self.crf is None:
             probs = logits.float().softmax(-1).cpu()  # one copy off a GPU, not a sync per row and value
             paths = [row[m].tolist() for row, m in zip(probs.argmax(-1), mask.cpu())]
@@ -110,6 +121,7 @@ class TaggingHead(Head):
             paths = self.crf.viterbi(logits, mask)
         results = []
         for row, path in enumerate(paths):
-            scores = probs[row, torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] if path else torch.zeros(0)
-            results.append({"tags": [self.config.labels[i] for i in path], "scores": [round(s, 6) for s in scores.tolist()]})
+            scores = (probs[row, torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] if path
+                      else torch.zeros(0))
+            results.append({"tags": [labels[i] for i in path], "scores": [round(s, 6) for s in scores.tolist()]})
         return results

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from ..registry import TaskSpec
-from .base import Codec, Row
+from hub.errors import InputError
+
+from ..codec import TEXT_SCHEMA, Codec, ExampleCodec, Row, fields_schema, pair_schema
+from .head import SEGMENTS
+
+if TYPE_CHECKING:
+    from hub.registry import TaskSpec
 
 
 def _describe(task: TaskSpec) -> str:
     if len(task.inputs) == 1:
         return f"task {task.name!r} takes one text: pass a non-empty string"
     a, b = task.inputs
-    return f"task {task.name!r} takes a pair ({a}, {b}): pass a tuple of two non-empty strings or a dict with keys {a!r}, {b!r}"
+    return (f"task {task.name!r} takes a pair ({a}, {b}): pass a tuple of two non-empty strings "
+            f"or a dict with keys {a!r}, {b!r}")
 
 
 def normalize_input(task: TaskSpec, value: Any) -> tuple[str, ...]:
@@ -56,12 +61,13 @@ class TextCodec(Codec):
     """Single texts and pairs. A pair is one input ([CLS] a [SEP] b [SEP]) or, with the head's
     `pair: siamese`, two texts side by side in one row that never attend to each other."""
 
-    token_aligned = frozenset({"segments"})
-
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.siamese = getattr(self.head.config, "pair", "cross") == "siamese" and len(self.task.inputs) == 2
-        self.extras_padding = {"segments": -1} if self.siamese else {}
+        self.siamese = SEGMENTS in self.head.extra_inputs() and len(self.task.inputs) == 2
+
+    @classmethod
+    def input_schema(cls, inputs: list[str]) -> dict[str, Any]:
+        return {"anyOf": [TEXT_SCHEMA, fields_schema(inputs)] if len(inputs) == 1 else pair_schema(inputs)}
 
     @property
     def shared_encoding(self) -> tuple:
@@ -120,13 +126,21 @@ class TextCodec(Codec):
             truncated = (keep_a, keep_b) != (len(a), len(b))
             a, b = a[: keep_a - 1] + a[-1:], b[: keep_b - 1] + b[-1:]  # keep each text's closing [SEP]
             segments = [0] * len(a) + [1] * len(b)
-            rows.append(Row(a + b, [0] * len(segments), {"segments": segments}, truncated=truncated, blocks=segments))
+            rows.append(Row(a + b, [0] * len(segments), {SEGMENTS.name: segments}, truncated=truncated,
+                            blocks=segments))
         return rows
 
+
+
+class TextExamples(ExampleCodec):
+    """Examples with the task's input fields and a `label` (a label name, or a number for regression)."""
+
+    codec: TextCodec
+
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
-        row = self.encode([self.request(example)])[0][0]
+        row = self.codec.encode([self.request(example)])[0][0]
         label = self.head.targets([example["label"]])[0].item()
-        extra = {"blocks": row.blocks, **row.extras} if self.siamese else {}
+        extra = {"blocks": row.blocks, **row.extras} if self.codec.siamese else {}
         return [{"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **extra, "labels": label}]
 
     def request(self, example: dict[str, Any]) -> tuple[str, ...]:

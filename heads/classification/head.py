@@ -1,29 +1,34 @@
-"""Heads over one pooled vector per row: classification (one text or a pair) and regression."""
+"""Heads over one pooled vector per row (one text or a pair): the pooled base, shared with regression, and
+classification."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Head, HeadConfig, HeadOptions, Pooling, pool
-from .losses import classification_loss
+from ..base import ExtraInput, Head, HeadConfig, HeadOptions, Pooling, pool
+from ..losses import classification_loss
+
+SEGMENTS = ExtraInput("segments", pad=-1, per_token=True)  # siamese pairs: 0 = first text, 1 = second, -1 = padding
 
 
 class PooledOptions(HeadOptions):
-    pooling: Pooling = Field("mean", description="cls: raw [CLS] vector; pooler: the backbone's pooler; mean/max over tokens")
+    pooling: Pooling = Field(
+        "mean", description="cls: raw [CLS] vector; pooler: the backbone's pooler; mean/max over tokens")
     projection: bool = Field(False, description="a dense+tanh layer trained with the head (BERT's pooler, retrained)")
     pair: Literal["cross", "siamese"] = Field(
-        "cross", description="a text pair as one input (cross-encoder) or each text on its own, compared as [u, v, |u-v|, u*v]")
+        "cross", description=("a text pair as one input (cross-encoder) or each text on its own, "
+                              "compared as [u, v, |u-v|, u*v]"))
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class PooledConfig(PooledOptions, HeadConfig):
     @model_validator(mode="after")
-    def _siamese_pools_each_text(self) -> "PooledConfig":
+    def _siamese_pools_each_text(self) -> PooledConfig:
         if self.pair == "siamese" and self.pooling == "pooler":
             raise ValueError("pair: siamese pools each text on its own; use pooling cls, mean or max, not pooler")
         return self
@@ -34,6 +39,7 @@ class PooledHead(Head):
 
     options_class = PooledOptions
     config_class = PooledConfig
+    config: PooledConfig
 
     def __init__(self, config: PooledConfig):
         super().__init__(config)
@@ -45,9 +51,12 @@ class PooledHead(Head):
     def output_size(self) -> int:
         raise NotImplementedError
 
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        return (SEGMENTS,) if self.config.pair == "siamese" else ()
+
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.config.pair == "siamese":  # `segments` [n, T]: 0 = first text, 1 = second, -1 = padding
-            u, v = (self.projection(pool(features, self.config.pooling, features["segments"] == k)) for k in (0, 1))
+        if self.config.pair == "siamese":
+            u, v = (self.projection(pool(features, self.config.pooling, features[SEGMENTS.name] == k)) for k in (0, 1))
             pooled = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
         else:
             pooled = self.projection(pool(features, self.config.pooling))
@@ -62,12 +71,14 @@ class PooledHead(Head):
         return (type(self), c.pooling, c.hidden_size, self.output_size())
 
     @classmethod
-    def forward_many(cls, heads: list[Head], owner: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward_many(cls, heads: list[Head], owner: torch.Tensor,
+                     features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Pool once, then every head's output layer over every row in ONE matmul (outputs are a few
         columns per head, so this costs less than gathering a matrix per row), and keep each row's own."""
-        pooled = pool(features, heads[0].config.pooling)
-        weight = torch.cat([h.out.weight for h in heads])  # [heads x outputs, width]
-        bias = torch.cat([h.out.bias for h in heads])
+        pooled_heads = cast("list[PooledHead]", heads)  # one batch key: heads of this class
+        pooled = pool(features, pooled_heads[0].config.pooling)
+        weight = torch.cat([h.out.weight for h in pooled_heads])  # [heads x outputs, width]
+        bias = torch.cat([h.out.bias for h in pooled_heads])
         every = F.linear(pooled, weight, bias).view(len(pooled), len(heads), -1)
         return {"logits": every[torch.arange(len(pooled), device=pooled.device), owner]}
 
@@ -80,7 +91,7 @@ class SingleLabel:
     focal_gamma: float
 
     def targets(self, raw_labels: list[Any]) -> torch.Tensor:
-        index = {label: i for i, label in enumerate(self.config.labels)}
+        index = {label: i for i, label in enumerate(_labels(self.config))}
         unknown = sorted({str(label) for label in raw_labels if label not in index})
         if unknown:
             raise ValueError(f"labels {unknown[:5]} are not among the task's labels {self.config.labels}")
@@ -96,33 +107,20 @@ class SingleLabel:
     def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         probs = outputs["logits"].float().softmax(-1)
         scores, best = probs.max(-1)
-        return [{"label": heads[o].config.labels[i], "score": round(s, 6)} for o, i, s in zip(owner, best.tolist(), scores.tolist())]
+        return [{"label": _labels(heads[o].config)[i], "score": round(s, 6)}
+                for o, i, s in zip(owner, best.tolist(), scores.tolist())]
 
 
 class ClassificationHead(SingleLabel, PooledHead):
     kind = "classification"
     needs_labels = True
+    config: PooledConfig
 
     def output_size(self) -> int:
-        return len(self.config.labels)
+        return len(_labels(self.config))
 
 
-class RegressionHead(PooledHead):
-    kind = "regression"
-    needs_labels = False
-
-    def output_size(self) -> int:
-        return 1
-
-    def targets(self, raw_labels: list[Any]) -> torch.Tensor:
-        try:
-            return torch.tensor([float(v) for v in raw_labels], dtype=torch.float32)
-        except (TypeError, ValueError):
-            raise ValueError(f"regression targets must be numbers; got e.g. {raw_labels[:3]}") from None
-
-    def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs["logits"].squeeze(-1).float(), targets)
-
-    @classmethod
-    def decode_many(cls, heads: list[Head], owner: list[int], outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        return [{"value": round(v, 6)} for v in outputs["logits"].squeeze(-1).float().tolist()]
+def _labels(config: HeadConfig) -> list[str]:
+    """The labels of a head whose kind needs them (the hub builds such a head with its labels)."""
+    assert config.labels is not None
+    return config.labels

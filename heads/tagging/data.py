@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
-from ..registry import TaskSpec
+from hub.errors import DataError
+
+if TYPE_CHECKING:
+    from hub.registry import TaskSpec
 
 Example = dict[str, Any]
 
 
 def tagging_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Example]:
+    assert task.data is not None  # hub.data reads only tasks with a data section
     columns = {} if task.data.format in ("conll", "package") else task.data.columns  # conll columns are file columns
     tokens_key, tags_key = columns.get("tokens", "tokens"), columns.get("tags", "tags")
     text_key, spans_key = columns.get("text", "text"), columns.get("label", "label")
@@ -34,12 +37,15 @@ def tagging_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Examp
 def _tokens_example(tokens: Any, tags: Any, task: TaskSpec, where: str) -> Example:
     if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
         raise DataError(f"{where}: tokens and tags must be lists of the same length.")
+    assert task.data is not None and task.labels is not None  # read with data; tagging and span_ner have labels
     mapping = task.data.label_values or {}
     tags = [mapping.get(str(tag), str(tag)) for tag in tags]
-    known = set(task.labels) if task.kind == "tagging" else {"O"} | {t for t in tags if t.partition("-")[2] in task.labels}
+    labels = task.labels
+    known = set(labels) if task.kind == "tagging" else {"O"} | {t for t in tags if t.partition("-")[2] in labels}
     unknown = sorted(set(tags) - known)
     if unknown:
-        raise DataError(f"{where}: tags {unknown[:5]} are not among the task's labels; add them or map them with data.label_values.")
+        raise DataError(f"{where}: tags {unknown[:5]} are not among the task's labels; "
+                        "add them or map them with data.label_values.")
     kept = [(str(token), tag) for token, tag in zip(tokens, tags) if str(token).strip()]
     if not kept:
         return {"tokens": [], "tags": []}
@@ -48,16 +54,19 @@ def _tokens_example(tokens: Any, tags: Any, task: TaskSpec, where: str) -> Examp
 
 
 def _spans_example(text: Any, raw: Any, task: TaskSpec, where: str) -> Example:
-    """CLUENER `{"type": {"mention": [[start, end_inclusive], ...]}}` or `[{"start", "end", "label"}]` (end exclusive)."""
+    """CLUENER `{"type": {"mention": [[start, end_inclusive], ...]}}` or `[{"start", "end", "label"}]`
+    (end exclusive)."""
     if not isinstance(text, str):
         raise DataError(f"{where}: 'text' must be a string.")
-    spans = []
+    assert task.labels is not None  # tagging and span_ner have labels
+    spans: list[dict[str, Any]] = []
     if isinstance(raw, dict):
         for kind, mentions in raw.items():
             for mention, places in mentions.items():
                 for start, end in places:
                     if not 0 <= start <= end < len(text):
-                        raise DataError(f"{where}: span {start}-{end} of {mention!r} is outside the text (length {len(text)}).")
+                        raise DataError(
+                            f"{where}: span {start}-{end} of {mention!r} is outside the text (length {len(text)}).")
                     if text[start:end + 1] != mention:
                         raise DataError(f"{where}: span {start}-{end} is {text[start:end + 1]!r}, not {mention!r}.")
                     spans.append({"start": int(start), "end": int(end) + 1, "label": str(kind)})

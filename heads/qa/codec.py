@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError
-from .base import Codec, Row
+from hub.errors import InputError
+
+from ..codec import Codec, ExampleCodec, Row, pair_schema
+from .head import CONTEXT_MASK, QAHead
 
 
 @dataclass
@@ -18,11 +20,15 @@ class QARequest:
 
 
 class QACodec(Codec):
-    extras_padding = {"context_mask": 0}
-    token_aligned = frozenset({"context_mask"})
+    head: QAHead
+
+    @classmethod
+    def input_schema(cls, inputs: list[str]) -> dict[str, Any]:
+        return {"anyOf": pair_schema(["question", "context"])}
 
     def normalize(self, value: Any) -> QARequest:
-        usage = f"task {self.task.name!r} answers a question from a context: pass {{'question': ..., 'context': ...}} or a (question, context) tuple"
+        usage = (f"task {self.task.name!r} answers a question from a context: "
+                 "pass {'question': ..., 'context': ...} or a (question, context) tuple")
         if isinstance(value, dict):
             if set(value) != {"question", "context"}:
                 raise InputError(f"{usage}; got keys {sorted(value)}.")
@@ -42,8 +48,9 @@ class QACodec(Codec):
         room = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True) - self.head.config.doc_stride - 1
         size = len(self.tokenizer(question, add_special_tokens=False, verbose=False)["input_ids"])
         if size > room:
-            raise InputError(f"task {self.task.name!r}: the question is {size} tokens; with {self.max_length}-token windows "
-                             f"sharing {self.head.config.doc_stride} context tokens it may be at most {room}. Shorten it.")
+            raise InputError(f"task {self.task.name!r}: the question is {size} tokens; with {self.max_length}-token "
+                             f"windows sharing {self.head.config.doc_stride} context tokens it may be at most {room}. "
+                             "Shorten it.")
 
     def encode(self, requests: Sequence[QARequest]) -> list[list[Row]]:
         """Windows of `max_length` tokens over each context, consecutive windows sharing `doc_stride` tokens."""
@@ -60,9 +67,10 @@ class QACodec(Codec):
             offsets = [tuple(o) if s == 1 else None for o, s in zip(encoded["offset_mapping"][window], sequence)]
             context_mask = [int(s == 1) for s in sequence]
             if not any(context_mask):
-                raise InputError(f"task {self.task.name!r}: the question fills the whole {self.max_length}-token window; shorten it.")
+                raise InputError(f"task {self.task.name!r}: the question fills the whole {self.max_length}-token "
+                                 "window; shorten it.")
             rows[request].append(Row(encoded["input_ids"][window], encoded["token_type_ids"][window],
-                                     {"context_mask": context_mask}, {"offsets": offsets}))
+                                     {CONTEXT_MASK.name: context_mask}, {"offsets": offsets}))
         return rows
 
     def finish(self, request: QARequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,7 +83,12 @@ class QACodec(Codec):
         if best is None or (self.head.config.allow_no_answer and no_answer > best[2]):
             return {"answer": None, "start": None, "end": None, "score": round(no_answer, 6), "windows": len(rows)}
         start, end, score = best
-        return {"answer": request.context[start:end], "start": start, "end": end, "score": round(score, 6), "windows": len(rows)}
+        return {"answer": request.context[start:end], "start": start, "end": end, "score": round(score, 6),
+                "windows": len(rows)}
+
+
+class QAExamples(ExampleCodec):
+    """SQuAD-style examples: `question`, `context`, `answers` {text, answer_start}."""
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         """Every window of a training question, labelled with the first answer's tokens or (0, 0) when outside."""
@@ -86,13 +99,12 @@ class QACodec(Codec):
             return []  # its answers are not in the context: nothing to learn from (still a dev question)
         span = located[0] if located else None
         out = []
-        for row in self.encode([request])[0]:
+        for row in self.codec.encode([request])[0]:
             label = (0, 0)
             if span is not None:
-                inside = [i for i, o in enumerate(row.meta["offsets"]) if o is not None and o[0] < span[1] and o[1] > span[0]]
-                first = row.meta["offsets"][inside[0]] if inside else None
-                last = row.meta["offsets"][inside[-1]] if inside else None
-                if inside and first[0] <= span[0] and last[1] >= span[1]:
+                offsets = row.meta["offsets"]
+                inside = [i for i, o in enumerate(offsets) if o is not None and o[0] < span[1] and o[1] > span[0]]
+                if inside and offsets[inside[0]][0] <= span[0] and offsets[inside[-1]][1] >= span[1]:
                     label = (inside[0], inside[-1])
             out.append({"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **row.extras,
                         "labels": self.head.targets([label])[0].tolist()})

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
-from ..errors import InputError
-from .base import Codec, Row
+from hub.errors import InputError
+
+from ..codec import TEXT_SCHEMA, Codec, ExampleCodec, Row, fields_schema
+from .head import ENTITY_TOKENS, RelationHead
 
 HEAD_MARK, TAIL_MARK = "@", "#"  # in every BERT vocabulary: no new embeddings, the backbone stays shared
 _MARKED = re.compile(r"<e1>(.*?)</e1>|<e2>(.*?)</e2>", re.S)
@@ -41,18 +43,26 @@ def parse_marked(text: str) -> RelationRequest:
 
 
 class RelationCodec(Codec):
-    extras_padding = {"entity_tokens": 0}
+    head: RelationHead
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.head.config.method == "markers":
             for mark in (HEAD_MARK, TAIL_MARK):
                 if self.tokenizer(mark, add_special_tokens=False)["input_ids"] in ([], [self.tokenizer.unk_token_id]):
-                    raise ValueError(f"the backbone's vocabulary has no {mark!r} token for entity markers; use head.method: pooled")
+                    raise ValueError(
+                        f"the backbone's vocabulary has no {mark!r} token for entity markers; use head.method: pooled")
+
+    @classmethod
+    def input_schema(cls, inputs: list[str]) -> dict[str, Any]:
+        span = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2}
+        marked = {**TEXT_SCHEMA, "pattern": "<e1>.+</e1>.*<e2>.+</e2>|<e2>.+</e2>.*<e1>.+</e1>"}
+        return {"anyOf": [marked, fields_schema(["text", "head", "tail"], {"head": span, "tail": span})]}
 
     def normalize(self, value: Any) -> RelationRequest:
-        usage = (f"task {self.task.name!r} classifies the relation of two entities: pass {{'text': ..., 'head': [start, end], "
-                 "'tail': [start, end]}} (character offsets, end exclusive) or a text marked with <e1>...</e1> and <e2>...</e2>")
+        usage = (f"task {self.task.name!r} classifies the relation of two entities: "
+                 "pass {'text': ..., 'head': [start, end], 'tail': [start, end]} (character offsets, end exclusive) "
+                 "or a text marked with <e1>...</e1> and <e2>...</e2>")
         if isinstance(value, str):
             try:
                 request = parse_marked(value)
@@ -60,11 +70,13 @@ class RelationCodec(Codec):
                 raise InputError(f"{usage}; {exc}") from None
         elif isinstance(value, dict) and set(value) == {"text", "head", "tail"} and isinstance(value["text"], str):
             spans = [value[k] for k in ("head", "tail")]
-            if not all(isinstance(s, (list, tuple)) and all(isinstance(i, Integral) and not isinstance(i, bool) for i in s) for s in spans):
-                raise InputError(f"{usage}; head and tail must be [start, end] pairs of integers.")  # 1.5 or True is no offset
-            request = RelationRequest(value["text"], *(tuple(int(i) for i in s) for s in spans))
-            if len(request.head) != 2 or len(request.tail) != 2:
+            if not all(isinstance(s, (list, tuple))  # 1.5 or True is no offset
+                       and all(isinstance(i, Integral) and not isinstance(i, bool) for i in s) for s in spans):
+                raise InputError(f"{usage}; head and tail must be [start, end] pairs of integers.")
+            head_span, tail_span = (tuple(int(i) for i in s) for s in spans)
+            if len(head_span) != 2 or len(tail_span) != 2:
                 raise InputError(f"{usage}; head and tail must be [start, end] pairs.")
+            request = RelationRequest(value["text"], head_span, tail_span)
         else:
             raise InputError(f"{usage}; got {type(value).__name__ if value is not None else 'None'}.")
         text, n = request.text, len(request.text)
@@ -79,11 +91,13 @@ class RelationCodec(Codec):
         return request
 
     def _marked(self, request: RelationRequest) -> tuple[str, list[int]]:
-        """The text with markers (or not), and the character positions of [head first, head last, tail first, tail last]."""
+        """The text with markers (or not), and the character positions of [head first, head last, tail first,
+        tail last]."""
         if self.head.config.method == "pooled":
             return request.text, [request.head[0], request.head[1] - 1, request.tail[0], request.tail[1] - 1]
         pieces, positions, cursor = [], {}, 0
-        for name, (start, end), mark in sorted((("head", request.head, HEAD_MARK), ("tail", request.tail, TAIL_MARK)), key=lambda x: x[1]):
+        entities = (("head", request.head, HEAD_MARK), ("tail", request.tail, TAIL_MARK))
+        for name, (start, end), mark in sorted(entities, key=lambda x: x[1]):
             pieces.append(request.text[cursor:start])
             opening = sum(map(len, pieces))
             pieces.append(f"{mark} {request.text[start:end]} {mark}")
@@ -98,7 +112,8 @@ class RelationCodec(Codec):
         rows = []
         for request in requests:
             text, chars = self._marked(request)
-            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)  # windowed below
+            # windowed below
+            encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             offsets = encoded["offset_mapping"]
             tokens = self._entity_tokens(offsets, chars)
             first, last = min(tokens), max(tokens)
@@ -109,7 +124,7 @@ class RelationCodec(Codec):
             ids = encoded["input_ids"][start:start + budget]
             input_ids = prefix + ids + suffix
             entity_tokens = [len(prefix) + t - start for t in tokens]
-            rows.append([Row(input_ids, [0] * len(input_ids), {"entity_tokens": entity_tokens},
+            rows.append([Row(input_ids, [0] * len(input_ids), {ENTITY_TOKENS.name: entity_tokens},
                              truncated=len(ids) < len(encoded["input_ids"]))])
         return rows
 
@@ -123,8 +138,12 @@ class RelationCodec(Codec):
         last = [bisect.bisect_right(starts, c) - 1 for c in chars[1::2]]
         return [first[0], last[0], first[1], last[1]]
 
+
+class RelationExamples(ExampleCodec):
+    """Examples with `text`, `head` and `tail` character spans, and the relation `label`."""
+
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
-        row = self.encode([self.normalize(self.request(example))])[0][0]
+        row = self.codec.encode([self.codec.normalize(self.request(example))])[0][0]
         return [{"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **row.extras,
                  "labels": self.head.targets([example["label"]])[0].item()}]
 

@@ -11,36 +11,38 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from heads.tag_schemes import detect_scheme, tags_for_spans, without_overlaps
-from heads.tag_schemes import spans as tag_spans
-from .base import Row
-from .tagging import TaggingCodec, TaggingRequest
+from ..codec import Row
+from ..tagging.codec import TaggingCodec, TaggingExamples, TaggingRequest
+from ..tagging.schemes import Scheme, detect_scheme, tags_for_spans, without_overlaps
+from ..tagging.schemes import spans as tag_spans
+from .head import SPAN_ENDS, SPAN_STARTS, SpanNERHead
 
 
 class SpanCodec(TaggingCodec):
-    extras_padding = {"label_positions": -1, "span_starts": -1, "span_ends": -1}
+    head: SpanNERHead
 
     @property
-    def _scheme(self) -> str:
+    def scheme(self) -> Scheme:
         return "bio"  # only for the `tags` of a result (non-overlapping entities)
 
     @property
-    def _all_subwords(self) -> bool:
+    def all_subwords(self) -> bool:
         return False
 
-    def _enumerate(self, words: int) -> list[tuple[int, int]]:
+    def enumerate_spans(self, words: int) -> list[tuple[int, int]]:
         """Every (first, last) word pair of a row, inclusive, up to the maximum width."""
         width = self.head.config.max_span_width
         return [(i, j) for i in range(words) for j in range(i, min(words, i + width))]
 
-    def _with_spans(self, row: Row, spans: list[tuple[int, int]]) -> Row:
-        row.extras["span_starts"] = [s for s, _ in spans]
-        row.extras["span_ends"] = [e for _, e in spans]
+    def with_spans(self, row: Row, spans: list[tuple[int, int]]) -> Row:
+        row.extras[SPAN_STARTS.name] = [s for s, _ in spans]
+        row.extras[SPAN_ENDS.name] = [e for _, e in spans]
         row.meta["spans"] = spans
         return row
 
     def encode(self, requests: Sequence[TaggingRequest]) -> list[list[Row]]:
-        return [[self._with_spans(row, self._enumerate(len(row.meta["owners"]))) for row in rows] for rows in super().encode(requests)]
+        return [[self.with_spans(row, self.enumerate_spans(len(row.meta["owners"]))) for row in rows]
+                for rows in super().encode(requests)]
 
     def finish(self, request: TaggingRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
         found = []  # (first word, end word exclusive, type, score)
@@ -49,33 +51,41 @@ class SpanCodec(TaggingCodec):
             for index, label, score in result["spans"]:
                 first, last = row.meta["spans"][index]
                 found.append((owners[first], owners[last] + 1, label, score))
-        entities = [{**self._place(request, start, end), "label": label, "score": score} for start, end, label, score in sorted(found)]
+        entities = [{**self.place(request, start, end), "label": label, "score": score}
+                    for start, end, label, score in sorted(found)]
         tags = tags_for_spans(len(request.words), without_overlaps([(s, e, k) for s, e, k, _ in found]), "bio")
         return {"tokens": request.words, "tags": tags, "entities": entities}
 
-    def _gold_spans(self, example: dict[str, Any]) -> tuple[list[str], list[tuple[int, int, str]]]:
+
+class SpanExamples(TaggingExamples):
+    """Tagging's examples; nested and overlapping entities are all kept as gold spans."""
+
+    codec: SpanCodec
+    head: SpanNERHead
+
+    def gold_spans(self, example: dict[str, Any]) -> tuple[list[str], list[tuple[int, int, str]]]:
         """Words and gold entities (first word, end exclusive, type); nested ones kept."""
         if "tokens" in example:
             scheme = detect_scheme(sorted(set(example["tags"])))  # an all-O sentence reads as 'plain': no entities
             return example["tokens"], tag_spans(example["tags"], scheme) if scheme != "plain" else []
-        return self._word_spans(example)
+        return self.word_spans(example)
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
-        words, gold = self._gold_spans(example)
-        pieces = self._pieces([words])[0]
+        words, gold = self.gold_spans(example)
+        pieces = self.codec.pieces([words])[0]
         rng = random.Random(" ".join(words))
         rows = []
-        for start, end in self._windows(pieces):
-            row = self._row(pieces, start, end)
+        for start, end in self.codec.windows(pieces):
+            row = self.codec.window_row(pieces, start, end)
             local = {word: i for i, word in enumerate(row.meta["owners"])}
             labelled = {}
             for first, stop, kind in gold:
                 if first in local and stop - 1 in local and stop - first <= self.head.config.max_span_width:
                     labelled[(local[first], local[stop - 1])] = kind
-            negatives = [span for span in self._enumerate(len(local)) if span not in labelled]
+            negatives = [span for span in self.codec.enumerate_spans(len(local)) if span not in labelled]
             negatives = rng.sample(negatives, min(len(negatives), self.head.config.negative_samples))
             spans = sorted(labelled) + negatives
-            self._with_spans(row, spans)
+            self.codec.with_spans(row, spans)
             rows.append({"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **row.extras,
                          "labels": self.head.targets([[labelled.get(span) for span in spans]])[0].tolist()})
         return rows
@@ -85,5 +95,5 @@ class SpanCodec(TaggingCodec):
 
     def reference(self, example: dict[str, Any]) -> list[tuple[int, int, str]]:
         if "tokens" in example:
-            return sorted(self._gold_spans(example)[1])
+            return sorted(self.gold_spans(example)[1])
         return sorted((s["start"], s["end"], s["label"]) for s in example["spans"])

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import groupby
 from dataclasses import dataclass
-from typing import Any
+from itertools import groupby
+from typing import Any, cast
 
-from heads.tag_schemes import repair_tags, spans, subword_tags, tags_for_spans, without_overlaps, word_tag
-from ..errors import InputError
-from .base import Codec, Row
+from hub.errors import InputError
+
+from ..codec import TEXT_SCHEMA, Codec, ExampleCodec, Row, fields_schema
+from .head import LABEL_POSITIONS, TaggingConfig, TaggingHead
+from .schemes import Scheme, repair_tags, spans, subword_tags, tags_for_spans, without_overlaps, word_tag
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
@@ -30,23 +32,28 @@ class TaggingRequest:
 
 
 class TaggingCodec(Codec):
-    extras_padding = {"label_positions": -1}
+    @property
+    def _config(self) -> TaggingConfig:
+        # span_ner's codec (a subclass) has a SpanConfig here and reads only its `words` through this
+        return cast(TaggingConfig, self.head.config)
 
     @property
-    def _config(self):
-        return self.head.config
-
-    @property
-    def _scheme(self) -> str:
+    def scheme(self) -> Scheme:
+        assert isinstance(self.head, TaggingHead)  # span_ner's codec has its own scheme
         return self.head.scheme
 
     @property
-    def _all_subwords(self) -> bool:
+    def all_subwords(self) -> bool:
         return self._config.label_all_subwords
 
     def _split_chars(self) -> bool:
         mode = self._config.words
         return mode == "chars" or (mode == "auto" and self.language.lower().startswith(("zh", "ja")))
+
+    @classmethod
+    def input_schema(cls, inputs: list[str]) -> dict[str, Any]:
+        tokens = {"type": "array", "items": TEXT_SCHEMA, "minItems": 1}
+        return {"anyOf": [TEXT_SCHEMA, tokens, fields_schema(["text"]), fields_schema(["tokens"], {"tokens": tokens})]}
 
     def normalize(self, value: Any) -> TaggingRequest:
         usage = (f"task {self.task.name!r} tags a text: pass a non-empty string, a list of pre-split tokens, "
@@ -58,7 +65,7 @@ class TaggingCodec(Codec):
         if isinstance(value, str):
             if not value.strip():
                 raise InputError(f"{usage}; got an empty or whitespace-only text.")
-            words, offsets = self._words(value)
+            words, offsets = self.words(value)
             return TaggingRequest(words, offsets, value)
         if isinstance(value, (list, tuple)):
             if not value:
@@ -70,7 +77,7 @@ class TaggingCodec(Codec):
             return TaggingRequest(list(value), None, None)
         raise InputError(f"{usage}; got {'None' if value is None else type(value).__name__}.")
 
-    def _words(self, text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    def words(self, text: str) -> tuple[list[str], list[tuple[int, int]]]:
         if self._split_chars():
             found = [(ch, (i, i + 1)) for i, ch in enumerate(text) if not ch.isspace()]
         else:
@@ -79,13 +86,13 @@ class TaggingCodec(Codec):
                 found = backend.pre_tokenizer.pre_tokenize_str(text)
             else:
                 found = [(m.group(), m.span()) for m in _WORD.finditer(text)]
-        return [w for w, _ in found], [tuple(span) for _, span in found]
+        return [w for w, _ in found], [(start, end) for _, (start, end) in found]
 
-    def _pieces(self, word_lists: Sequence[list[str]]) -> list[list[list[int]]]:
+    def pieces(self, word_lists: Sequence[list[str]]) -> list[list[list[int]]]:
         """Sub-word ids of every word, per sentence."""
-        # verbose=False: long texts are split into windows below, so the tokenizer's "longer than the
-        # maximum length" warning would be wrong
-        encoded = self.tokenizer(list(word_lists), is_split_into_words=True, add_special_tokens=False, verbose=False)
+        # verbose=False: long texts are split into windows below, so the tokenizer's "too long" warning would be wrong
+        encoded = self.tokenizer(list(word_lists), is_split_into_words=True, add_special_tokens=False,
+                                 verbose=False)
         out = []
         for row, words in enumerate(word_lists):
             per_word: list[list[int]] = [[] for _ in words]
@@ -95,7 +102,7 @@ class TaggingCodec(Codec):
             out.append(per_word)
         return out
 
-    def _windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
+    def windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
         """(first word, end word) of consecutive windows whose sub-words fit the backbone; none when no word has a
         sub-word (only control, zero-width, ... characters): there is nothing for the head to tag."""
         if not any(pieces):
@@ -111,25 +118,27 @@ class TaggingCodec(Codec):
         windows.append((start, len(pieces)))
         return windows
 
-    def _row(self, pieces: list[list[int]], start: int, end: int) -> Row:
+    def window_row(self, pieces: list[list[int]], start: int, end: int) -> Row:
         """One window: special tokens around the words' sub-words; label positions per word (or sub-word)."""
         prefix, suffix = self.specials
         budget = self.max_length - len(prefix) - len(suffix)
         ids: list[int] = []
-        positions, owners, truncated = [], [], False
+        positions: list[int] = []
+        owners: list[int] = []
+        truncated = False
         for word in range(start, end):
             word_pieces = pieces[word][: budget]
             truncated |= len(word_pieces) < len(pieces[word])
-            taken = word_pieces if self._all_subwords else word_pieces[:1]
+            taken = word_pieces if self.all_subwords else word_pieces[:1]
             positions.extend(len(prefix) + len(ids) + k for k in range(len(taken)))
             owners.extend([word] * len(taken))
             ids.extend(word_pieces)
         input_ids = prefix + ids + suffix
-        return Row(input_ids, [0] * len(input_ids), {"label_positions": positions}, {"owners": owners}, truncated)
+        return Row(input_ids, [0] * len(input_ids), {LABEL_POSITIONS.name: positions}, {"owners": owners}, truncated)
 
     def encode(self, requests: Sequence[TaggingRequest]) -> list[list[Row]]:
-        all_pieces = self._pieces([r.words for r in requests])
-        return [[self._row(pieces, s, e) for s, e in self._windows(pieces)] for pieces in all_pieces]
+        all_pieces = self.pieces([r.words for r in requests])
+        return [[self.window_row(pieces, s, e) for s, e in self.windows(pieces)] for pieces in all_pieces]
 
     def finish(self, request: TaggingRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
         """Word tags and spans from the windows' positions. A word with no sub-word (zero-width or control
@@ -138,7 +147,7 @@ class TaggingCodec(Codec):
         seen = self._model_tags(rows, decoded)
         tagged = list(seen)  # spans are read over the words the model saw, then span the words between them too
         model_tags = [tag for tag, _ in seen.values()]
-        found = [(tagged[s], tagged[e - 1] + 1, kind) for s, e, kind in spans(model_tags, self._scheme)]
+        found = [(tagged[s], tagged[e - 1] + 1, kind) for s, e, kind in spans(model_tags, self.scheme)]
         tags = ["O"] * len(request.words)
         for start, end, kind in found:
             tags[start:end] = [self._inside(kind)] * (end - start)
@@ -159,18 +168,20 @@ class TaggingCodec(Codec):
             for word, tag, score in zip(row.meta["owners"], result["tags"], result["scores"]):
                 first.setdefault(word, (tag, score))
                 last[word] = tag
-        if not self._all_subwords:
+        if not self.all_subwords:
             return first
-        return {word: (word_tag(tag, last[word], self._scheme), score) for word, (tag, score) in first.items()}
+        return {word: (word_tag(tag, last[word], self.scheme), score) for word, (tag, score) in first.items()}
 
     def _inside(self, kind: str) -> str:
         """The tag of a word inside a span of `kind` (I-PER; M-PER or M in BMES)."""
-        return ("M" if self._scheme == "bmes" else "I") + (f"-{kind}" if kind else "")
+        return ("M" if self.scheme == "bmes" else "I") + (f"-{kind}" if kind else "")
 
-    def _place(self, request: TaggingRequest, start: int, end: int) -> dict[str, Any]:
+    def place(self, request: TaggingRequest, start: int, end: int) -> dict[str, Any]:
         """Words start..end (exclusive) as text with character offsets; token indices for pre-split input."""
         if request.offsets is None:
-            return {"text": ("" if self._split_chars() else " ").join(request.words[start:end]), "start": start, "end": end}
+            text = ("" if self._split_chars() else " ").join(request.words[start:end])
+            return {"text": text, "start": start, "end": end}
+        assert request.text is not None  # offsets come with the text they point into
         first, last = request.offsets[start][0], request.offsets[end - 1][1]
         return {"text": request.text[first:last], "start": first, "end": last}
 
@@ -178,12 +189,14 @@ class TaggingCodec(Codec):
                scores: dict[int, float]) -> dict[str, Any]:
         """Entities (typed schemes), words (segmentation) or tagged words (plain), with offsets; a span's score is the
         mean of its tagged words' scores."""
-        placed = [(kind, {**self._place(request, start, end), "score": self._mean(scores, start, end)})
+        placed = [(kind, {**self.place(request, start, end), "score": self._mean(scores, start, end)})
                   for start, end, kind in found]
-        output = self._config.output
-        if output == "words" or (output == "auto" and (self._scheme == "plain" or "O" not in self._config.labels)):
-            typed = any("-" in label for label in self._config.labels) or self._scheme == "plain"
-            return {"words": [{"text": item["text"], **({"tag": kind} if typed else {}), **{k: item[k] for k in ("start", "end", "score")}}
+        output, labels = self._config.output, self._config.labels
+        assert labels is not None  # a tagging head is built with its labels
+        if output == "words" or (output == "auto" and (self.scheme == "plain" or "O" not in labels)):
+            typed = any("-" in label for label in labels) or self.scheme == "plain"
+            return {"words": [{"text": item["text"], **({"tag": kind} if typed else {}),
+                               **{k: item[k] for k in ("start", "end", "score")}}
                               for kind, item in placed]}
         return {"entities": [{"text": item["text"], "label": kind, **{k: item[k] for k in ("start", "end", "score")}}
                              for kind, item in placed]}
@@ -194,17 +207,23 @@ class TaggingCodec(Codec):
         inside = [scores[word] for word in range(start, end) if word in scores]
         return round(sum(inside) / len(inside), 6)
 
-    def _words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:
+
+class TaggingExamples(ExampleCodec):
+    """Examples as `tokens` + word `tags`, or `text` + character `spans` (mapped onto the codec's words)."""
+
+    codec: TaggingCodec
+
+    def words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:
         """A data-set example as words + word tags; character spans are mapped onto the codec's words."""
         if "tokens" in example:
             return example["tokens"], example["tags"]
-        words, found = self._word_spans(example)
+        words, found = self.word_spans(example)
         # tags hold one entity per word: nested or overlapping annotations keep the longest (span_ner keeps all)
-        return words, tags_for_spans(len(words), without_overlaps(found), self._scheme)
+        return words, tags_for_spans(len(words), without_overlaps(found), self.codec.scheme)
 
-    def _word_spans(self, example: dict[str, Any]) -> tuple[list[str], list[tuple[int, int, str]]]:
+    def word_spans(self, example: dict[str, Any]) -> tuple[list[str], list[tuple[int, int, str]]]:
         """The codec's words of a text example, and its character spans as (first word, end word exclusive, type)."""
-        words, offsets = self._words(example["text"])
+        words, offsets = self.codec.words(example["text"])
         found = []
         for span in example["spans"]:
             inside = [i for i, (s, e) in enumerate(offsets) if s < span["end"] and e > span["start"]]
@@ -214,22 +233,24 @@ class TaggingCodec(Codec):
 
     def features(self, example: dict[str, Any]) -> list[dict[str, Any]]:
         """Training rows (one per window) with the tag of every label position."""
-        words, tags = self._words_and_tags(example)
-        pieces = self._pieces([words])[0]
+        words, tags = self.words_and_tags(example)
+        pieces = self.codec.pieces([words])[0]
         rows = []
-        for start, end in self._windows(pieces):
-            row = self._row(pieces, start, end)
-            labels = [t for word, group in groupby(row.meta["owners"]) for t in subword_tags(tags[word], len(list(group)), self._scheme)]
-            labels = repair_tags(labels, self._scheme)
+        for start, end in self.codec.windows(pieces):
+            row = self.codec.window_row(pieces, start, end)
+            labels = [t for word, group in groupby(row.meta["owners"])
+                      for t in subword_tags(tags[word], len(list(group)), self.codec.scheme)]
+            labels = repair_tags(labels, self.codec.scheme)
             rows.append({"input_ids": row.input_ids, "token_type_ids": row.token_type_ids,
-                         "label_positions": row.extras["label_positions"], "labels": self.head.targets([labels])[0].tolist()})
+                         LABEL_POSITIONS.name: row.extras[LABEL_POSITIONS.name],
+                         "labels": self.head.targets([labels])[0].tolist()})
         return rows
 
     def request(self, example: dict[str, Any]) -> list[str] | str:
         return example["tokens"] if "tokens" in example else example["text"]
 
-    def prediction(self, result: dict[str, Any]) -> list[str]:
+    def prediction(self, result: dict[str, Any]) -> list[Any]:  # tags here; span_ner's codec gives spans
         return result["tags"]
 
-    def reference(self, example: dict[str, Any]) -> list[str]:
-        return self._words_and_tags(example)[1]
+    def reference(self, example: dict[str, Any]) -> list[Any]:
+        return self.words_and_tags(example)[1]

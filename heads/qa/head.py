@@ -15,13 +15,16 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Head, HeadConfig, HeadOptions
+from ..base import ExtraInput, Head, HeadConfig, HeadOptions
+
+CONTEXT_MASK = ExtraInput("context_mask", pad=0, per_token=True)  # 1 on the window's context tokens
 
 
 class QAOptions(HeadOptions):
     max_answer_tokens: int = Field(30, ge=1, description="longest answer considered, in sub-word tokens")
     doc_stride: int = Field(64, ge=1, description="tokens shared by consecutive windows of a long context")
-    allow_no_answer: bool = Field(False, description="answer 'no answer' when [CLS] beats every span (SQuAD 2.0 style data)")
+    allow_no_answer: bool = Field(
+        False, description="answer 'no answer' when [CLS] beats every span (SQuAD 2.0 style data)")
     top_k: int = Field(20, ge=1, description="start and end candidates per window")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -35,15 +38,19 @@ class QAHead(Head):
     needs_labels = False
     options_class = QAOptions
     config_class = QAConfig
+    config: QAConfig
 
     def __init__(self, config: QAConfig):
         super().__init__(config)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden_size, 2)
 
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        return (CONTEXT_MASK,)
+
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.out(self.dropout(features["last_hidden_state"])).float()  # [n, T, 2]
-        allowed = features["context_mask"].bool()
+        allowed = features[CONTEXT_MASK.name].bool()
         allowed[:, 0] = True  # [CLS]: no answer in this window
         logits = logits.masked_fill(~allowed.unsqueeze(-1), torch.finfo(logits.dtype).min)
         return {"logits": logits, "start": logits[..., 0], "end": logits[..., 1], "allowed": allowed}
@@ -62,15 +69,14 @@ class QAHead(Head):
         allowed = outputs["allowed"].cpu()
         k = min(self.config.top_k, start_log.shape[1])
         (s_score, s), (e_score, e) = start_log.topk(k), end_log.topk(k)  # [n, k] each
-        # every (start, end) candidate pair of a window at once, start-major as nested loops would list them:
-        # a long context has thousands of windows, and k * k Python steps per window took seconds
+        # all (start, end) pairs of every window at once, start-major like nested loops (k * k Python steps were slow)
         s, e = s.unsqueeze(2), e.unsqueeze(1)
         valid = (0 < s) & (s <= e) & (e < s + self.config.max_answer_tokens)
         valid &= allowed.gather(1, s.squeeze(2)).unsqueeze(2) & allowed.gather(1, e.squeeze(1)).unsqueeze(1)
         probs = (s_score.unsqueeze(2) + e_score.unsqueeze(1)).exp().masked_fill(~valid, -1.0).flatten(1)
-        order = probs.sort(dim=1, descending=True, stable=True).indices[:, : self.config.top_k]
+        ranked = probs.sort(dim=1, descending=True, stable=True).indices[:, : self.config.top_k]
         no_answer = (start_log[:, 0] + end_log[:, 0]).exp().tolist()
-        starts, ends, scores, order = s.squeeze(2).tolist(), e.squeeze(1).tolist(), probs.tolist(), order.tolist()
+        starts, ends, scores, order = s.squeeze(2).tolist(), e.squeeze(1).tolist(), probs.tolist(), ranked.tolist()
         return [
             {"spans": [(starts[r][i // k], ends[r][i % k], scores[r][i]) for i in order[r] if scores[r][i] >= 0.0],
              "no_answer": no_answer[r]}

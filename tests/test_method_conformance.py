@@ -1,0 +1,82 @@
+"""Every registered adapter method honours the plug-in contract (hub/methods/base.py): the folder PEFT saves for its
+default options loads, serves per row exactly as PEFT computes it (rows of other adapters and of none untouched),
+moves across dtypes, and its options round-trip through the registry; a method missing a part is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertModel
+
+from heads import Row
+from hub.adapter_folder import AdapterFolder
+from hub.backbone import Backbone
+from hub.methods import METHODS, register_method
+from hub.registry import TrainSpec
+
+TEXTS = ["good movie", "the plot was very dull", "a", "love it"]
+
+
+@pytest.fixture(params=sorted(METHODS))
+def method(request):
+    return METHODS[request.param]
+
+
+def _peft_folder(method, backbone_dir, folder, seed):
+    """What `hub train` saves for the method's default options, with random (non-identity) adapter weights."""
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(BertModel.from_pretrained(backbone_dir), method.peft_config(method.options(method=method.name)))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    model.peft_config["default"].base_model_name_or_path = "tiny"
+    model.save_pretrained(folder)
+    return model.eval()
+
+
+def test_per_row_serving_equals_peft(method, tiny_backbone_dir, tmp_path):
+    backbone = Backbone(str(tiny_backbone_dir), BertModel.from_pretrained(tiny_backbone_dir).eval(),
+                        AutoTokenizer.from_pretrained(tiny_backbone_dir))
+    references = [_peft_folder(method, tiny_backbone_dir, tmp_path / f"a{i}", seed=i) for i in range(2)]
+    loaded = [AdapterFolder(tmp_path / f"a{i}").load_adapter(f"a{i}", backbone, "tiny") for i in range(2)]
+    assert all(w.method == method.name and w.nbytes > 0 and w.paths for w in loaded)
+    assert all(backbone.linear_layer(path) is not None for w in loaded for path in w.paths)
+    encoded = [backbone.tokenizer(text)["input_ids"] for text in TEXTS]
+    rows = [Row(ids, [0] * len(ids)) for ids in encoded]
+    owners = [loaded[0], None, loaded[1], loaded[0]]
+    with torch.inference_mode():
+        mixed = backbone.encode(rows, owners)["last_hidden_state"]
+        for i, (ids, owner) in enumerate(zip(encoded, owners)):
+            model = backbone.model if owner is None else references[loaded.index(owner)]
+            alone = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+            assert torch.allclose(mixed[i, : len(ids)], alone, atol=1e-5), (i, (mixed[i, : len(ids)] - alone).abs().max())
+
+
+def test_weights_move_across_dtypes(method, tiny_backbone_dir, tmp_path):
+    backbone = Backbone(str(tiny_backbone_dir), BertModel.from_pretrained(tiny_backbone_dir).eval(),
+                        AutoTokenizer.from_pretrained(tiny_backbone_dir))
+    _peft_folder(method, tiny_backbone_dir, tmp_path / "a", seed=0)
+    weights = AdapterFolder(tmp_path / "a").load_adapter("a", backbone, "tiny")
+    half = weights.to(torch.device("cpu"), torch.float16)
+    assert half.nbytes * 2 == weights.nbytes and set(half.paths) == set(weights.paths)
+    assert weights.to(torch.device("cpu")) is weights
+
+
+def test_options_round_trip_through_the_registry(method):
+    recipe = TrainSpec.model_validate({"adapter": {"method": method.name}})
+    assert isinstance(recipe.adapter, method.options)
+    assert TrainSpec.model_validate(recipe.model_dump()) == recipe
+    with pytest.raises(ValueError, match="unknown adapter method"):
+        TrainSpec.model_validate({"adapter": {"method": "no-such-method"}})
+
+
+def test_a_method_missing_a_part_is_refused():
+    lora = METHODS["lora"]
+    with pytest.raises(TypeError, match="lacks row_hook"):
+        register_method(name="half", peft_type="HALF", options=lora.options, load=lora.load, peft_config=lora.peft_config)
+    with pytest.raises(TypeError, match="registered twice"):
+        register_method(name="lora2", peft_type="LORA", options=lora.options, load=lora.load, row_hook=lora.row_hook,
+                        peft_config=lora.peft_config)
