@@ -42,11 +42,12 @@ class Backbone:
     row_hooks: dict[str, RowHook] = field(default_factory=dict)  # adapter method -> its hook on this model
 
     def row_hook(self, method: str) -> RowHook:
-        """The per-row hook of adapter method `method` on this backbone (made on first use)."""
-        with self.lock:
-            if method not in self.row_hooks:
-                self.row_hooks[method] = METHODS[method].row_hook(self.model)
-            return self.row_hooks[method]
+        """The per-row hook of adapter method `method` on this backbone (made on first use; a lock-free read after)."""
+        hook = self.row_hooks.get(method)
+        if hook is None:
+            with self.lock:  # a pass in flight finishes first
+                hook = self.row_hooks.setdefault(method, METHODS[method].row_hook(self.model))
+        return hook
 
     def attach(self, weights: AdapterWeights) -> None:
         """Make `weights` servable in `encode`; only a hook change waits for a pass in flight."""

@@ -159,3 +159,16 @@ def test_concurrent_encoding_with_different_truncation_settings_gives_each_its_o
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(encode, range(400)))
     assert all(ids == expected[kind] for kind, ids in results)
+
+
+def test_loading_a_task_whose_layers_are_hooked_never_waits_for_a_pass(tiny_hub):
+    """A pass holds the backbone's lock; loading an adapter that needs no new hook must not wait for it."""
+    import threading
+
+    backbone = tiny_hub.runtime("sentiment").backbone  # its hooks are on query and value, as paraphrase's adapter
+    loaded = threading.Event()
+    with backbone.lock:  # a pass in flight
+        worker = threading.Thread(target=lambda: (tiny_hub.runtime("paraphrase"), loaded.set()), daemon=True)
+        worker.start()
+        assert loaded.wait(timeout=30), "the load waited for the pass"
+    worker.join()
