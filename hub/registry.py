@@ -129,7 +129,7 @@ class TaskSpec(_Strict):
                                               "use (`hub pull` sets it, pinned to the commit it downloaded)")
     labels: list[str] | None = None
     inputs: list[str] = ["text"]
-    metric: str = Field(description="a metric of hub.metrics (default: the kind's)")
+    metric: str = Field("", description="a metric of hub.metrics (default: the kind's)")
     description: str = ""
     example: str | list[str] | dict[str, str] | None = Field(
         None, description="a sample input (a list of two for pairs, a dict for QA), used by `hub demo` and the card")
@@ -139,18 +139,11 @@ class TaskSpec(_Strict):
     data: DataSpec | None = None
     train: TrainSpec = TrainSpec()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _kind_default_metric(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "metric" not in raw and raw.get("kind") in KINDS:
-            return {**raw, "metric": KINDS[raw["kind"]].default_metric}
-        return raw
-
     @field_validator("kind", "metric")
     @classmethod
     def _known_name(cls, value: str, info: ValidationInfo) -> str:
         known = KINDS if info.field_name == "kind" else METRICS
-        if value not in known:
+        if value not in known and not (info.field_name == "metric" and value == ""):  # "": the kind's default
             raise ValueError(f"unknown {info.field_name} {value!r}; use one of: {', '.join(sorted(known))}")
         return value
 
@@ -163,6 +156,7 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _labels_fit_kind(self) -> TaskSpec:
+        self.metric = self.metric or KINDS[self.kind].default_metric
         head_class = KINDS[self.kind].head
         if head_class.needs_labels:
             if not self.labels or len(self.labels) < 2:

@@ -9,7 +9,7 @@ import pytest
 
 import hub
 from hub.errors import RegistryError
-from hub.registry import load_registry
+from hub.registry import load_registry, parse_registry
 
 from conftest import tiny_registry, write_registry
 
@@ -136,3 +136,16 @@ def test_example_must_fit_the_input_fields(tmp_path, tiny_backbone_dir):
 def test_head_options_that_cannot_work_are_refused(tmp_path, tiny_backbone_dir, change, expected):
     message = _error(tmp_path, tiny_backbone_dir, change)
     assert expected in message and "registry.yaml" in message
+
+
+def test_metric_defaults_to_the_kinds_and_a_misspelled_kind_is_the_only_error():
+    from pathlib import Path
+
+    def parse(kind: str):
+        entry = {"name": "t", "backbone": "b", "kind": kind, "inputs": ["question", "context"]}
+        return parse_registry({"backbones": [{"name": "b", "source": "x", "language": "en"}], "tasks": [entry]}, Path("r.yaml"))
+
+    assert parse("qa").tasks[0].metric == "squad"
+    with pytest.raises(RegistryError) as error:
+        parse("qaa")
+    assert "unknown kind 'qaa'" in str(error.value) and "metric" not in str(error.value)
