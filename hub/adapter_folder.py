@@ -21,7 +21,7 @@ from heads.base import WEIGHTS_FILE as HEAD_WEIGHTS
 
 from .atomic import atomic_folder
 from .errors import AdapterError
-from .methods import AdapterWeights, method_for_peft_type, refuse_non_finite
+from .methods import PEFT_CONFIG, PEFT_WEIGHTS, AdapterWeights, method_for_peft_type, refuse_non_finite
 
 if TYPE_CHECKING:
     from .backbone import Backbone
@@ -40,8 +40,8 @@ class EntryMismatch(AdapterError):
 class AdapterFolder:
     path: Path
 
-    PEFT_CONFIG: ClassVar[str] = "adapter_config.json"
-    PEFT_WEIGHTS: ClassVar[str] = "adapter_model.safetensors"
+    PEFT_CONFIG: ClassVar[str] = PEFT_CONFIG
+    PEFT_WEIGHTS: ClassVar[str] = PEFT_WEIGHTS
     HEAD_CONFIG: ClassVar[str] = HEAD_CONFIG
     HEAD_WEIGHTS: ClassVar[str] = HEAD_WEIGHTS
     CARD: ClassVar[str] = "README.md"
@@ -50,9 +50,6 @@ class AdapterFolder:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
-
-    def file(self, name: str) -> Path:
-        return self.path / name
 
     def missing(self) -> list[str]:
         return [name for name in self.FILES if not (self.path / name).is_file()]

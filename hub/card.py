@@ -12,6 +12,7 @@ from huggingface_hub.repocard_data import EvalResult
 
 from heads import kind
 
+from .adapter_folder import AdapterFolder
 from .errors import AdapterError
 from .registry import BackboneSpec, TaskSpec
 
@@ -127,10 +128,11 @@ def eval_dataset(task: TaskSpec) -> EvalDataset:
 def rebuild_card(folder: Path, task: TaskSpec, backbone: BackboneSpec) -> str:
     """The folder's card written again by build_card from what it records (metrics, sizes, recipe, command)
     and the task's current registry entry: new card fields for a trained adapter without retraining it."""
-    card = ModelCard.load(folder / "README.md")
+    card = ModelCard.load(folder / AdapterFolder.CARD)
     found = RECIPE.search(card.text)
     if found is None:
-        raise AdapterError(f"{folder / 'README.md'} has no '## Recipe' yaml block to rebuild from; retrain the task.")
+        raise AdapterError(f"{folder / AdapterFolder.CARD} has no '## Recipe' yaml block to rebuild from; "
+                           "retrain the task.")
     report = {**_report(card), **yaml.safe_load(found.group(1)), "metrics": _metrics(card)}
     report["trainable_share"] = report["trainable_parameters"] / report["total_parameters"]
     return build_card(task, backbone, report)
@@ -159,12 +161,12 @@ def _example_input(task: TaskSpec) -> str:
 
 def card_metrics(folder: Path) -> dict[str, float]:
     """The dev metrics recorded in an adapter folder's card, by metric name."""
-    return _metrics(ModelCard.load(folder / "README.md"))
+    return _metrics(ModelCard.load(folder / AdapterFolder.CARD))
 
 
 def card_report(folder: Path) -> dict[str, Any]:
     """The training report (sizes, example counts, reproduce command) recorded in the card's metadata."""
-    return _report(ModelCard.load(folder / "README.md"))
+    return _report(ModelCard.load(folder / AdapterFolder.CARD))
 
 
 def _metrics(card: ModelCard) -> dict[str, float]:

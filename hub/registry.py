@@ -24,7 +24,7 @@ from heads import KINDS
 
 from .adapter_folder import AdapterFolder, EntryMismatch
 from .errors import RegistryError
-from .methods import METHODS, AdapterOptions
+from .methods import METHODS, AdapterOptions, method_named
 from .metrics import METRICS
 from .yaml_loading import load_yaml
 
@@ -97,9 +97,7 @@ class TrainSpec(_Strict):
         if not isinstance(raw, dict):
             raise ValueError("give the adapter as a mapping, e.g. {method: lora, r: 8}")
         name = raw.get("method", "lora")
-        if name not in METHODS:
-            raise ValueError(f"unknown adapter method {name!r}; use one of: {', '.join(sorted(METHODS))}")
-        return METHODS[name].options.model_validate({**raw, "method": name})
+        return method_named(name).options.model_validate({**raw, "method": name})
 
 
 class DataSpec(_Strict):

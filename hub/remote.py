@@ -111,7 +111,7 @@ def pull(registry_path: str | Path, ref_text: str, as_task: str | None = None, t
     if not fields.get("kind"):
         raise RemoteError(f"{ref}: its card has no bert-adapter-hub task fields (kind, labels, inputs, metric); "
                           "push it with this project's `hub push`, which writes them.")
-    backbone = backbone_for(registry, files["adapter_config.json"], ref)
+    backbone = backbone_for(registry, files[AdapterFolder.PEFT_CONFIG], ref)
     entry = {"name": name, "backbone": backbone, **fields, "adapter": f"adapters/{name}",
              "hub": f"{ref.repo_id}@{commit}"}
     return install_task(registry, entry, lambda staging: _copy_files(files, staging))

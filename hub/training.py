@@ -63,16 +63,14 @@ class TaskModel(nn.Module):
 
 
 def _recipe(task: TaskSpec, overrides: dict[str, Any]) -> TrainSpec:
-    named = "lora" if overrides.get("lora") is not None else "adapter"  # errors name the option as the caller did
-    if named == "lora":  # the adapter's options as they were named before adapter methods
-        overrides = {**overrides, "adapter": {"method": "lora", **overrides["lora"]}}
-    overrides = {k: v for k, v in overrides.items() if k != "lora"}
-    unknown = sorted(set(overrides) - set(TrainSpec.model_fields))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    named = "lora" if "lora" in given else "adapter"  # TrainSpec reads `lora` as the adapter; errors say what was given
+    unknown = sorted(set(given) - set(TrainSpec.model_fields) - {"lora"})
     if unknown:
         raise HubError(f"unknown training option(s) {unknown}; use: {', '.join(sorted(TrainSpec.model_fields))}.")
+    recipe = task.train.model_dump(exclude={"adapter"} if named == "lora" else set())
     try:
-        return TrainSpec.model_validate(
-            {**task.train.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        return TrainSpec.model_validate({**recipe, **given})
     except ValidationError as exc:
         where = [(named, *e["loc"][1:]) if e["loc"][:1] == ("adapter",) else e["loc"] for e in exc.errors()]
         problems = "; ".join(f"{'.'.join(map(str, loc))}={e['input']!r}: {e['msg'].lower()}"
@@ -202,7 +200,7 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Datase
         assert isinstance(encoder, PeftModel)  # only LoRA training is saved as an adapter folder
         encoder.peft_config["default"].base_model_name_or_path = spec.model_id
         encoder.save_pretrained(str(staging), save_embedding_layers=False)
-        (staging / "README.md").unlink(missing_ok=True)  # PEFT's generic card; ours is written by check()
+        (staging / AdapterFolder.CARD).unlink(missing_ok=True)  # PEFT's generic card; ours is written by check()
         model.head.save(staging)
 
     def check(staging: Path) -> None:
@@ -211,7 +209,7 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Datase
         # A private backbone: the staged adapter must not stay attached to the process's shared one.
         report["metrics"] = evaluate_task(Hub(staged, share_backbones=False), task.name, dev_rows, progress=progress)
         report["adapter_bytes"] = AdapterFolder(staging).nbytes()  # PEFT + head files; the card is written next
-        (staging / "README.md").write_text(build_card(task, spec, report), encoding="utf-8")
+        (staging / AdapterFolder.CARD).write_text(build_card(task, spec, report), encoding="utf-8")
 
     AdapterFolder.write(target, write, check)
 

@@ -62,6 +62,9 @@ class AdapterOptions(BaseModel):
     method: str
 
 
+PEFT_CONFIG = "adapter_config.json"  # the two files PEFT's save_pretrained writes, read by every method
+PEFT_WEIGHTS = "adapter_model.safetensors"
+
 LoadWeights = Callable[[str, Path, dict[str, Any], "Backbone"], AdapterWeights]
 
 

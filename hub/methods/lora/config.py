@@ -9,13 +9,12 @@ import torch
 
 from ...errors import AdapterError
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, read_safetensors_header
-from ..base import linear_layer, refuse_non_finite
+from ..base import PEFT_WEIGHTS as WEIGHTS_FILE
+from ..base import refuse_non_finite
 from .weights import LORA_KEY, LoraWeights, pattern_value, read_lora_weights
 
 if TYPE_CHECKING:
     from ...backbone import Backbone
-
-WEIGHTS_FILE = "adapter_model.safetensors"
 
 # LoraConfig options that change what LoRA computes beyond x @ A.T @ B.T x scaling: the batched
 # serving path (serving.py) does not apply them, so such folders are refused, never half-served.
@@ -63,7 +62,7 @@ def check_lora(folder: Path, config: dict[str, Any], backbone: Backbone) -> Safe
                 "the router applies; retrain the adapter with `hub train`."
             )
         path, which = match.groups()
-        layer = linear_layer(backbone.model, path)
+        layer = backbone.linear_layer(path)
         if layer is None:
             raise AdapterError(
                 f"{folder}: tensor {key} targets {path!r}, which is not a linear layer of this backbone.")
