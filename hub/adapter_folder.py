@@ -75,10 +75,11 @@ class AdapterFolder:
         except (OSError, ValueError) as exc:
             raise EntryMismatch("adapter", f"{self.path}/{self.HEAD_CONFIG} is not valid JSON ({exc}); "
                                 "retrain the task.") from None
-        if not isinstance(head_config, dict) or head_config.get("kind") != task.kind:
-            found = head_config.get("kind") if isinstance(head_config, dict) else None
-            raise EntryMismatch("adapter", f"the adapter's head is of kind {found!r} but the entry says kind "
-                                f"{task.kind!r}; fix 'kind' or retrain the task.")
+        if not isinstance(head_config, dict):
+            raise EntryMismatch("adapter", f"{self.path}/{self.HEAD_CONFIG} is not a JSON object; retrain the task.")
+        if head_config.get("kind") != task.kind:
+            raise EntryMismatch("adapter", f"the adapter's head is of kind {head_config.get('kind')!r} but the entry "
+                                f"says kind {task.kind!r}; fix 'kind' or retrain the task.")
         stored = head_config.get("labels")
         if task.labels is not None and stored != task.labels:
             raise EntryMismatch("labels", f"{task.labels} do not match the adapter head's {len(stored or [])} labels "

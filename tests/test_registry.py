@@ -149,3 +149,10 @@ def test_metric_defaults_to_the_kinds_and_a_misspelled_kind_is_the_only_error():
     with pytest.raises(RegistryError) as error:
         parse("qaa")
     assert "unknown kind 'qaa'" in str(error.value) and "metric" not in str(error.value)
+
+
+def test_a_head_config_that_is_not_an_object_is_named(trained_registry, tmp_path):
+    shutil.copytree(trained_registry.parent, tmp_path / "copy")
+    (tmp_path / "copy" / "adapters" / "sentiment" / "head_config.json").write_text("[1, 2]")
+    with pytest.raises(RegistryError, match="head_config.json is not a JSON object"):
+        load_registry(tmp_path / "copy" / "registry.yaml")
