@@ -10,16 +10,25 @@ the tables compare medians from this one run, as ratios (this machine is shared 
     L      the LoRA step alone (a backbone pass with per-row adapters): ours vs PEFT `adapter_names`
     C      the naive router: PEFT `set_adapter` per request, batch size 1, heads included (K = 64)
     D      one full fine-tuned model per task (its LoRA merged into its own backbone) + head (K = 16)
-Then, each in a fresh process: the time to load the n-th adapter (ours: a whole task, LoRA + head, up
-to 1,000; PEFT `load_adapter` up to --peft-load-max) with the memory each resident adapter adds, and
-the memory of B and D at K = 16 (RSS after serving, net of the interpreter and imports).
+Then, each in a fresh process: the time to load the n-th adapter (ours: a whole task, adapter + head,
+up to 1,000; PEFT `load_adapter` up to --peft-load-max) with the memory each resident adapter adds, and
+the memory of B and D at K = 16 (RSS after serving, net of the interpreter and imports). The disk and
+memory of 1,000 tasks are set beside 1,000 full fine-tuned copies (backbone weights + head each).
+
+Any registered adapter method (`hub.methods.METHODS`) runs with --method NAME, and every one at once
+with --method mix (task i uses the (i mod M)-th method). L, C and D are LoRA's own (PEFT's per-row
+LoRA, PEFT's router, LoRA merged into full copies), so other methods and the mix run A, B, loading and
+memory only; PEFT's `load_adapter` is timed for any method PEFT implements.
 
     python benchmarks/serving.py                 # PEFT's default LoRA shape for BERT (query, value), r = 8
     python benchmarks/serving.py --targets all   # the shape `hub train` ships (every linear layer but the pooler)
+    python benchmarks/serving.py --method ia3    # another method, default options (--option KEY=VALUE changes one)
+    python benchmarks/serving.py --method mix    # every registered method in one pass (LoRA's shape: --targets)
     python benchmarks/serving.py --device cuda   # on a GPU: memory is then GPU memory (torch.cuda.memory_allocated)
     python benchmarks/serving.py --backbone bert-base-uncased   # another English backbone (a folder or Hub id)
 
-Writes benchmarks/results/serving_<targets>[_<device>].{md,json,png}.
+Writes benchmarks/results/serving_<targets>[_<device>].{md,json,png} for LoRA,
+serving_mix_<targets>[...] for the mix, serving_<method>_<options or "default">[...] for another method.
 """
 
 from __future__ import annotations
@@ -39,15 +48,27 @@ from typing import Any
 
 import psutil
 import torch
+import yaml
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_setup import english_backbone, glue_texts, mixed_requests, task_name, write_registry  # noqa: E402
+from serving_setup import (  # noqa: E402
+    MIX,
+    english_backbone,
+    glue_texts,
+    mix_methods,
+    mixed_requests,
+    options_label,
+    task_name,
+    write_registry,
+)
 
 import hub  # noqa: E402
 from heads import Head  # noqa: E402
 from hub.adapter_folder import AdapterFolder  # noqa: E402
+from hub.methods import METHODS  # noqa: E402
 from hub.methods.lora.weights import read_lora_weights  # noqa: E402
 from hub.safetensors_header import read_safetensors_header  # noqa: E402
 from hub.backbone import resolve_source  # noqa: E402
@@ -162,6 +183,11 @@ class Variants:
     def full_models(self, k: int) -> list[dict]:
         return serve_full(self.full[k], self.tokenizer, self.texts, self.requests(k), self.device)
 
+    def one_at_a_time(self, k: int) -> list[dict]:
+        """The hub answering each request in a pass of its own (no other row's adapter beside it)."""
+        hub_ = self.hubs[str(k)]
+        return [hub_.run(task, text) for task, text in self.requests(k)]
+
 
 def serve_full(models: list[tuple[torch.nn.Module, Any]], tokenizer, texts: list[str], requests: list[tuple[str, str]],
                device: torch.device) -> list[dict]:
@@ -170,6 +196,8 @@ def serve_full(models: list[tuple[torch.nn.Module, Any]], tokenizer, texts: list
     with torch.inference_mode():
         for i, (model, head) in enumerate(models):
             mine = [j for j, (task, _) in enumerate(requests) if task == task_name(i)]
+            if not mine:  # a small request set leaves some tasks without requests (the tokenizer refuses none)
+                continue
             for positions, inputs in sorted_batches(tokenizer, [texts[j] for j in mine], device):
                 for p, result in zip(positions, decode(head, model(**inputs), inputs["attention_mask"])):
                     results[mine[p]] = result
@@ -246,18 +274,24 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
         serve_full(models, AutoTokenizer.from_pretrained(location), texts, mixed_requests(texts, count), device)
         return {"net_memory": _memory(device) - base}
     folders = adapter_folders(registry, count)
-    if kind == "ours_memory":  # what each resident task adds (LoRA + head + codec), nothing else in the process
+    start = startup_tasks(folders)
+    if kind == "ours_memory":  # what each resident task adds (adapter + head + codec), nothing else in the process
         served = hub.Hub.load(registry, device=device)
-        served.runtime(task_name(0))
-        after_first = _memory(device)
-        for n in range(1, count):
+        for n in range(start):
             served.runtime(task_name(n))
-        return {"bytes_per_adapter": (_memory(device) - after_first) / (count - 1),
-                "folder_bytes": statistics.mean(AdapterFolder(f).nbytes() for f in folders[1:])}
+        after_startup = _memory(device)
+        for n in range(start, count):
+            served.runtime(task_name(n))
+        return {"bytes_per_adapter": (_memory(device) - after_startup) / (count - start), "startup_tasks": start,
+                "folder_bytes": statistics.mean(AdapterFolder(f).nbytes() for f in folders[start:])}
     if kind.startswith("ours_load"):  # load 1..count whole tasks into one Hub, each timed beside the same load into a one-task Hub
         served = hub.Hub.load(registry, device=device)
         alone = hub.Hub.load(registry, max_tasks=1, device=device)  # side by side: the same load into a Hub holding one task
-        served.runtime(task_name(0))  # the backbone and the first task
+        startup = []
+        for n in range(start):  # the backbone, and the first task of each method
+            started = time.perf_counter()
+            served.runtime(task_name(n))
+            startup.append((n + 1, time.perf_counter() - started))
         alone.runtime(task_name(0))
         if kind == "ours_load_frozen":  # as `hub serve` runs: what exists at startup leaves the collector's full scans
             gc.collect()
@@ -265,7 +299,7 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
         seconds, paired, collecting = [], [], []
         pauses = GcPauses()
         gc.callbacks.append(pauses)
-        for n in range(1, count):
+        for n in range(start, count):
             pair = {}
             for name, target in ((("grown", served), ("alone", alone)) if n % 2 else (("alone", alone), ("grown", served))):
                 started, collected = time.perf_counter(), pauses.seconds
@@ -276,7 +310,7 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
             seconds.append(pair["grown"])
             paired.append(pair["alone"])
         gc.callbacks.remove(pauses)
-    else:  # peft_load: the same folders through PeftModel.load_adapter
+    else:  # peft_load: the same folders through PeftModel.load_adapter (one method: start is 1)
         from peft import PeftModel
         from transformers import AutoModel
 
@@ -290,14 +324,26 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
             seconds.append(time.perf_counter() - started)
         added = _memory(device) - after_first
     kept = [n for n in range(len(seconds)) if n % every == 0 or n == len(seconds) - 1]
-    report = {"seconds": [(n + 2, seconds[n]) for n in kept]}
+    report = {"seconds": [(start + n + 1, seconds[n]) for n in kept]}  # (n, seconds to load the n-th adapter)
     if kind.startswith("ours_load"):
-        report["alone_seconds"] = [(n + 2, paired[n]) for n in kept]
-        report["gc_seconds"] = [(n + 2, collecting[n]) for n in kept]  # garbage-collector pauses inside each grown load
+        report["alone_seconds"] = [(start + n + 1, paired[n]) for n in kept]
+        report["gc_seconds"] = [(start + n + 1, collecting[n]) for n in kept]  # garbage-collector pauses inside each grown load
+        report["startup_seconds"] = startup[1:]  # the first task of each further method, hooking its layers once
     else:  # PEFT's memory per adapter (ours: the ours_memory probe, with no second Hub in the process)
         report["bytes_per_adapter"] = added / (count - 1)
+        # the method's weights file, whatever the method (the key predates other methods; saved results use it)
         report["lora_file_bytes"] = statistics.mean((f / AdapterFolder.PEFT_WEIGHTS).stat().st_size for f in folders[1:])
     return report
+
+
+def startup_tasks(folders: list[Path]) -> int:
+    """How many leading tasks hold the first adapter of every method among `folders`. Loading those before any
+    timing keeps each method's one-time setup on the backbone (hooking its layers, VeRA's shared projections) out
+    of the per-task numbers, as the backbone itself is; 1 for a single method."""
+    first: dict[str, int] = {}
+    for i, folder in enumerate(folders):
+        first.setdefault(json.loads((folder / AdapterFolder.PEFT_CONFIG).read_text(encoding="utf-8"))["peft_type"], i)
+    return max(first.values()) + 1
 
 
 def run_probe(kind: str, registry: Path, texts_file: Path, count: int, every: int, device: torch.device) -> dict[str, Any]:
@@ -318,29 +364,45 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     texts = glue_texts(args.requests, seed=0)
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
-    with tqdm(total=args.resident, desc=f"write {args.resident} adapter folders ({args.targets})", unit="adapter") as bar:
+    with tqdm(total=args.resident, desc=f"write {args.resident} adapter folders ({shape_name(args)})", unit="adapter") as bar:
         def progress(items):
             for item in items:
                 yield item
                 bar.update()
-        registries = {k: write_registry(work, entry, k, args.targets, backbone=backbone, progress=progress if k == args.resident else None)
+        registries = {k: write_registry(work, entry, k, args.targets or "qv", backbone=backbone,
+                                        progress=progress if k == args.resident else None,
+                                        method=args.method, options=args.options)
                       for k in (args.resident, 16, 64)}
 
-    seconds, checks = throughput(texts, registries, args.resident, args.rounds, device)
+    lora = args.method == "lora"
+    seconds, checks = throughput(texts, registries, args.resident, args.rounds, device, lora)
     gc.collect()
-    probes = {
-        "hub16": run_probe("hub", registries[16], texts_file, 16, 1, device),
-        "full16": run_probe("full", registries[16], texts_file, 16, 1, device),
-        "ours_load": run_probe("ours_load", registries[args.resident], texts_file, args.resident, args.every, device),
-        "ours_load_frozen": run_probe("ours_load_frozen", registries[args.resident], texts_file, args.resident, args.every, device),
-        "ours_memory": run_probe("ours_memory", registries[args.resident], texts_file, args.resident, args.every, device),
-        "peft_load": run_probe("peft_load", registries[args.resident], texts_file, args.peft_load_max, args.every, device),
-    }
+    probes = {}
+    if lora:  # D is LoRA's: B's memory is compared with it
+        probes["hub16"] = run_probe("hub", registries[16], texts_file, 16, 1, device)
+        probes["full16"] = run_probe("full", registries[16], texts_file, 16, 1, device)
+    for kind in ("ours_load", "ours_load_frozen", "ours_memory"):
+        probes[kind] = run_probe(kind, registries[args.resident], texts_file, args.resident, args.every, device)
+    if peft_loads(args.method):
+        count = args.peft_load_max or min(300, args.resident)
+        probes["peft_load"] = run_probe("peft_load", registries[args.resident], texts_file, count, args.every, device)
     config = backbone.model.config
-    return {"targets": args.targets, "requests": len(texts), "rounds": args.rounds, "resident": args.resident,
+    head = adapter_folders(registries[16], 1)[0]
+    return {"method": args.method, "options": args.options, "methods": mix_methods() if args.method == MIX else [args.method],
+            "targets": args.targets, "requests": len(texts), "rounds": args.rounds, "resident": args.resident,
             "device": str(device), "hardware": hardware(device),
-            "backbone": {"source": entry["source"], "layers": config.num_hidden_layers, "hidden": config.hidden_size},
+            "backbone": {"source": entry["source"], "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+                         "weight_bytes": sum(p.numel() * p.element_size() for p in backbone.model.parameters())},
+            "head_bytes": sum((head / name).stat().st_size for name in (AdapterFolder.HEAD_CONFIG, AdapterFolder.HEAD_WEIGHTS)),
             "seconds": seconds, "checks": checks, "probes": probes, "command": command_line(args)}
+
+
+def peft_loads(method: str) -> bool:
+    """Whether PEFT's own `load_adapter` reads the method's folders: PEFT implements the method (a mix of types
+    cannot share one PeftModel)."""
+    from peft.utils import PeftType
+
+    return method != MIX and METHODS[method].peft_type in {t.value for t in PeftType}
 
 
 def hardware(device: torch.device) -> str:
@@ -351,31 +413,41 @@ def hardware(device: torch.device) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (the options that differ from the defaults)."""
-    options = {"--targets": (args.targets, "qv"), "--device": (args.device, None), "--backbone": (args.backbone, None),
-               "--resident": (args.resident, 1000), "--peft-load-max": (args.peft_load_max, 300), "--rounds": (args.rounds, 9),
-               "--requests": (args.requests, 256)}
-    return " ".join(["python benchmarks/serving.py", *(f"{flag} {value}" for flag, (value, default) in options.items() if value != default)])
+    options = {"--method": (args.method, "lora"), "--targets": (args.targets, "qv"), "--device": (args.device, None),
+               "--backbone": (args.backbone, None), "--resident": (args.resident, 1000),
+               "--peft-load-max": (args.peft_load_max, None), "--rounds": (args.rounds, 9), "--requests": (args.requests, 256)}
+    flags = [f"{flag} {value}" for flag, (value, default) in options.items() if value not in (default, None)]
+    return " ".join(["python benchmarks/serving.py", *flags, *(f"--option {item}" for item in args.option)])
 
 
-def throughput(texts: list[str], registries: dict[int, Path], resident: int, rounds: int, device: torch.device) -> tuple[dict, dict]:
-    """Build every variant in this process, check they agree, time them in interleaved rounds."""
+def throughput(texts: list[str], registries: dict[int, Path], resident: int, rounds: int, device: torch.device,
+               lora: bool) -> tuple[dict, dict]:
+    """Build every variant in this process, check they agree, time them in interleaved rounds. L, C and D need
+    LoRA (PEFT's per-row LoRA and router, LoRA merged into full copies): another method's B is checked against
+    the hub answering each request alone."""
     hubs = {name: hub.Hub.load(registries[count], device=device) for name, count in (("16", 16), ("64", 64), ("resident", resident))}
     for name, served in hubs.items():
         for i in tqdm(range(len(served.registry.tasks)), desc=f"hub {name}: load tasks", unit="task", leave=False):
             served.runtime(task_name(i))
-    folders = adapter_folders(registries[64], 64)
-    location = backbone_location(registries[64])
-    peft = {16: peft_model(folders[:16], location, device), 64: peft_model(folders, location, device)}
-    full = {16: full_models(folders[:16], location, device)}
-    variants = Variants(texts, hubs, peft, full)
+    if lora:
+        folders = adapter_folders(registries[64], 64)
+        location = backbone_location(registries[64])
+        peft = {16: peft_model(folders[:16], location, device), 64: peft_model(folders, location, device)}
+        variants = Variants(texts, hubs, peft, {16: full_models(folders[:16], location, device)})
+    else:
+        variants = Variants(texts, hubs, {}, {})
 
-    answers = {"B16": variants.hub_mixed("16", 16), "C16": variants.naive(16), "D16": variants.full_models(16)}
-    checks = {"B vs C (PEFT)": agreement(answers["B16"], answers["C16"]), "B vs D (merged)": agreement(answers["B16"], answers["D16"])}
+    reference = variants.hub_mixed("16", 16)
     jobs = {
         "A": variants.backbone_alone,
         "B16": lambda: variants.hub_mixed("16", 16),
         "B64": lambda: variants.hub_mixed("64", 64),
         "B16_resident": lambda: variants.hub_mixed("resident", 16),
+    }
+    if not lora:
+        return timed_rounds(jobs, rounds, device), {"B vs each request alone": agreement(reference, variants.one_at_a_time(16))}
+    checks = {"B vs C (PEFT)": agreement(reference, variants.naive(16)), "B vs D (merged)": agreement(reference, variants.full_models(16))}
+    jobs |= {
         "L16_ours": lambda: variants.lora_ours(16),
         "L16_peft": lambda: variants.lora_peft(16),
         "L64_ours": lambda: variants.lora_ours(64),
@@ -390,18 +462,24 @@ def p99(values: list[float]) -> float:
     return sorted(values)[int(0.99 * (len(values) - 1))]
 
 
+RATIOS = {"B16/A": ("B16", "A"), "B64/A": ("B64", "A"), "B64/C64": ("B64", "C64"), "B16/D16": ("B16", "D16"),
+          "B16_resident/B16": ("B16_resident", "B16"), "L16_ours/L16_peft": ("L16_ours", "L16_peft"),
+          "L64_ours/L64_peft": ("L64_ours", "L64_peft")}
+TASKS = 1000  # the issue's count for disk and memory against full fine-tuned copies
+
+
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    seconds = results["seconds"]
+    seconds, probes = results["seconds"], results["probes"]
     median = {name: statistics.median(v) for name, v in seconds.items()}
     per_second = {name: results["requests"] / s for name, s in median.items()}
 
     def ratio(faster: str, slower: str) -> float:
         """Median over rounds of the throughput ratio faster/slower within the round."""
         return statistics.median(b / a for a, b in zip(seconds[faster], seconds[slower]))
-    ours, peft, memory_ours = (results["probes"][k] for k in ("ours_load", "peft_load", "ours_memory"))
+    ours, memory_ours = probes["ours_load"], probes["ours_memory"]
     ours_ms = [s * 1000 for _, s in ours["seconds"]]
     gc_ms = [s * 1000 for _, s in ours["gc_seconds"]]
-    frozen_ms = [s * 1000 for _, s in results["probes"]["ours_load_frozen"]["seconds"]]
+    frozen_ms = [s * 1000 for _, s in probes["ours_load_frozen"]["seconds"]]
     grown_s, alone_s = [s for _, s in ours["seconds"]], [s for _, s in ours["alone_seconds"]]
     # Flatness compares MEAN times over a window holding as many pairs of each order. Which Hub loads
     # first decides which one reuses memory that the one-task Hub's eviction freed (measured: 2 page
@@ -412,42 +490,61 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     def vs_alone(window: slice) -> float:
         return statistics.mean(grown_s[window]) / statistics.mean(alone_s[window])
 
-    peft_ms = [(n, s * 1000) for n, s in peft["seconds"]]
-    memory = {k: results["probes"][k]["net_memory"] / 1e6 for k in ("hub16", "full16")}
-    return {
+    summary = {
         "per_second": per_second, "vs_A": {name: ratio(name, "A") for name in seconds},
-        "ratios": {"B16/A": ratio("B16", "A"), "B64/A": ratio("B64", "A"), "B64/C64": ratio("B64", "C64"), "B16/D16": ratio("B16", "D16"),
-                   "B16_resident/B16": ratio("B16_resident", "B16"), "L16_ours/L16_peft": ratio("L16_ours", "L16_peft"),
-                   "L64_ours/L64_peft": ratio("L64_ours", "L64_peft")},
+        "ratios": {name: ratio(a, b) for name, (a, b) in RATIOS.items() if a in seconds and b in seconds},
         "load_ms": {"ours_median": statistics.median(ours_ms), "ours_p99": p99(ours_ms),
-                    "ours_max": max(ours_ms), "peft": peft_ms, "gc_max": max(gc_ms),
+                    "ours_max": max(ours_ms), "gc_max": max(gc_ms),
                     "ours_max_without_gc": max(t - g for t, g in zip(ours_ms, gc_ms)),
                     "frozen_median": statistics.median(frozen_ms), "frozen_p99": p99(frozen_ms),
                     "frozen_max": max(frozen_ms),
                     # the n-th load over the same load into a one-task Hub, timed side by side (noise cancels)
                     "vs_alone_first_tenth": vs_alone(slice(None, tenth)), "vs_alone_last_tenth": vs_alone(slice(-tenth, None)),
                     "vs_alone_window": tenth},
-        "memory_mb": memory,
         "per_adapter": {"ours": memory_ours["bytes_per_adapter"] / memory_ours["folder_bytes"],
-                        "peft": peft["bytes_per_adapter"] / peft["lora_file_bytes"],
-                        "ours_mb": memory_ours["bytes_per_adapter"] / 1e6, "peft_mb": peft["bytes_per_adapter"] / 1e6,
-                        "folder_mb": memory_ours["folder_bytes"] / 1e6, "lora_file_mb": peft["lora_file_bytes"] / 1e6},
+                        "ours_mb": memory_ours["bytes_per_adapter"] / 1e6, "folder_mb": memory_ours["folder_bytes"] / 1e6},
     }
+    if "hub16" in probes:
+        summary["memory_mb"] = {k: probes[k]["net_memory"] / 1e6 for k in ("hub16", "full16")}
+    if "peft_load" in probes:
+        peft = probes["peft_load"]
+        summary["load_ms"]["peft"] = [(n, s * 1000) for n, s in peft["seconds"]]
+        summary["per_adapter"] |= {"peft": peft["bytes_per_adapter"] / peft["lora_file_bytes"],
+                                   "peft_mb": peft["bytes_per_adapter"] / 1e6, "lora_file_mb": peft["lora_file_bytes"] / 1e6}
+    if "weight_bytes" in results["backbone"]:  # results saved before this comparison lack it
+        summary["tasks_vs_full"] = tasks_vs_full(results)
+    return summary
+
+
+def tasks_vs_full(results: dict[str, Any]) -> dict[str, float]:
+    """GB for TASKS tasks: the hub (the backbone's weights once, plus TASKS folders on disk and TASKS times what each
+    resident task adds in memory, as measured) against TASKS full fine-tuned copies (backbone weights + head each).
+    Weight bytes, not the process's: its RSS after loading holds only the weight pages a forward pass touched."""
+    memory, backbone = results["probes"]["ours_memory"], results["backbone"]["weight_bytes"]
+    return {"hub_disk_gb": (backbone + TASKS * memory["folder_bytes"]) / 1e9,
+            "hub_memory_gb": (backbone + TASKS * memory["bytes_per_adapter"]) / 1e9,
+            "full_gb": TASKS * (backbone + results["head_bytes"]) / 1e9}
 
 
 def targets_table(results: dict[str, Any], s: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    r, mem, load = s["ratios"], s["memory_mb"], s["load_ms"]
+    r, load = s["ratios"], s["load_ms"]
     n = results["resident"]
     gpu = results["device"].startswith("cuda")
     naive_target = 10 if gpu else 3  # the issue's target on a GPU / on this CPU
-    return [
+    rows = [
         ("B/A at K=16", ">= 0.95", f"{r['B16/A']:.2f}", r["B16/A"] >= 0.95),
         ("B/A at K=64", ">= 0.90", f"{r['B64/A']:.2f}", r["B64/A"] >= 0.90),
-        ("B/C at K=64 (naive PEFT router)", f">= {naive_target}", f"{r['B64/C64']:.1f}", r["B64/C64"] >= naive_target),
-        ("B/D throughput at K=16", ">= 1.1", f"{r['B16/D16']:.2f}", r["B16/D16"] >= 1.1),
-        (f"B/D net {'GPU ' if gpu else ''}memory at K=16", "<= 1/6 (0.167)", f"{mem['hub16']:.0f} / {mem['full16']:.0f} MB = {mem['hub16'] / mem['full16']:.3f}",
-         mem["hub16"] / mem["full16"] <= 1 / 6),
-        (f"n-th adapter load (a whole task), n <= {n}", "<= 10 ms",
+    ]
+    if "memory_mb" in s:
+        mem = s["memory_mb"]
+        rows += [
+            ("B/C at K=64 (naive PEFT router)", f">= {naive_target}", f"{r['B64/C64']:.1f}", r["B64/C64"] >= naive_target),
+            ("B/D throughput at K=16", ">= 1.1", f"{r['B16/D16']:.2f}", r["B16/D16"] >= 1.1),
+            (f"B/D net {'GPU ' if gpu else ''}memory at K=16", "<= 1/6 (0.167)",
+             f"{mem['hub16']:.0f} / {mem['full16']:.0f} MB = {mem['hub16'] / mem['full16']:.3f}", mem["hub16"] / mem["full16"] <= 1 / 6),
+        ]
+    rows += [
+        (f"n-th adapter load (a whole task), n <= {n}{startup_note(results)}", "<= 10 ms",
          f"median {load['ours_median']:.1f}, p99 {load['ours_p99']:.1f}, max {load['ours_max']:.1f} ms (of which GC pauses at most "
          f"{load['gc_max']:.1f}; max without them {load['ours_max_without_gc']:.1f})", load["ours_max"] <= 10),
         ("... the same in a process run like `hub serve` (gc.freeze() after startup)", "<= 10 ms",
@@ -456,10 +553,22 @@ def targets_table(results: dict[str, Any], s: dict[str, Any]) -> list[tuple[str,
          "~1.0, not growing",
          f"{load['vs_alone_first_tenth']:.2f} / {load['vs_alone_last_tenth']:.2f}", load["vs_alone_last_tenth"] <= 1.2),
         (f"K=16 throughput with {n} resident / with 16", "~1.0", f"{r['B16_resident/B16']:.2f}", r["B16_resident/B16"] >= 0.95),
-        ("LoRA step: ours / PEFT adapter_names at K=16, K=64", "> 1", f"{r['L16_ours/L16_peft']:.2f}, {r['L64_ours/L64_peft']:.2f}",
-         min(r["L16_ours/L16_peft"], r["L64_ours/L64_peft"]) > 1),
-        (f"{'GPU ' if gpu else ''}memory per resident adapter / its folder on disk", "<= 1.2", f"{s['per_adapter']['ours']:.2f}", s["per_adapter"]["ours"] <= 1.2),
     ]
+    if "L16_ours/L16_peft" in r:
+        rows.append(("LoRA step: ours / PEFT adapter_names at K=16, K=64", "> 1", f"{r['L16_ours/L16_peft']:.2f}, {r['L64_ours/L64_peft']:.2f}",
+                     min(r["L16_ours/L16_peft"], r["L64_ours/L64_peft"]) > 1))
+    rows.append((f"{'GPU ' if gpu else ''}memory per resident adapter / its folder on disk", "<= 1.2", f"{s['per_adapter']['ours']:.2f}",
+                 s["per_adapter"]["ours"] <= 1.2))
+    return rows
+
+
+def startup_note(results: dict[str, Any]) -> str:
+    """How long the first task of each further method took (its one-time setup), when there are several methods."""
+    startup = results["probes"]["ours_load"].get("startup_seconds")  # absent from results saved before the mix
+    if not startup:
+        return ""
+    return (f", from n = {len(startup) + 2} (the first task of each further method, its one-time setup on the backbone, took "
+            + ", ".join(f"{s * 1000:.0f} ms" for _, s in startup) + ")")
 
 
 LABELS = {
@@ -471,11 +580,59 @@ LABELS = {
 }
 
 
+def lora_shape(targets: str) -> str:
+    return f"LoRA r=8 on {'query, value' if targets == 'qv' else 'every linear layer'}"
+
+
+def method_title(name: str) -> str:
+    return METHODS[name].title if name in METHODS else name  # a saved run may name a method no longer registered
+
+
+def title(results: dict[str, Any]) -> str:
+    """What the adapters are: LoRA's shape, a method and its options, or the mix's methods."""
+    method = results.get("method", "lora")  # results saved before other methods were LoRA's
+    if method == "lora":
+        return f"{results['targets']}: {lora_shape(results['targets'])}"
+    if method == MIX:
+        names = ", ".join(method_title(m) for m in results["methods"])
+        return f"mix: task i uses method i mod {len(results['methods'])} of {names}; default options, {lora_shape(results['targets'])}"
+    options = ", ".join(f"{k}={v}" for k, v in results["options"].items()) or "default options"
+    return f"{method_title(method)}, {options}"
+
+
+def short_title(results: dict[str, Any]) -> str:
+    method = results.get("method", "lora")
+    return {"lora": f"{results['targets']} LoRA", MIX: f"mix of {len(results.get('methods', []))} methods"}.get(method, method_title(method))
+
+
+def memory_lines(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """Per resident adapter, PEFT's beside ours when PEFT ran; and 1,000 tasks against 1,000 full copies."""
+    per, lines = s["per_adapter"], []
+    ours = f"{per['ours_mb']:.2f} MB per task for a {per['folder_mb']:.2f} MB folder, head included"
+    if "peft" in s["load_ms"]:
+        peft = s["load_ms"]["peft"]
+        file_kind = method_title(results.get("method", "lora"))
+        lines += ["PEFT for reference: the n-th `load_adapter` takes " + ", ".join(f"{ms:.0f} ms (n={n})" for n, ms in peft[::max(1, len(peft) // 4)])
+                  + f"; each resident PEFT adapter adds {per['peft_mb']:.2f} MB for a {per['lora_file_mb']:.2f} MB {file_kind} file "
+                  f"(ours: {ours}).", ""]
+    else:
+        lines += [f"Each resident task adds {ours}.", ""]
+    if "tasks_vs_full" in s:
+        t = s["tasks_vs_full"]
+        lines += [f"| {TASKS:,} tasks | disk | {'GPU ' if results['device'].startswith('cuda') else ''}memory |", "|---|---|---|",
+                  f"| the hub: one backbone + {TASKS:,} tasks (each as measured over {results['resident']} resident) "
+                  f"| {t['hub_disk_gb']:.2f} GB | {t['hub_memory_gb']:.2f} GB |",
+                  f"| {TASKS:,} full fine-tuned copies (backbone weights + head, x {TASKS:,}) | {t['full_gb']:.1f} GB | {t['full_gb']:.1f} GB |",
+                  ""]
+    return lines
+
+
 def report(results: dict[str, Any], out: Path) -> str:
     s = summarize(results)
-    label = {k: v.format(resident=results["resident"]) for k, v in LABELS.items()}
+    label = {k: v.format(resident=results["resident"]) for k, v in LABELS.items() if k in s["per_second"]}
+    lora = results.get("method", "lora") == "lora"
     lines = [
-        f"# Serving benchmark ({results['targets']}: LoRA r=8 on {'query, value' if results['targets'] == 'qv' else 'every linear layer'})",
+        f"# Serving benchmark ({title(results)})",
         "",
         f"`{results['command']}` — {results['requests']} GLUE dev texts (SST-2/RTE/MRPC), max length 128, "
         f"length-sorted batches of 64, {results['rounds']} rounds (every variant once per round, in random order); "
@@ -484,19 +641,20 @@ def report(results: dict[str, Any], out: Path) -> str:
         "",
         "| variant | requests/s | vs A |",
         "|---|---|---|",
-        *(f"| {label[k]} | {s['per_second'][k]:.1f} | {s['vs_A'][k]:.2f} |" for k in LABELS),
+        *(f"| {label[k]} | {s['per_second'][k]:.1f} | {s['vs_A'][k]:.2f} |" for k in label),
         "",
         "| target | wanted | measured | met |",
         "|---|---|---|---|",
         *(f"| {name} | {want} | {got} | {'yes' if ok else 'no'} |" for name, want, got, ok in targets_table(results, s)),
         "",
-        "PEFT for reference: the n-th `load_adapter` takes " + ", ".join(f"{ms:.0f} ms (n={n})" for n, ms in s["load_ms"]["peft"][::max(1, len(s['load_ms']['peft']) // 4)])
-        + f"; each resident PEFT adapter adds {s['per_adapter']['peft_mb']:.2f} MB for a {s['per_adapter']['lora_file_mb']:.2f} MB LoRA file "
-        f"(ours: {s['per_adapter']['ours_mb']:.2f} MB per task for a {s['per_adapter']['folder_mb']:.2f} MB folder, head included).",
-        "",
-        "Every variant computes the same function: " + "; ".join(
+        *memory_lines(results, s),
+        ("Every variant computes the same function: " if lora else "B gives each request's own answer: ") + "; ".join(
             f"{name}: same label on {c['same_label']:.1%}, largest score difference {c['max_score_diff']:.1e}" for name, c in results["checks"].items()) + ".",
     ]
+    if not lora:
+        lines += ["", "L, C and D are not run: they are LoRA's (PEFT's per-row LoRA, PEFT's router, LoRA merged into full copies)."
+                  + ("" if "peft" in s["load_ms"] else " PEFT's `load_adapter` is not timed: PEFT does not load these folders "
+                     "(a method it lacks, or a mix of types, which one PeftModel cannot hold).")]
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({**results, "summary": s}, indent=1), encoding="utf-8")
@@ -511,20 +669,21 @@ def plot(results: dict[str, Any], s: dict[str, Any], label: dict[str, str], path
     import matplotlib.pyplot as plt
 
     fig, (bars, loads) = plt.subplots(1, 2, figsize=(14, 5.5))
-    names = list(LABELS)
+    names = list(label)
     palette = {"A": "#888888", "B": "#2a7ab9", "C": "#c44e52", "D": "#8172b2"}
     colors = [palette.get(k[0]) or ("#6bb36b" if k.endswith("ours") else "#d98c3a") for k in names]
     bars.barh([label[k] for k in names][::-1], [s["vs_A"][k] for k in names][::-1], color=colors[::-1])
     bars.axvline(1.0, color="black", linewidth=0.8)
     bars.set_xlabel("throughput relative to A (the backbone alone)")
-    bars.set_title(f"Serving {results['requests']} requests ({results['targets']} LoRA)")
+    bars.set_title(f"Serving {results['requests']} requests ({short_title(results)})")
     ours = results["probes"]["ours_load"]["seconds"]
-    peft = results["probes"]["peft_load"]["seconds"]
     alone = results["probes"]["ours_load"]["alone_seconds"]
-    loads.plot([n for n, _ in ours], [t * 1000 for _, t in ours], ".", markersize=3, label="ours: whole task (LoRA + head)")
+    loads.plot([n for n, _ in ours], [t * 1000 for _, t in ours], ".", markersize=3, label="ours: whole task (adapter + head)")
     loads.plot([n for n, _ in alone], [t * 1000 for _, t in alone], ".", markersize=2, alpha=0.4,
                label="ours, same task into a one-task Hub (side by side)")
-    loads.plot([n for n, _ in peft], [t * 1000 for _, t in peft], ".", markersize=3, label="PEFT load_adapter")
+    if "peft_load" in results["probes"]:
+        peft = results["probes"]["peft_load"]["seconds"]
+        loads.plot([n for n, _ in peft], [t * 1000 for _, t in peft], ".", markersize=3, label="PEFT load_adapter")
     loads.axhline(10, color="black", linewidth=0.8, linestyle="--", label="10 ms target")
     loads.set_yscale("log")
     loads.set_xlabel("n (adapters already resident + 1)")
@@ -535,42 +694,88 @@ def plot(results: dict[str, Any], s: dict[str, Any], label: dict[str, str], path
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def shape_name(args: argparse.Namespace) -> str:
+    """The run's adapters in a file name: LoRA's targets, mix_<targets>, or <method>_<options or "default">."""
+    if args.method == "lora":
+        return args.targets
+    if args.method == MIX:
+        return f"{MIX}_{args.targets}"
+    return f"{args.method}_{options_label(args.options)}"
+
+
+def method_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """--option KEY=VALUE pairs (values read as YAML: 1024, 0.5, [query, value]), checked by the method's options."""
+    if args.option and args.method in ("lora", MIX):
+        parser.error("--option is for one non-LoRA method; LoRA's shape (also in the mix) is --targets")
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--option {item!r}: write KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    if args.method not in ("lora", MIX):
+        try:
+            METHODS[args.method].options(method=args.method, **options)
+        except (ValidationError, TypeError) as exc:  # TypeError: --option method=...
+            parser.error(f"--option for {args.method}: {exc}")
+    return options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked; `options` holds --option's pairs, `targets` LoRA's shape (None without LoRA)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", choices=["qv", "all"], default="qv", help="LoRA layers: query+value (PEFT's default) or all")
+    parser.add_argument("--method", choices=[*sorted(METHODS), MIX], default="lora",
+                        help="the adapter method, or mix: every registered method in one pass (default: lora)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of --method (not lora or mix), e.g. --method vera --option r=1024; repeatable")
+    parser.add_argument("--targets", choices=["qv", "all"], help="LoRA layers (lora, mix): query+value (PEFT's default; the default) or all")
     parser.add_argument("--device", help="where every variant runs: cpu (default), cuda, cuda:N")
     parser.add_argument("--backbone", help="English backbone folder or Hub id (default: the shipped registry's, MiniLM-L6)")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--resident", type=int, default=1000, help="adapters loaded in the loading and resident tests")
-    parser.add_argument("--peft-load-max", type=int, default=300, help="adapters loaded into PEFT (slow: PEFT issue #981)")
+    parser.add_argument("--peft-load-max", type=int,
+                        help="adapters loaded into PEFT (slow: PEFT issue #981; default 300, or --resident if fewer)")
     parser.add_argument("--every", type=int, default=1, help="keep every n-th loading time")
     parser.add_argument("--work-dir", type=Path, help="keep the generated adapter folders here (default: a temp folder)")
-    parser.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/serving_<targets>[_<device>])")
+    parser.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/serving_<shape>[_<device>])")
     parser.add_argument("--report-only", type=Path, metavar="JSON", help="rewrite the table and plot from a saved results JSON")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--probe-registry", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-texts", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-every", type=int, default=1, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.probe or args.report_only:
+        return args
+    if args.resident < 64 or not 2 <= (args.peft_load_max or 2) <= args.resident:
+        parser.error("--resident needs at least 64 adapters and --peft-load-max between 2 and --resident")
+    if args.targets and args.method not in ("lora", MIX):
+        parser.error("--targets is LoRA's shape: use it with --method lora or mix")
+    args.options = method_options(parser, args)
+    if args.method in ("lora", MIX):
+        args.targets = args.targets or "qv"
+    try:
+        resolve_device(args.device)
+    except hub.HubError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.probe:
         texts = json.loads(args.probe_texts.read_text())
         print(json.dumps(probe(args.probe, args.probe_registry, texts, args.probe_count, args.probe_every, resolve_device(args.device))))
         return
-    if args.resident < 64 or args.peft_load_max < 2 or args.peft_load_max > args.resident:
-        parser.error("--resident needs at least 64 adapters and --peft-load-max between 2 and --resident")
-    try:
-        device = resolve_device(args.device)
-    except hub.HubError as exc:
-        parser.error(str(exc))
-    out = args.out or RESULTS / (f"serving_{args.targets}" + ("" if device.type == "cpu" else f"_{device.type}"))
-    out.parent.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         saved = json.loads(args.report_only.read_text(encoding="utf-8"))
         saved.pop("summary", None)
         print(report(saved, args.report_only.with_suffix("")))
         return
+    device = resolve_device(args.device)
+    out = args.out or RESULTS / (f"serving_{shape_name(args)}" + ("" if device.type == "cpu" else f"_{device.type}"))
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         print(report(measure(args, args.work_dir), out))

@@ -1,18 +1,23 @@
 """What the serving benchmarks share: many task adapters on the embedded English backbone, and request
 texts from real GLUE dev sets.
 
-The adapters are written as real adapter folders (a PEFT LoRA folder that plain PEFT loads, plus a
+The adapters are written as real adapter folders (what `hub train` saves for the method, plus a
 classification head) with random weights: throughput, loading and memory do not depend on what the
-weights learned, and a thousand trained adapters would take days on this CPU. Their shape is chosen by
+weights learned, and a thousand trained adapters would take days on this CPU. LoRA's shape is chosen by
 `targets`: "qv" is PEFT's default for BERT (query + value), "all" is what `hub train` ships (every
-linear layer but the pooler).
+linear layer but the pooler). Any other registered method (`hub.methods.METHODS`) is written by its own
+training code with the options given; "mix" gives task i the i-th method, cycling through every one.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
+from collections.abc import Callable, Iterable
+from functools import cached_property, partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -22,11 +27,16 @@ import hub
 from heads import KINDS
 from hub.backbone import Backbone, load_backbone
 from hub.data import load_split
+from hub.methods import METHODS
 from hub.registry import BackboneSpec, load_registry
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARGETS = {"qv": ["query", "value"], "all": ["query", "key", "value", "dense"]}
 LABELS = ["negative", "positive"]
+MIX = "mix"  # the method name for a registry mixing every registered method
+NOISE = 0.1  # std of the noise added to a fresh adapter's parameters (as tests/test_method_conformance.py does)
+
+WriteFolder = Callable[[Path, int], None]  # (folder, seed) -> writes the adapter folder, head included
 
 
 def english_entry(source: str | None = None) -> dict:
@@ -63,6 +73,11 @@ def lora_config(model_id: str, targets: str, rank: int) -> dict:
     return json.loads(json.dumps(config.to_dict(), default=sorted))  # sets -> lists, as save_pretrained does
 
 
+def write_head(folder: Path, backbone: Backbone, seed: int) -> None:
+    torch.manual_seed(seed)
+    KINDS["classification"].head.from_options({}, backbone.hidden_size, LABELS, backbone.model.config.num_hidden_layers).save(folder)
+
+
 def write_adapter(folder: Path, backbone: Backbone, paths: list[str], config: dict, seed: int) -> None:
     """One adapter folder: random LoRA matrices (B non-zero, so every update is real work) + a head."""
     generator = torch.Generator().manual_seed(seed)
@@ -75,29 +90,91 @@ def write_adapter(folder: Path, backbone: Backbone, paths: list[str], config: di
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    torch.manual_seed(seed)
-    KINDS["classification"].head.from_options({}, backbone.hidden_size, LABELS, backbone.model.config.num_hidden_layers).save(folder)
+    write_head(folder, backbone, seed)
+
+
+class MethodWriter:
+    """Folders of one registered method, written by its own training code: injected once into a fresh copy of the
+    backbone's model (on the first folder written), then per folder its trainable parameters redrawn from the
+    folder's seed and saved (loading a model per folder would take most of a 1,000-folder run)."""
+
+    def __init__(self, method: str, options: dict[str, Any], backbone: Backbone, model_id: str):
+        self.method, self.backbone, self.model_id = METHODS[method], backbone, model_id
+        self.options = self.method.options(method=method, **options)
+
+    @cached_property
+    def trainable(self) -> tuple[torch.nn.Module, list[tuple[torch.nn.Parameter, torch.Tensor]]]:
+        """The wrapped model, and each trainable parameter with its value after injection."""
+        from transformers import AutoModel
+
+        fresh = AutoModel.from_pretrained(self.backbone.location)  # not backbone.model: serving may have hooked it
+        wrapped = self.method.training.wrap(fresh, self.options)
+        return wrapped, [(p, p.detach().clone()) for p in wrapped.parameters() if p.requires_grad]
+
+    def __call__(self, folder: Path, seed: int) -> None:
+        wrapped, parameters = self.trainable
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for parameter, initial in parameters:
+                parameter.copy_(initial + torch.randn(initial.shape, generator=generator) * NOISE)
+        self.method.training.save(wrapped, folder, self.model_id)
+        write_head(folder, self.backbone, seed)
+
+
+def options_label(options: dict[str, Any]) -> str:
+    """A file-name-safe summary of a method's options: "default" when none are given."""
+    if not options:
+        return "default"
+    return "_".join(re.sub(r"[^A-Za-z0-9.]+", "-", f"{key}-{value}").strip("-") for key, value in sorted(options.items()))
+
+
+def mix_methods() -> list[str]:
+    """The methods a mix registry cycles through: every registered one, in a fixed order."""
+    return sorted(METHODS)
 
 
 def task_name(i: int) -> str:
     return f"t{i:04d}"
 
 
+def folder_writers(methods: Iterable[str], backbone: Backbone, model_id: str, targets: str, rank: int,
+                   options: dict[str, Any]) -> dict[str, tuple[str, WriteFolder]]:
+    """Per method: the sub-folder its adapters go to (named by their shape) and their writer. LoRA keeps its direct
+    writer (folders as PEFT saves them, numbers comparable across runs); `options` go to the other methods."""
+    writers = {}
+    for method in methods:
+        if method == "lora":
+            config, paths = lora_config(model_id, targets, rank), target_paths(backbone.model, targets)
+            writers[method] = (f"lora_{targets}_r{rank}", partial(write_adapter, backbone=backbone, paths=paths, config=config))
+        else:
+            writers[method] = (f"{method}_{options_label(options)}", MethodWriter(method, options, backbone, model_id))
+    return writers
+
+
 def write_registry(root: Path, backbone_entry: dict, count: int, targets: str = "qv", rank: int = 8,
-                   backbone: Backbone | None = None, progress=None) -> Path:
+                   backbone: Backbone | None = None, progress: Callable[[Iterable], Iterable] | None = None,
+                   method: str = "lora", options: dict[str, Any] | None = None) -> Path:
     """A registry of `count` classification tasks t0000.. on the English backbone, folders under `root`
-    (written once; a later call with more tasks writes only the new folders)."""
+    (written once; a later call with more tasks writes only the new folders). `method` is a registered method
+    (LoRA's shape: `targets`, `rank`; any other's: `options`) or "mix": task i uses the (i mod M)-th of every
+    registered method, LoRA with `targets` and `rank`, the others with their default options."""
+    if options and method in ("lora", MIX):
+        raise ValueError("options are for one method other than LoRA: LoRA's shape is targets and rank, and a mix "
+                         "uses the other methods' defaults")
     backbone = backbone or english_backbone()[0]
-    config = lora_config(backbone_entry.get("id", backbone_entry["source"]), targets, rank)
-    paths = target_paths(backbone.model, targets)
+    methods = mix_methods() if method == MIX else [method]
+    writers = folder_writers(methods, backbone, backbone_entry.get("id", backbone_entry["source"]), targets, rank,
+                             options or {})
     tasks = []
     for i in progress(range(count)) if progress else range(count):
-        folder = root / "adapters" / task_name(i)
+        shape, write = writers[methods[i % len(methods)]]
+        folder = root / "adapters" / shape / task_name(i)
         if not (folder / "head.safetensors").is_file():
-            write_adapter(folder, backbone, paths, config, seed=i)
+            write(folder, seed=i)
         tasks.append({"name": task_name(i), "backbone": "en", "kind": "classification", "labels": LABELS,
                       "inputs": ["text"], "metric": "accuracy", "adapter": str(folder)})
-    path = root / f"registry_{count}.yaml"
+    label = f"{MIX}_{targets}_r{rank}" if method == MIX else writers[method][0]
+    path = root / f"registry_{label}_{count}.yaml"
     path.write_text(yaml.safe_dump({"backbones": [backbone_entry], "tasks": tasks}, sort_keys=False), encoding="utf-8")
     return path
 

@@ -154,11 +154,13 @@ class Head(nn.Module):
             {**options, "kind": cls.kind, "hidden_size": hidden_size, "num_layers": num_layers, "labels": labels})
         return cls(config)
 
-    def save(self, folder: Path) -> None:
-        """Write config and weights into `folder` (the adapter store makes the folder write atomic)."""
+    def save(self, folder: Path, dtype: torch.dtype = torch.float32) -> None:
+        """Write config and weights into `folder` (the adapter store makes the folder write atomic); float tensors are
+        stored in `dtype` (`load` reads them back into the head's float32)."""
         folder = Path(folder)
         (folder / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+                 for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind})
 
     @staticmethod

@@ -1,8 +1,9 @@
 """`AdapterFolder`: one task's adapter folder, its file names, its checks and its atomic write.
 
 A folder holds PEFT's files (`adapter_config.json`, `adapter_model.safetensors`, readable by plain
-`peft.PeftModel.from_pretrained`), the head (`head_config.json`, `head.safetensors`, written by `Head.save`
-and read by `Head.load`) and a model card (`README.md`). Only safetensors are ever read.
+`peft.PeftModel.from_pretrained`; or, for LoRA quantized by `hub quantize`, `adapter_model.int8.safetensors`
+in place of the latter), the head (`head_config.json`, `head.safetensors`, written by `Head.save` and read by
+`Head.load`) and a model card (`README.md`). Only safetensors are ever read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,7 +22,14 @@ from heads.base import WEIGHTS_FILE as HEAD_WEIGHTS
 
 from .atomic import atomic_folder
 from .errors import AdapterError
-from .methods import PEFT_CONFIG, PEFT_WEIGHTS, AdapterWeights, method_for_peft_type, refuse_non_finite
+from .methods import (
+    PEFT_CONFIG,
+    PEFT_INT8_WEIGHTS,
+    PEFT_WEIGHTS,
+    AdapterWeights,
+    method_for_peft_type,
+    refuse_non_finite,
+)
 
 if TYPE_CHECKING:
     from .backbone import Backbone
@@ -45,14 +53,34 @@ class AdapterFolder:
     HEAD_CONFIG: ClassVar[str] = HEAD_CONFIG
     HEAD_WEIGHTS: ClassVar[str] = HEAD_WEIGHTS
     CARD: ClassVar[str] = "README.md"
-    FILES: ClassVar[tuple[str, ...]] = (PEFT_CONFIG, PEFT_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)  # what serving reads
+    WEIGHTS_FILES: ClassVar[tuple[str, ...]] = (PEFT_WEIGHTS, PEFT_INT8_WEIGHTS)  # a folder holds exactly one
+    FILES: ClassVar[tuple[str, ...]] = (PEFT_CONFIG, PEFT_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)  # serving reads these,
+    # PEFT_INT8_WEIGHTS in place of PEFT_WEIGHTS in an int8 folder (`files`)
     UNSAFE_WEIGHTS: ClassVar[tuple[str, ...]] = ("adapter_model.bin", "head.bin", "pytorch_model.bin")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
 
+    @classmethod
+    def files_among(cls, names: Collection[str], where: object) -> tuple[str, ...]:
+        """FILES with the weights file among `names` (the files of folder or repo `where`); AdapterError if both
+        are there."""
+        if set(cls.WEIGHTS_FILES) <= set(names):
+            raise AdapterError(f"{where} holds both {' and '.join(cls.WEIGHTS_FILES)}, so which adapter weights to "
+                               "serve is ambiguous; delete one of them (`hub quantize` leaves exactly one).")
+        weights = PEFT_INT8_WEIGHTS if PEFT_INT8_WEIGHTS in names else PEFT_WEIGHTS
+        return tuple(weights if name == PEFT_WEIGHTS else name for name in cls.FILES)
+
+    def files(self) -> tuple[str, ...]:
+        """What serving reads from this folder: FILES with the weights file it holds; AdapterError if it holds both."""
+        return self.files_among([name for name in self.WEIGHTS_FILES if (self.path / name).is_file()], self.path)
+
+    def weights_file(self) -> Path:
+        """The adapter weights file serving reads (it may not exist yet); AdapterError if the folder holds both."""
+        return self.path / next(name for name in self.files() if name in self.WEIGHTS_FILES)
+
     def missing(self) -> list[str]:
-        return [name for name in self.FILES if not (self.path / name).is_file()]
+        return [name for name in self.files() if not (self.path / name).is_file()]
 
     def nbytes(self) -> int:
         """Bytes on disk of every file in the folder."""
@@ -66,7 +94,10 @@ class AdapterFolder:
     def check_entry(self, task: TaskSpec) -> None:
         """The registry's check, without loading anything: complete, and its head's kind and labels are the entry's.
         EntryMismatch names the entry field to fix."""
-        missing = self.missing()
+        try:
+            missing = self.missing()
+        except AdapterError as exc:
+            raise EntryMismatch("adapter", str(exc)) from None
         if missing:
             raise EntryMismatch("adapter", f"adapter folder {self.path} lacks {', '.join(missing)}; retrain it with "
                                 f"`hub train {task.name}` or point 'adapter' at a complete folder.")

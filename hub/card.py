@@ -14,6 +14,7 @@ from heads import kind
 
 from .adapter_folder import AdapterFolder
 from .errors import AdapterError
+from .methods import PEFT_INT8_WEIGHTS, AdapterMethod, PeftTraining, method_named
 from .registry import BackboneSpec, TaskSpec
 
 REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples",
@@ -24,14 +25,16 @@ RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTAL
 def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -> str:
     """Card text: metadata (base model, library, tags, Hub data sets, metrics) + recipe, sizes, reproduce command."""
     metrics = report["metrics"]
+    method = method_named((report["train"].get("adapter") or {}).get("method", "lora"))
+    storage = {"adapter": "float32", "head": "float32", **(report["train"].get("storage") or {})}
     data = ModelCardData(
         base_model=backbone.model_id,
-        library_name="peft",
+        library_name="peft" if isinstance(method.training, PeftTraining) else "bert-adapter-hub",
         language=backbone.language,
         pipeline_tag=kind(task.kind).pipeline_tag,
-        tags=["lora", "bert-adapter-hub", task.kind, task.name],
+        tags=[method.name, "bert-adapter-hub", task.kind, task.name],
         metrics=[task.metric],
-        model_name=f"{task.name}-lora",
+        model_name=f"{task.name}-{method.name}",
         datasets=dataset_ids(task) or None,
         bert_adapter_hub={**{key: report[key] for key in REPORT_KEYS}, "task": serving_fields(task)},
         eval_results=[
@@ -48,9 +51,8 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
     trainable = (f"{report['trainable_parameters']:,} of {report['total_parameters']:,} "
                  f"({report['trainable_share']:.3%})")
-    peft_load = f'PeftModel.from_pretrained(AutoModel.from_pretrained("{backbone.model_id}"), "<this folder>")'
     body = f"""
-# {task.name}: LoRA adapter + {task.kind} head for `{backbone.model_id}`
+# {task.name}: {method.title} adapter + {task.kind} head for `{backbone.model_id}`
 
 {task.description or task.kind} — served by bert-adapter-hub from one frozen backbone shared by all tasks.
 
@@ -62,6 +64,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
 
 ## Size
 
+- adapter method: {method.title} (`{method.name}`); weights stored as {storage["adapter"]}, head as {storage["head"]}
 - trainable parameters: {trainable}
 - bytes on disk (adapter + head files, card excluded): {report['adapter_bytes']:,}
 - trained on {report['train_examples']:,} examples in {report['train_seconds']:.0f} s
@@ -80,10 +83,21 @@ import hub
 hub.run("{task.name}", {_example_input(task)})
 ```
 
-Plain PEFT reads the LoRA part: `{peft_load}`;
+{_home_library(method, backbone, storage["adapter"])}
 the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapter-hub).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def _home_library(method: AdapterMethod, backbone: BackboneSpec, storage: str) -> str:
+    """How to read the adapter part without the hub, where a library other than the hub reads it."""
+    if not isinstance(method.training, PeftTraining):
+        return f"The {method.title} part is served by bert-adapter-hub (`hub.methods.{method.name}`);"
+    if storage == "int8":
+        return (f"The {method.title} part is stored as int8 (`{PEFT_INT8_WEIGHTS}`), which PEFT does not read: "
+                "`hub quantize TASK --dtype float32` writes the float file plain PEFT reads;")
+    load = f'PeftModel.from_pretrained(AutoModel.from_pretrained("{backbone.model_id}"), "<this folder>")'
+    return f"Plain PEFT reads the {method.title} part: `{load}`;"
 
 
 def serving_fields(task: TaskSpec) -> dict[str, Any]:
@@ -125,16 +139,22 @@ def eval_dataset(task: TaskSpec) -> EvalDataset:
     }
 
 
-def rebuild_card(folder: Path, task: TaskSpec, backbone: BackboneSpec) -> str:
+def rebuild_card(folder: Path, task: TaskSpec, backbone: BackboneSpec, metrics: dict[str, float] | None = None,
+                 storage: dict[str, str] | None = None) -> str:
     """The folder's card written again by build_card from what it records (metrics, sizes, recipe, command)
-    and the task's current registry entry: new card fields for a trained adapter without retraining it."""
+    and the task's current registry entry: new card fields for a trained adapter without retraining it. `metrics`
+    replace the recorded ones if given; with `storage` (train.storage, after `hub quantize`) the card records it
+    and the folder's bytes measured anew."""
     card = ModelCard.load(folder / AdapterFolder.CARD)
     found = RECIPE.search(card.text)
     if found is None:
         raise AdapterError(f"{folder / AdapterFolder.CARD} has no '## Recipe' yaml block to rebuild from; "
                            "retrain the task.")
-    report = {**_report(card), **yaml.safe_load(found.group(1)), "metrics": _metrics(card)}
+    report = {**_report(card), **yaml.safe_load(found.group(1)), "metrics": metrics or _metrics(card)}
     report["trainable_share"] = report["trainable_parameters"] / report["total_parameters"]
+    if storage is not None:
+        report["train"] = {**report["train"], "storage": storage}
+        report["adapter_bytes"] = AdapterFolder(folder).nbytes() - (folder / AdapterFolder.CARD).stat().st_size
     return build_card(task, backbone, report)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -87,8 +88,12 @@ def train(
     max_train_examples: Annotated[int | None, typer.Option()] = None,
     max_eval_examples: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    adapter: Annotated[str | None, typer.Option(
+        help="the adapter method and options instead of the recipe's, as a YAML mapping: '{method: ia3}', "
+             "'{method: lora, r: 4}', '{method: bottleneck, config: seq_bn, reduction_factor: 64}'")] = None,
 ) -> None:
-    """Fine-tune the task's LoRA adapter + head (backbone frozen), evaluate on dev, write the folder."""
+    """Fine-tune the task's adapter (LoRA, (IA)3, VeRA, bottleneck: the recipe's) + head (backbone frozen), evaluate on
+    dev, write the folder."""
     from .registry import load_registry
     from .training import train_task
 
@@ -96,10 +101,24 @@ def train(
         train_task(
             load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples, seed=seed,
+            max_eval_examples=max_eval_examples, seed=seed, adapter=_mapping("--adapter", adapter),
         )
     except HubError as exc:
         _fail(exc)
+
+
+def _mapping(option: str, text: str | None) -> dict[str, Any] | None:
+    """A command-line option given as a YAML mapping ('{method: lora, r: 4}'); HubError when it is not one."""
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise HubError(f"{option} {text!r} is not YAML ({str(exc).splitlines()[0]}); give a mapping such as "
+                       "'{method: lora, r: 4}'.") from None
+    if not isinstance(value, dict):
+        raise HubError(f"{option} {text!r} is not a mapping; give one such as '{{method: lora, r: 4}}'.")
+    return value
 
 
 @app.command("eval")
@@ -236,6 +255,33 @@ def import_peft(
     except HubError as exc:
         _fail(exc)
     print(json.dumps({"task": task.name, "kind": task.kind, "labels": task.labels, "adapter": task.adapter}))
+
+
+@app.command()
+def quantize(
+    task: Annotated[str, typer.Argument(help="task whose adapter folder to store again, in place")],
+    dtype: Annotated[str, typer.Option("--dtype", help="the adapter's weights: int8 (LoRA: a float32 scale per rank "
+                                       "channel), float16, bfloat16, or float32 (the file plain PEFT reads: "
+                                       "dequantizes int8)")],
+    head: Annotated[str | None, typer.Option("--head", help="the head's weights: float16 or float32 (default: "
+                                             "as they are)")] = None,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="measure the stored folder on dev for its card "
+                                           "(default) or keep the card's metrics")] = True,
+    registry: RegistryOption = None,
+) -> None:
+    """Store a task's adapter weights as int8, float16 or bfloat16 (or back as float32) and its head as float16; the
+    rewritten folder is loaded as serving loads it and measured on dev before it replaces the old one (atomically)."""
+    from .registry import load_registry
+    from .restore import restore_task
+
+    if head not in (None, "float16", "float32"):
+        _fail(HubError(f"--head {head!r}: a head is stored as float16 or float32."))
+    try:
+        report = restore_task(load_registry(registry or default_registry_path(), strict_adapters=False), task, dtype,
+                              head, evaluate, progress=False)
+    except HubError as exc:
+        _fail(exc)
+    print(json.dumps(report))
 
 
 @app.command()

@@ -52,6 +52,15 @@ class BackboneSpec(_Strict):
         return self.id or self.source
 
 
+class StorageSpec(_Strict):
+    """How `hub train` stores the trained weights (the card's metrics are measured on what is stored)."""
+
+    adapter: Literal["float32", "float16", "bfloat16", "int8"] = Field(
+        default="float32", description="the adapter's weights file: int8 (LoRA only: a float32 scale per rank "
+                                       "channel), float16 or bfloat16 (any method; PEFT reads them as they are)")
+    head: Literal["float32", "float16"] = Field(default="float32", description="the head's weights file")
+
+
 class TrainSpec(_Strict):
     """The training recipe; recorded in the adapter's card."""
 
@@ -67,6 +76,7 @@ class TrainSpec(_Strict):
     adapter: SerializeAsAny[AdapterOptions] = Field(
         default_factory=lambda: METHODS["lora"].options(method="lora"),
         description="the adapter method and its options, e.g. {method: lora, r: 8} (`lora: {r: 8}` also works)")
+    storage: StorageSpec = Field(default_factory=StorageSpec)
     # class imbalance (classification; class weights and focal loss also for softmax tagging)
     sampling: Literal["instance", "class", "sqrt", "power"] = Field(
         default="instance", description="re-sampling: p(example of class c) ∝ n_c^q, q = 1 (instance), 0 (class), "

@@ -2,10 +2,11 @@
 
 Everything goes through `huggingface_hub` as is, so `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` work
 as they do for any Hub client. A pull pins the resolved commit, downloads only the adapter's safetensors
-and JSON files and its card, checks every file against the Hub's own hashes (the client itself does not),
-checks the base model against the registry's backbones, and then adds the task in two atomic steps
-(folder, then registry file), so a failure leaves neither a half-written folder nor a dangling entry. The
-folder carries a marker until its entry is written: a retry after a kill between the two steps finishes them.
+and JSON files (the weights in whichever file the repo holds: PEFT's float one, or the int8 one `hub quantize`
+writes) and its card, checks every file against the Hub's own hashes (the client itself does not), checks the
+base model against the registry's backbones, and then adds the task in two atomic steps (folder, then registry
+file), so a failure leaves neither a half-written folder nor a dangling entry. The folder carries a marker
+until its entry is written: a retry after a kill between the two steps finishes them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -46,7 +47,6 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (HfHubHTTPError, OSError, *_transport_errors())
 CARD = AdapterFolder.CARD
-PULLED_FILES = (*AdapterFolder.FILES, CARD)
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 INSTALL_MARKER = ".hub-install.json"  # the entry of an install whose folder is in but whose entry may not be yet
 
@@ -79,13 +79,16 @@ def push(registry: Registry, task_name: str, repo_id: str, private: bool = False
     """Upload the task's adapter folder (PEFT files, head, card with serving fields); return the commit sha."""
     task = registry.task(task_name)
     folder = registry.adapter_dir(task)
-    missing = [name for name in PULLED_FILES if not (folder / name).is_file()]
+    files = AdapterFolder(folder).files()
+    missing = [name for name in (*files, CARD) if not (folder / name).is_file()]
     if missing:
         raise AdapterError(f"{folder} lacks {', '.join(missing)}; train the task first with `hub train {task.name}`.")
     ref = HubRef.parse(repo_id)
     api = HfApi(token=token)
+    # the other weights file of an earlier push would make the repo ambiguous: the commit deletes it
+    replaced = [name for name in AdapterFolder.WEIGHTS_FILES if name not in files]
     with tempfile.TemporaryDirectory(prefix="hub-push-") as staging:
-        for name in AdapterFolder.FILES:
+        for name in files:
             shutil.copy2(folder / name, Path(staging) / name)
         (Path(staging) / CARD).write_text(card_for_upload(folder / CARD, task), encoding="utf-8")
         try:
@@ -93,7 +96,7 @@ def push(registry: Registry, task_name: str, repo_id: str, private: bool = False
             if revision:
                 api.create_branch(ref.repo_id, branch=revision, exist_ok=True)
             commit = api.upload_folder(
-                folder_path=staging, repo_id=ref.repo_id, revision=revision,
+                folder_path=staging, repo_id=ref.repo_id, revision=revision, delete_patterns=replaced,
                 commit_message=f"{task.name}: LoRA adapter + {task.kind} head (bert-adapter-hub)")
         except NETWORK_ERRORS as exc:
             raise RemoteError(f"pushing {task.name!r} to {ref.repo_id}: {_first_line(exc)}; {_auth_hint()}") from None
@@ -201,17 +204,20 @@ def fetch(registry: Registry, task: TaskSpec, token: str | None = None) -> Path:
 
 def _cached_files(ref: HubRef, token: str | None) -> dict[str, Path]:
     """The adapter files of `ref` from the local cache (hash-checked when they were downloaded)."""
+    cached = [name for name in AdapterFolder.WEIGHTS_FILES
+              if isinstance(try_to_load_from_cache(ref.repo_id, name, revision=ref.revision), str)]
     try:
         return {name: Path(hf_hub_download(ref.repo_id, name, revision=ref.revision, token=token))
-                for name in PULLED_FILES}
+                for name in (*AdapterFolder.files_among(cached, ref), CARD)}
     except NETWORK_ERRORS:
         raise RemoteError(f"{ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                           "fetch it once online (or unset HF_HUB_OFFLINE).") from None
 
 
 def verified_download(ref: HubRef, token: str | None,
-                      names: tuple[str, ...] = PULLED_FILES) -> tuple[dict[str, Path], str]:
-    """Files `names` of `ref` at one pinned commit, each checked against the Hub's sha256 / git blob id."""
+                      names: tuple[str, ...] | None = None) -> tuple[dict[str, Path], str]:
+    """Files `names` of `ref` at one pinned commit, each checked against the Hub's sha256 / git blob id. By default
+    an adapter folder's files (with whichever weights file the repo holds) and its card."""
     api = HfApi(token=token)
     try:
         info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
@@ -225,6 +231,11 @@ def verified_download(ref: HubRef, token: str | None,
         raise RemoteError(f"reading {ref} from {api.endpoint}: {_first_line(exc)}") from None
     assert info.sha is not None  # the Hub always names the commit a revision resolves to
     siblings = {s.rfilename: s for s in info.siblings or []}
+    if names is None:
+        try:
+            names = (*AdapterFolder.files_among(siblings, ref), CARD)
+        except AdapterError as exc:
+            raise RemoteError(str(exc)) from None
     missing = [name for name in names if name not in siblings]
     if missing:
         pickled = sorted(n for n in siblings if n.endswith(PICKLED_SUFFIXES))

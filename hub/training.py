@@ -9,6 +9,7 @@ are evaluated in memory and never written as adapter folders.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import tempfile
@@ -19,7 +20,6 @@ from typing import Any, Literal, get_args
 
 import torch
 from datasets import Dataset
-from peft import PeftModel, get_peft_model
 from pydantic import ValidationError
 from torch import nn
 from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
@@ -45,12 +45,12 @@ METHODS: tuple[str, ...] = get_args(Method)
 
 
 class TaskModel(nn.Module):
-    """Backbone (with the adapter PEFT injected into it) + head, with the forward/loss signature Trainer expects."""
+    """Backbone (with its adapter injected) + head, with the forward/loss signature Trainer expects."""
 
     def __init__(self, backbone: Backbone, encoder: nn.Module, head: Head):
         super().__init__()
-        self.backbone = backbone  # encodes through `encoder`'s modules: PEFT injects its layers into backbone.model
-        self.encoder = encoder  # the trained parameters (PEFT wrapper, or the model itself)
+        self.backbone = backbone  # encodes through `encoder`'s modules: the method injects them into backbone.model
+        self.encoder = encoder  # the trained parameters (the method's wrapper, or the model itself)
         self.head = head
 
     def forward(self, rows: list[Row], labels: torch.Tensor | None = None,
@@ -112,8 +112,8 @@ class _Collator:
 def _command(task: str, registry: Registry, overrides: dict[str, Any]) -> str:
     parts = ["hub", "train", task, "--registry", str(registry.path.name)]
     for key, value in overrides.items():
-        if value is not None:
-            parts += [f"--{key.replace('_', '-')}", str(value)]
+        if value is not None:  # a mapping (the adapter) as JSON, which the CLI reads as YAML
+            parts += [f"--{key.replace('_', '-')}", json.dumps(value) if isinstance(value, dict) else str(value)]
     return shlex.join(parts)
 
 
@@ -123,7 +123,7 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec,
     recipe's adapter method (lora), every backbone weight (full), or nothing but the head (probe)."""
     if method not in METHODS:
         raise HubError(f"training method {method!r} is unknown; use one of {', '.join(METHODS)}.")
-    backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # PEFT injects into it
+    backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # adapters inject into it
     try:
         head = kind(task.kind).head.from_options(task.head, backbone.hidden_size, task.labels,
                                                  backbone.model.config.num_hidden_layers)
@@ -133,8 +133,8 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec,
         return TaskModel(backbone, backbone.model.requires_grad_(True), head), backbone
     if method == "probe":
         return TaskModel(backbone, backbone.model, head), backbone
-    peft_config = method_named(recipe.adapter.method).peft_config(recipe.adapter)
-    return TaskModel(backbone, get_peft_model(backbone.model, peft_config), head), backbone
+    wrapped = method_named(recipe.adapter.method).training.wrap(backbone.model, recipe.adapter)
+    return TaskModel(backbone, wrapped, head), backbone
 
 
 def _imbalance(head: Head, recipe: TrainSpec, train_set: Dataset) -> list[float] | None:
@@ -190,18 +190,17 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
     return time.time() - started
 
 
-def _save(model: TaskModel, registry: Registry, task: TaskSpec, dev_rows: Dataset, report: dict[str, Any],
-          target: Path, progress: bool) -> None:
+def _save(model: TaskModel, registry: Registry, task: TaskSpec, recipe: TrainSpec, dev_rows: Dataset,
+          report: dict[str, Any], target: Path, progress: bool) -> None:
     """Write adapter + head into a staging folder, evaluate it as served, write the card, then swap it in."""
     spec = registry.backbone(task.backbone)
 
     def write(staging: Path) -> None:
-        encoder = model.encoder
-        assert isinstance(encoder, PeftModel)  # only LoRA training is saved as an adapter folder
-        encoder.peft_config["default"].base_model_name_or_path = spec.model_id
-        encoder.save_pretrained(str(staging), save_embedding_layers=False)
-        (staging / AdapterFolder.CARD).unlink(missing_ok=True)  # PEFT's generic card; ours is written by check()
-        model.head.save(staging)
+        method = method_named(recipe.adapter.method)
+        method.training.save(model.encoder, staging, spec.model_id)
+        if recipe.storage.adapter != "float32":
+            method.store(staging, recipe.storage.adapter)
+        model.head.save(staging, getattr(torch, recipe.storage.head))
 
     def check(staging: Path) -> None:
         """Load the staged folder the way serving does and measure dev through the router."""
@@ -228,7 +227,7 @@ class FittedTask:
 
     def runtime(self) -> TaskRuntime:
         """The trained model as a router task, so it is evaluated by the same code that serves adapters."""
-        self.model.eval()  # the private backbone carries the trained weights (PEFT's layers for lora)
+        self.model.eval()  # the private backbone carries the trained weights (the adapter's layers)
         return TaskRuntime(spec=self.task, backbone=self.backbone, adapter=None, head=self.model.head, codec=self.codec)
 
 
@@ -242,7 +241,8 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     model, backbone = _build_model(registry, task, recipe, method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    print(f"[{task.name}] {method}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
+    trained = recipe.adapter.method if method == "lora" else method  # "lora": an adapter of the recipe's method
+    print(f"[{task.name}] {trained}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
           f"{len(train_rows):,} train examples")
     spec = registry.backbone(task.backbone)
     found = kind(task.kind)
@@ -267,7 +267,7 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     dev_rows = sample_rows(load_split(registry, task, "dev"), fitted.recipe.max_eval_examples, fitted.recipe.seed)
     report["eval_examples"] = len(dev_rows)
     target = Path(output) if output else registry.adapter_dir(task)
-    _save(fitted.model, registry, task, dev_rows, report, target, progress)
+    _save(fitted.model, registry, task, fitted.recipe, dev_rows, report, target, progress)
     report["folder"] = str(target)
     print(f"[{task.name}] dev {task.metric}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items())
           + f"; adapter folder {target} ({report['adapter_bytes']:,} bytes)")

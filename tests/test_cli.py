@@ -112,3 +112,19 @@ def test_serve_and_list_go_on_past_a_broken_task(tmp_path, trained_registry, mon
     keyed = runner.invoke(app, ["serve", "--registry", str(path), "--host", "0.0.0.0"], env={"HUB_API_KEY": "k"})
     gc.unfreeze()
     assert keyed.exit_code == 0 and "without an API key" not in keyed.output
+
+
+def test_train_with_another_adapter_method_and_its_reproduce_command(tmp_path, tiny_backbone_dir):
+    from hub.card import card_report
+
+    path = write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir))
+    out = tmp_path / "ia3"
+    trained = runner.invoke(app, ["train", "sentiment", "--registry", str(path), "--epochs", "1", "--max-eval-examples",
+                                  "20", "--adapter", "{method: ia3}", "--output", str(out)])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "IA3"
+    command = card_report(out)["command"]
+    assert "--adapter '{\"method\": \"ia3\"}'" in command  # the card's command runs as it reads
+    for bad, message in (("[1, 2]", "not a mapping"), ("{method: [", "not YAML"), ("{method: nope}", "unknown adapter method")):
+        refused = runner.invoke(app, ["train", "sentiment", "--registry", str(path), "--adapter", bad])
+        assert refused.exit_code == 2 and message in refused.output, refused.output

@@ -23,17 +23,15 @@ def method(request):
 
 
 def _peft_folder(method, backbone_dir, folder, seed):
-    """What `hub train` saves for the method's default options, with random (non-identity) adapter weights."""
-    from peft import get_peft_model
-
+    """What `hub train` saves for the method's default options, with random (non-identity) adapter weights; returns
+    the trained model (PEFT's, or the method's reference module) as the reference forward."""
     torch.manual_seed(seed)
-    model = get_peft_model(BertModel.from_pretrained(backbone_dir), method.peft_config(method.options(method=method.name)))
+    model = method.training.wrap(BertModel.from_pretrained(backbone_dir), method.options(method=method.name))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.1)
-    model.peft_config["default"].base_model_name_or_path = "tiny"
-    model.save_pretrained(folder)
+    method.training.save(model, folder, "tiny")
     return model.eval()
 
 
@@ -76,7 +74,48 @@ def test_options_round_trip_through_the_registry(method):
 def test_a_method_missing_a_part_is_refused():
     lora = METHODS["lora"]
     with pytest.raises(TypeError, match="lacks row_hook"):
-        register_method(name="half", peft_type="HALF", options=lora.options, load=lora.load, peft_config=lora.peft_config)
+        register_method(name="half", peft_type="HALF", options=lora.options, load=lora.load, training=lora.training)
     with pytest.raises(TypeError, match="registered twice"):
         register_method(name="lora2", peft_type="LORA", options=lora.options, load=lora.load, row_hook=lora.row_hook,
-                        peft_config=lora.peft_config)
+                        training=lora.training)
+
+
+def test_rows_of_every_method_share_one_pass(tiny_backbone_dir, tmp_path):
+    """Random mixes of rows of every method (two adapters each) and of none, in one pass: each row equals its
+    adapter's own reference forward (PEFT's, or the method's reference module) run alone."""
+    import random
+
+    backbone = Backbone(str(tiny_backbone_dir), BertModel.from_pretrained(tiny_backbone_dir).eval(),
+                        AutoTokenizer.from_pretrained(tiny_backbone_dir))
+    adapters, references = [None], [backbone.model]
+    for name in sorted(METHODS):
+        for i in range(2):
+            folder = tmp_path / f"{name}{i}"
+            references.append(_peft_folder(METHODS[name], tiny_backbone_dir, folder, seed=10 + i))
+            adapters.append(AdapterFolder(folder).load_adapter(f"{name}{i}", backbone, "tiny"))
+    rng = random.Random(0)
+    for _ in range(3):
+        owners = [rng.randrange(len(adapters)) for _ in range(2 * len(adapters))]
+        texts = [" ".join(rng.choice(TEXTS) for _ in range(rng.randint(1, 3))) for _ in owners]
+        encoded = [backbone.tokenizer(text)["input_ids"] for text in texts]
+        with torch.inference_mode():
+            mixed = backbone.encode([Row(ids, [0] * len(ids)) for ids in encoded],
+                                    [adapters[o] for o in owners])["last_hidden_state"]
+            for i, (ids, owner) in enumerate(zip(encoded, owners)):
+                alone = references[owner](input_ids=torch.tensor([ids])).last_hidden_state[0]
+                assert torch.allclose(mixed[i, : len(ids)], alone, atol=1e-5), (owner, (mixed[i, : len(ids)] - alone).abs().max())
+
+
+def test_options_a_method_cannot_serve_are_refused_by_name(method, tiny_backbone_dir, tmp_path):
+    import json
+
+    from hub.errors import AdapterError
+
+    backbone = Backbone(str(tiny_backbone_dir), BertModel.from_pretrained(tiny_backbone_dir).eval(),
+                        AutoTokenizer.from_pretrained(tiny_backbone_dir))
+    _peft_folder(method, tiny_backbone_dir, tmp_path / "a", seed=0)
+    config_file = tmp_path / "a" / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "modules_to_save": ["classifier"]}))
+    with pytest.raises(AdapterError, match="modules_to_save"):
+        AdapterFolder(tmp_path / "a").load_adapter("a", backbone, "tiny")

@@ -1,8 +1,10 @@
-"""The serving benchmarks' building blocks: their variants compute the same answers, and the load
-test's comparison is strict where it must be."""
+"""The serving benchmarks' building blocks: their variants compute the same answers, every adapter method runs
+through the benchmark, and the load test's comparison is strict where it must be."""
 
 from __future__ import annotations
 
+import gc
+import json
 import sys
 
 import pytest
@@ -37,6 +39,76 @@ def test_hub_peft_and_merged_full_models_give_the_same_answers(tmp_path):
         assert agreement["same_label"] == 1.0 and agreement["max_score_diff"] < 1e-4
     plain = [served.run("t0000", text) for text in texts]  # the adapters really differ from each other
     assert [served.run("t0001", text)["score"] for text in texts] != pytest.approx([r["score"] for r in plain], abs=1e-3)
+
+
+def in_process_probe(kind, registry, texts_file, count, every, device):
+    """serving.run_probe without the fresh process (seconds of imports each): the numbers mean nothing, the code runs."""
+    import serving
+
+    try:
+        return serving.probe(kind, registry, json.loads(texts_file.read_text()), count, every, device)
+    finally:
+        gc.unfreeze()  # the frozen-load probe froze this test process's objects
+
+
+def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
+    """`serving.py --method mix` end to end at tiny sizes: task i has the (i mod M)-th method's folder, B answers
+    every request as the hub answers it alone, and the report skips LoRA's own variants, saying so."""
+    import serving
+    from serving_setup import mix_methods
+
+    from hub.methods import METHODS
+
+    monkeypatch.setattr(serving, "run_probe", in_process_probe)
+    args = serving.parse_args(["--method", "mix", "--requests", "16", "--rounds", "1", "--resident", "64"])
+    work = tmp_path / "work"
+    work.mkdir()
+    results = serving.measure(args, work)
+    methods = mix_methods()
+    assert results["methods"] == methods == sorted(METHODS) and results["targets"] == "qv"
+    folders = serving.adapter_folders(next(work.glob("registry_mix_*_64.yaml")), 64)
+    types = [json.loads((folder / "adapter_config.json").read_text())["peft_type"] for folder in folders]
+    assert types == [METHODS[methods[i % len(methods)]].peft_type for i in range(64)]
+    (check,) = results["checks"].values()
+    assert check["same_label"] == 1.0 and check["max_score_diff"] < 1e-4
+    assert set(results["seconds"]) == {"A", "B16", "B64", "B16_resident"} and "peft_load" not in results["probes"]
+    # the first task of each method is loaded before timing: its one-time setup is reported apart
+    probes = results["probes"]
+    assert probes["ours_memory"]["startup_tasks"] == len(methods)
+    assert probes["ours_load"]["seconds"][0][0] == len(methods) + 1 and len(probes["ours_load"]["startup_seconds"]) == len(methods) - 1
+    text = serving.report(results, tmp_path / "mix")
+    assert "L, C and D are not run" in text and "| the hub: one backbone + 1,000 tasks" in text
+    assert all((tmp_path / f"mix.{suffix}").is_file() for suffix in ("md", "json", "png"))
+
+
+def test_peft_loads_the_written_folders_of_every_method_it_implements(tmp_path):
+    """Folders written for a method other than LoRA are what PEFT's own load_adapter reads (where PEFT has it)."""
+    import serving
+    from serving_setup import english_backbone, write_registry
+
+    from hub.methods import METHODS
+
+    backbone, entry = english_backbone()
+    (tmp_path / "texts.json").write_text("[]")
+    for method in sorted(m for m in METHODS if m != "lora" and serving.peft_loads(m)):
+        registry = write_registry(tmp_path, entry, 3, method=method, backbone=backbone)
+        loaded = in_process_probe("peft_load", registry, tmp_path / "texts.json", 3, 1, backbone.device)
+        assert [n for n, _ in loaded["seconds"]] == [2, 3] and loaded["lora_file_bytes"] > 0, method
+
+
+def test_the_command_line_names_each_method_s_results():
+    import serving
+
+    assert serving.shape_name(serving.parse_args([])) == "qv"
+    assert serving.shape_name(serving.parse_args(["--method", "mix", "--targets", "all"])) == "mix_all"
+    assert serving.shape_name(serving.parse_args(["--method", "ia3"])) == "ia3_default"
+    vera = serving.parse_args(["--method", "vera", "--option", "r=1024"])
+    assert serving.shape_name(vera) == "vera_r-1024" and vera.options == {"r": 1024}
+    assert serving.command_line(vera) == "python benchmarks/serving.py --method vera --option r=1024"
+    for refused in (["--method", "lora", "--option", "r=4"], ["--method", "ia3", "--targets", "all"],
+                    ["--method", "vera", "--option", "r=0"], ["--method", "vera", "--option", "r"]):
+        with pytest.raises(SystemExit):
+            serving.parse_args(refused)
 
 
 def test_load_test_compares_exactly_except_float_noise():

@@ -16,17 +16,17 @@ from conftest import tiny_registry, write_registry
 
 def test_only_adapter_and_head_parameters_change(tmp_path, tiny_backbone_dir, monkeypatch):
     registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
-    import hub.training as training
+    from hub.methods import PeftTraining
 
     captured = {}
-    original = training.get_peft_model
+    original = PeftTraining.wrap
 
-    def spy(model, config):
+    def spy(self, model, options):
         captured["model"] = model
         captured["before"] = {k: v.clone() for k, v in model.state_dict().items()}
-        return original(model, config)
+        return original(self, model, options)
 
-    monkeypatch.setattr(training, "get_peft_model", spy)
+    monkeypatch.setattr(PeftTraining, "wrap", spy)
     report = train_task(registry, "sentiment", progress=False)
     after = captured["model"].state_dict()
     base_keys = [k for k in after if "lora_" not in k]
@@ -67,7 +67,7 @@ def test_refuses_to_write_a_broken_folder(tmp_path, tiny_backbone_dir, monkeypat
     registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
     import hub.training as training
 
-    def broken_save(self, folder):
+    def broken_save(self, folder, dtype=None):
         raise OSError("disk full while writing the head")
 
     monkeypatch.setattr(training.kind("classification").head, "save", broken_save)

@@ -30,7 +30,7 @@ def _fingerprint(config: BenchConfig, registry: Registry, task: str, method: str
     spec = registry.task(task)
     parts: list[Any] = [config.budget(), spec.model_dump(mode="json")]
     if method == "registered":
-        weights = registry.adapter_dir(spec) / AdapterFolder.PEFT_WEIGHTS
+        weights = AdapterFolder(registry.adapter_dir(spec)).weights_file()
         parts.append(hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -127,7 +127,8 @@ def read_log(config: BenchConfig, registry: Registry) -> dict[tuple[str, str, in
     return done
 
 
-def _append(path: Path, cell: dict[str, Any]) -> None:
+def append_cell(path: Path, cell: dict[str, Any]) -> None:
+    """One finished cell appended to a JSON-lines log and flushed to disk (a killed run keeps every finished cell)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as log:
         log.write(json.dumps(cell, ensure_ascii=False) + "\n")
@@ -158,7 +159,7 @@ def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, co
     for task, method, seed in tqdm(todo, desc=f"bench {config.suite}", unit="cell", disable=not progress):
         cell = run_cell(config, registry, task, method, seed, progress)
         cell["fingerprint"] = _fingerprint(config, registry, task, method)
-        _append(config.log_path, cell)
+        append_cell(config.log_path, cell)
         done[(task, method, seed)] = cell
         write_results(config, [done[c] for c in cells if c in done], command)
     return write_results(config, [done[c] for c in cells], command)

@@ -2,7 +2,7 @@
 train it, registered once from the method's own folder:
 
     register_method(name="lora", peft_type="LORA", options=LoraOptions, load=load_lora, row_hook=BatchedLora,
-                    peft_config=lora_peft_config)
+                    training=PeftTraining(lora_peft_config))
 
 `hub/methods/__init__.py` imports every folder under `hub/methods/`, so a new method is one new folder.
 """
@@ -64,8 +64,38 @@ class AdapterOptions(BaseModel):
 
 PEFT_CONFIG = "adapter_config.json"  # the two files PEFT's save_pretrained writes, read by every method
 PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_INT8_WEIGHTS = "adapter_model.int8.safetensors"  # LoRA stored int8 (`hub quantize`): not a file PEFT reads
 
 LoadWeights = Callable[[str, Path, dict[str, Any], "Backbone"], AdapterWeights]
+
+
+class AdapterTraining(Protocol):
+    """How `hub train` gives a backbone a fresh trainable adapter of a method, and writes it as a folder."""
+
+    def wrap(self, model: nn.Module, options: Any) -> nn.Module: ...  # the model with the adapter injected
+
+    def save(self, wrapped: nn.Module, folder: Path, base_model_id: str) -> None: ...  # adapter_config.json + weights
+
+
+@dataclass(frozen=True)
+class PeftTraining:
+    """AdapterTraining for methods PEFT implements: PEFT injects and saves them (its folders load in PEFT as is)."""
+
+    config: Callable[[Any], PeftConfig]  # the PEFT config for the method's options
+
+    def wrap(self, model: nn.Module, options: Any) -> nn.Module:
+        from peft import get_peft_model  # imported by training only: it takes seconds
+
+        return get_peft_model(model, self.config(options))
+
+    def save(self, wrapped: nn.Module, folder: Path, base_model_id: str) -> None:
+        from peft import PeftModel
+
+        if not isinstance(wrapped, PeftModel):
+            raise TypeError(f"PeftTraining.save needs the PeftModel its wrap made, not {type(wrapped).__name__}")
+        wrapped.peft_config["default"].base_model_name_or_path = base_model_id
+        wrapped.save_pretrained(str(folder), save_embedding_layers=False)
+        (folder / "README.md").unlink(missing_ok=True)  # PEFT's generic card; the hub writes its own
 
 
 @dataclass(frozen=True)
@@ -75,7 +105,9 @@ class AdapterMethod:
     options: type[AdapterOptions]
     load: LoadWeights  # (name, folder, adapter_config, backbone) -> checked weights, or AdapterError with the fix
     row_hook: Callable[[nn.Module], RowHook]  # built once per backbone that serves the method
-    peft_config: Callable[[Any], PeftConfig]  # training: the PEFT config for these options
+    training: AdapterTraining  # `hub train`: inject a fresh adapter, save the trained one
+    title: str  # how cards and tables name it ("LoRA", "(IA)3", ...)
+    store: Callable[[Path, str], None]  # (folder, storage dtype): rewrite the folder's weights file so stored
 
 
 METHODS: dict[str, AdapterMethod] = {}
@@ -83,9 +115,13 @@ METHODS: dict[str, AdapterMethod] = {}
 
 def register_method(*, name: str, peft_type: str | None = None, options: type[AdapterOptions] | None = None,
                     load: LoadWeights | None = None, row_hook: Callable[[nn.Module], RowHook] | None = None,
-                    peft_config: Callable[[Any], PeftConfig] | None = None) -> AdapterMethod:
-    """Add a method to METHODS; a missing part is refused here, naming it."""
-    parts = {"peft_type": peft_type, "options": options, "load": load, "row_hook": row_hook, "peft_config": peft_config}
+                    training: AdapterTraining | None = None, title: str | None = None,
+                    store: Callable[[Path, str], None] | None = None) -> AdapterMethod:
+    """Add a method to METHODS; a missing part is refused here, naming it. `store` defaults to a float16 / bfloat16
+    cast of the weights file (hub.methods.storage)."""
+    from .storage import cast_weights_file
+
+    parts = {"peft_type": peft_type, "options": options, "load": load, "row_hook": row_hook, "training": training}
     for part, value in parts.items():
         if value is None:
             raise TypeError(f"adapter method {name!r} lacks {part}: pass {part}= to register_method.")
@@ -94,8 +130,9 @@ def register_method(*, name: str, peft_type: str | None = None, options: type[Ad
     if name in METHODS or any(m.peft_type == peft_type for m in METHODS.values()):
         raise TypeError(f"adapter method {name!r} (peft_type {peft_type!r}) is registered twice.")
     # checked above
-    assert peft_type is not None and load is not None and row_hook is not None and peft_config is not None
-    record = AdapterMethod(name, peft_type, options, load, row_hook, peft_config)
+    assert peft_type is not None and load is not None and row_hook is not None and training is not None
+    record = AdapterMethod(name, peft_type, options, load, row_hook, training, title or name,
+                           store or cast_weights_file)
     METHODS[name] = record
     return record
 

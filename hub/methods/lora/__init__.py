@@ -1,9 +1,10 @@
 """LoRA (Hu et al. 2021), served per row: the matrices of every row's own adapter in one backbone pass."""
 
-from ..base import register_method
+from ..base import PeftTraining, register_method
 from .config import load_lora
+from .quantize import quantize_lora_folder
 from .serving import BatchedLora
 from .training import LoraOptions, lora_peft_config
 
 register_method(name="lora", peft_type="LORA", options=LoraOptions, load=load_lora, row_hook=BatchedLora,
-                peft_config=lora_peft_config)
+                training=PeftTraining(lora_peft_config), title="LoRA", store=quantize_lora_folder)

@@ -5,15 +5,11 @@ Forward hooks, not PEFT, at serving time: faster mixed passes and adapter loads 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
-
 import torch
 from torch import nn
 
-from ..base import linear_layer
-from .weights import LoraWeights
+from ..rows import LayerHooks
+from .weights import LoraWeights, dequantize_matrix
 
 
 class _Plan:
@@ -26,10 +22,15 @@ class _Plan:
         # off the CPU: stack once, gather per layer; per-adapter Python views were host-bound (benchmarks/serving.py)
         first = adapters[0]
         self.stacked: torch.Tensor | None = None
+        self.stacked_scales: torch.Tensor | None = None  # int8 adapters: their row scales, stacked alike
         if gather is None:
             gather = first is not None and first.buffer.device.type != "cpu"
+        # one layout: same shapes and the same storage (int8 layouts have scale offsets, float ones do not)
         if gather and first is not None and all(a is not None and a.layout is first.layout for a in adapters):
-            self.stacked = torch.stack([a.buffer for a in adapters if a is not None])  # all() above: nothing to filter
+            present = [a for a in adapters if a is not None]  # all() above: nothing filtered out
+            self.stacked = torch.stack([a.buffer for a in present])
+            if first.scales is not None:
+                self.stacked_scales = torch.stack([a.scales for a in present if a.scales is not None])
             self.index = torch.tensor(positions, device=first.buffer.device)
 
     def matrices(self, path: str, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -66,42 +67,24 @@ class _Plan:
         down = stacked.as_strided((count, slot.rank, slot.in_features), (width, slot.in_features, 1),
                                   offset + slot.down_start)
         up = stacked.as_strided((count, slot.out_features, slot.rank), (width, slot.rank, 1), offset + slot.up_start)
-        return down.index_select(0, self.index), up.index_select(0, self.index)
+        down, up = down.index_select(0, self.index), up.index_select(0, self.index)
+        scales = self.stacked_scales
+        if scales is None:
+            return down, up
+        # int8: dequantized per rank channel after the gather, as LoraWeights.down/up do per adapter
+        down_scales = scales[:, slot.down_scale_start:slot.down_scale_start + slot.rank].index_select(0, self.index)
+        up_scales = scales[:, slot.up_scale_start:slot.up_scale_start + slot.rank].index_select(0, self.index)
+        return (dequantize_matrix(down, down_scales, first.dtype, rows=True),
+                dequantize_matrix(up, up_scales, first.dtype, rows=False))
 
 
-class BatchedLora:
-    """Forward hooks on one backbone's LoRA-targeted linear layers; active only inside `rows(...)`.
+class BatchedLora(LayerHooks[LoraWeights]):
+    """Forward hooks on one backbone's LoRA-targeted linear layers; active only inside `rows(...)`."""
 
-    The caller serializes passes (Backbone.lock): the plan of the running pass is an attribute.
-    """
+    def plan(self, adapters: list[LoraWeights | None], positions: list[int]) -> _Plan:
+        return _Plan(adapters, positions)
 
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self._hooks: dict[str, Any] = {}
-        self._layers: dict[str, nn.Linear | None] = {}  # path -> layer, looked up once
-        self.hooked_paths: frozenset[str] = frozenset()  # replaced, never mutated: safe to read without the lock
-        self._plan: _Plan | None = None
-
-    def target_layer(self, path: str) -> nn.Linear | None:
-        """The linear layer at `path` (inside a PEFT wrapper if the model has one), or None."""
-        if path not in self._layers:
-            self._layers[path] = linear_layer(self.model, path)
-        return self._layers[path]
-
-    def needs_prepare(self, adapter: LoraWeights) -> bool:
-        """Whether `adapter` targets a layer no earlier adapter did (a lock-free read)."""
-        return bool(adapter.paths - self.hooked_paths)
-
-    def prepare(self, adapter: LoraWeights) -> None:
-        """Hook the layers `adapter` needs that no earlier adapter did (the caller holds Backbone.lock)."""
-        for path in adapter.paths - self.hooked_paths:
-            layer = self.target_layer(path)
-            if layer is None:
-                raise ValueError(f"{adapter.name}: {path!r} is not a linear layer of this backbone")
-            self._hooks[path] = layer.register_forward_hook(self._hook(path))
-        self.hooked_paths = frozenset(self._hooks)
-
-    def _hook(self, path: str):
+    def hook(self, path: str):
         def add_row_updates(layer: nn.Linear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             plan = self._plan
             if plan is None:
@@ -112,35 +95,10 @@ class BatchedLora:
             down, up = matrices
             x = args[0]
             rows = x.shape[0]
-            if rows != len(plan.positions):
-                raise RuntimeError(f"BatchedLora: a pass over {rows} rows inside rows() for {len(plan.positions)}")
+            self.check_rows(rows, len(plan.positions))
             # per-row bmm with A @ x^T, added into the output in place: the fastest form measured on CPU
             low = torch.bmm(down, x.reshape(rows, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
             output.view(rows, -1, output.shape[-1]).baddbmm_(low, up.transpose(1, 2))
             return output
 
         return add_row_updates
-
-    @contextmanager
-    def rows(self, adapters: Sequence[LoraWeights | None]) -> Iterator[None]:
-        """Within this block, a pass over len(adapters) rows gives row i the update of adapters[i]."""
-        distinct: dict[int, int] = {}
-        order: list[LoraWeights | None] = []
-        positions = []
-        for adapter in adapters:
-            key = id(adapter)
-            if key not in distinct:
-                distinct[key] = len(order)
-                order.append(adapter)
-            positions.append(distinct[key])
-        if all(a is None for a in order):
-            yield
-            return
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "BatchedLora.rows serves inference only (updates are added in place); use torch.inference_mode()")
-        self._plan = _Plan(order, positions)
-        try:
-            yield
-        finally:
-            self._plan = None

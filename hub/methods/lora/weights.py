@@ -1,4 +1,4 @@
-"""One LoRA adapter's matrices as served: all in one buffer, the scaling folded into B."""
+"""One LoRA adapter's matrices as served: all in one buffer, the scaling folded into B (or into B's int8 scales)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from safetensors import safe_open
 
-from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader
+from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry
 
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
+INT8_SCALE = "_scale"  # int8 files: `<matrix key>_scale` holds the matrix's float32 scale per rank channel
+INT8_METADATA = {"quantization": "int8-per-rank-absmax"}  # what an int8 file's safetensors metadata records
 
 
 class LoraSlot(NamedTuple):
@@ -26,6 +28,8 @@ class LoraSlot(NamedTuple):
     rank: int
     in_features: int
     out_features: int
+    down_scale_start: int = -1  # int8 adapters: where A's rank scales, then B's, start in `scales` (-1: float)
+    up_scale_start: int = -1
 
 
 @dataclass(eq=False, frozen=True, slots=True)
@@ -51,38 +55,72 @@ class LoraWeights:
     with a thousand resident adapters, the garbage collector's full scans would otherwise walk ~70
     tensors per adapter (every linear layer targeted), and those pauses landed in loads and requests.
     The matrices are views made when a pass needs them.
+
+    An int8 adapter (`hub quantize`) stays int8 in memory, at its bytes on disk: `buffer` is int8, `scales`
+    holds a float32 scale per rank channel of each matrix (A's rows, B's columns; B's with the scaling folded in),
+    and `down`/`up` dequantize into `served_dtype` on each call.
     """
 
     method: ClassVar[str] = "lora"
     name: str
     buffer: torch.Tensor
     layout: LoraLayout
+    scales: torch.Tensor | None = None
+    served_dtype: torch.dtype | None = None  # int8 adapters: what down/up return (float ones: the buffer's dtype)
 
     @property
     def paths(self) -> KeysView[str]:
         """The backbone module paths this adapter updates."""
         return self.layout.slots.keys()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """What `down` and `up` return."""
+        return self.served_dtype or self.buffer.dtype
+
     def down(self, path: str) -> torch.Tensor:
         slot = self.layout.slots[path]
-        return self.buffer.as_strided((slot.rank, slot.in_features), (slot.in_features, 1),
-                                      self.buffer.storage_offset() + slot.down_start)
+        matrix = self.buffer.as_strided((slot.rank, slot.in_features), (slot.in_features, 1),
+                                        self.buffer.storage_offset() + slot.down_start)
+        return self._served(matrix, slot.down_scale_start, rows=True)
 
     def up(self, path: str) -> torch.Tensor:
         slot = self.layout.slots[path]
-        return self.buffer.as_strided((slot.out_features, slot.rank), (slot.rank, 1),
-                                      self.buffer.storage_offset() + slot.up_start)
+        matrix = self.buffer.as_strided((slot.out_features, slot.rank), (slot.rank, 1),
+                                        self.buffer.storage_offset() + slot.up_start)
+        return self._served(matrix, slot.up_scale_start, rows=False)
+
+    def _served(self, matrix: torch.Tensor, scale_start: int, rows: bool) -> torch.Tensor:
+        if self.scales is None:
+            return matrix
+        rank = matrix.shape[0 if rows else 1]
+        return dequantize_matrix(matrix, self.scales[scale_start:scale_start + rank], self.dtype, rows)
 
     @property
     def nbytes(self) -> int:
-        return self.buffer.numel() * self.buffer.element_size()
+        scales = 0 if self.scales is None else self.scales.numel() * self.scales.element_size()
+        return self.buffer.numel() * self.buffer.element_size() + scales
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> LoraWeights:
-        """The same adapter with its buffer on `device` in `dtype` (one copy of one buffer; itself if already so)."""
-        dtype = dtype or self.buffer.dtype
-        if self.buffer.device == device and self.buffer.dtype == dtype:
+        """The same adapter on `device`, served in `dtype` (one copy of one buffer; itself if already so). An int8
+        buffer stays int8: `dtype` is what its matrices dequantize into."""
+        dtype = dtype or self.dtype
+        if self.buffer.device == device and self.dtype == dtype:
             return self
-        return LoraWeights(self.name, self.buffer.to(device, dtype), self.layout)
+        if self.scales is None:
+            return LoraWeights(self.name, self.buffer.to(device, dtype), self.layout)
+        return LoraWeights(self.name, self.buffer.to(device), self.layout, self.scales.to(device), dtype)
+
+
+def dequantize_matrix(matrix: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, rows: bool) -> torch.Tensor:
+    """int8 `matrix` [..., rows, columns] times its `scales` [..., rank], one per row (A: `rows`) or per column (B),
+    computed in the scales' dtype."""
+    return (matrix.to(scales.dtype) * scales.unsqueeze(-1 if rows else -2)).to(dtype)
+
+
+def is_down(key: str) -> bool:
+    """Whether a LoRA tensor key names an A (down) matrix, whose rank channels are its rows (B's are its columns)."""
+    return ".lora_A." in key
 
 
 def lora_weights_from_matrices(name: str, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> LoraWeights:
@@ -141,15 +179,52 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
                 buffer[offset:offset + size].copy_(weights.get_tensor(key).reshape(-1))
                 starts[key] = offset
                 offset += size
-    halves: dict[str, dict[str, tuple[int, tuple[int, ...]]]] = {}
+    slots = _slots(entries, starts)
+    for path, slot in slots.items():
+        buffer[slot.up_start:slot.up_start + slot.out_features * slot.rank].mul_(lora_scaling(config, path, slot.rank))
+    return LoraWeights(name, buffer, _shared_layout(slots))
+
+
+def read_int8_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dtype: torch.dtype,
+                           matrices: dict[str, TensorEntry]) -> LoraWeights:
+    """The matrices of a checked int8 LoRA file (config.check_lora), kept int8 in one buffer with their rank scales
+    in another, served in `dtype`. `matrices`: the file's int8 matrices (its scales are `<key>_scale`)."""
+    entries = sorted(matrices.items(), key=lambda item: item[1].begin)
+    buffer = torch.empty(sum(math.prod(e.shape) for _, e in entries), dtype=torch.int8)
+    scales = torch.empty(sum(rank_of(key, e.shape) for key, e in entries), dtype=torch.float32)
+    starts: dict[str, int] = {}
+    scale_starts: dict[str, int] = {}
+    offset = row = 0
+    with safe_open(str(weights_file), framework="pt") as weights:
+        for key, entry in entries:
+            size, rank = math.prod(entry.shape), rank_of(key, entry.shape)
+            buffer[offset:offset + size].copy_(weights.get_tensor(key).reshape(-1))
+            scales[row:row + rank].copy_(weights.get_tensor(key + INT8_SCALE))
+            starts[key], scale_starts[key] = offset, row
+            offset, row = offset + size, row + rank
+    slots = _slots(entries, starts, scale_starts)
+    for path, slot in slots.items():
+        scales[slot.up_scale_start:slot.up_scale_start + slot.rank].mul_(lora_scaling(config, path, slot.rank))
+    return LoraWeights(name, buffer, _shared_layout(slots), scales, dtype)
+
+
+def rank_of(key: str, shape: tuple[int, ...]) -> int:
+    """The LoRA rank of a matrix: A's rows, B's columns."""
+    return shape[0] if is_down(key) else shape[1]
+
+
+def _slots(entries: list[tuple[str, TensorEntry]], starts: dict[str, int],
+           scale_starts: dict[str, int] | None = None) -> dict[str, LoraSlot]:
+    """Each layer's slot from its two matrices' keys and element offsets (and, int8, their rank-scale offsets)."""
+    halves: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     for key, entry in entries:
         match = LORA_KEY.fullmatch(key)
         assert match is not None  # check_lora refused every other key
         path, which = match.groups()
-        halves.setdefault(path, {})[which] = (starts[key], entry.shape)
+        halves.setdefault(path, {})[which] = (key, entry.shape)
     slots = {}
     for path, half in halves.items():
-        (down_start, (rank, in_features)), (up_start, (out_features, _)) = half["A"], half["B"]
-        slots[path] = LoraSlot(down_start, up_start, rank, in_features, out_features)
-        buffer[up_start:up_start + out_features * rank].mul_(lora_scaling(config, path, rank))
-    return LoraWeights(name, buffer, _shared_layout(slots))
+        (down, (rank, in_features)), (up, (out_features, _)) = half["A"], half["B"]
+        scaled = () if scale_starts is None else (scale_starts[down], scale_starts[up])
+        slots[path] = LoraSlot(starts[down], starts[up], rank, in_features, out_features, *scaled)
+    return slots

@@ -1,0 +1,74 @@
+"""`hub quantize`: a trained task's folder stored again in another dtype (adapter and head), checked and measured as
+served before it replaces the old one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from heads import Head
+
+from .adapter_folder import AdapterFolder
+from .card import rebuild_card
+from .data import load_split, sample_rows
+from .errors import AdapterError
+from .evaluation import evaluate_task
+from .methods import method_for_peft_type
+from .registry import Registry
+
+
+def restore_task(registry: Registry, task_name: str, adapter: str, head: str | None = None, evaluate: bool = True,
+                 progress: bool = True) -> dict[str, Any]:
+    """Rewrite the task's folder with its adapter weights stored as `adapter` (and its head as `head`), atomically;
+    with `evaluate` (and dev data in the registry) the card's metrics are measured anew on what is stored."""
+    task = registry.task(task_name)
+    if task_name in registry.adapter_problems:
+        raise AdapterError(registry.adapter_problems[task_name])
+    folder = AdapterFolder(registry.adapter_dir(task))
+    if not folder.path.is_dir():
+        raise AdapterError(f"task {task_name!r} has no trained adapter at {folder.path}; train it with "
+                           f"`hub train {task_name}`.")
+    before = folder.nbytes()
+    method = method_for_peft_type(folder.adapter_config().get("peft_type"), folder.path)
+    head_dtype = head or _stored_head_dtype(folder)
+    backbone = registry.backbone(task.backbone)
+    report: dict[str, Any] = {}
+
+    def fill(staging: Path) -> None:
+        shutil.copytree(folder.path, staging, dirs_exist_ok=True)
+        method.store(staging, adapter)
+        if head is not None:
+            Head.load(staging).save(staging, getattr(torch, head))
+
+    def check(staging: Path) -> None:
+        """Served as the task (a private backbone: nothing stays attached to a shared one), measured if asked."""
+        from .service import Hub
+
+        staged = registry.model_copy(update={"tasks": [task.model_copy(update={"adapter": str(staging)})]})
+        served = Hub(staged, share_backbones=False)
+        served.runtime(task_name)  # every load-time check, as serving runs them
+        metrics = None
+        if evaluate and task.data is not None:
+            dev = sample_rows(load_split(registry, task, "dev"), task.train.max_eval_examples, task.train.seed)
+            metrics = evaluate_task(served, task_name, dev, progress=progress)
+        report["metrics"] = metrics
+        if (staging / AdapterFolder.CARD).is_file():
+            storage = {"adapter": adapter, "head": head_dtype}
+            text = rebuild_card(staging, task, backbone, metrics=metrics, storage=storage)
+            (staging / AdapterFolder.CARD).write_text(text, encoding="utf-8")
+
+    AdapterFolder.write(folder.path, fill, check)
+    return {"task": task_name, "adapter": adapter, "head": head_dtype, "bytes_before": before,
+            "bytes_after": folder.nbytes(), "weights_file": folder.weights_file().name, **report}
+
+
+def _stored_head_dtype(folder: AdapterFolder) -> str:
+    """float16 when every head tensor is stored so, else float32."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder.path / AdapterFolder.HEAD_WEIGHTS), framework="pt") as weights:
+        dtypes = {str(weights.get_slice(key).get_dtype()) for key in weights.keys()}
+    return "float16" if dtypes == {"F16"} else "float32"

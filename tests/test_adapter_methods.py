@@ -1,0 +1,91 @@
+"""Tasks of every kind trained with every adapter method, served together: random mixes of methods and kinds in one
+pass equal one-at-a-time answers; PEFT reads the folders of the methods it implements and computes what the hub
+serves; cards name the method."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import hub
+from hub.adapter_folder import AdapterFolder
+from hub.methods import METHODS, PeftTraining
+from hub.registry import load_registry
+from hub.training import train_task
+
+from conftest import assert_same_result, random_request, tiny_registry, write_registry
+
+TASKS = ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations")
+
+
+@pytest.fixture(scope="module")
+def methods_registry(tmp_path_factory, tiny_backbone_dir):
+    """The tiny tasks, each trained with one method, in turn over every registered method (each used at least once)."""
+    folder = tmp_path_factory.mktemp("methods")
+    document = tiny_registry(folder, tiny_backbone_dir)
+    names = sorted(METHODS)
+    assert len(names) <= len(TASKS)
+    for i, task in enumerate(document["tasks"]):
+        task["train"] = {k: v for k, v in task["train"].items() if k != "lora"}
+        task["train"]["adapter"] = {"method": names[i % len(names)]}
+    path = write_registry(folder, document)
+    registry = load_registry(path)
+    for task in TASKS:
+        train_task(registry, task, progress=False)
+    return path
+
+
+def _method_of(registry_path, task):
+    return hub.Hub.load(registry_path).runtime(task).adapter.method
+
+
+def test_every_method_serves_a_task(methods_registry):
+    loaded = hub.Hub.load(methods_registry)
+    assert {loaded.runtime(task).adapter.method for task in TASKS} == set(METHODS)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_mixes_of_methods_and_kinds_equal_one_at_a_time(methods_registry, seed):
+    loaded = hub.Hub.load(methods_registry)
+    rng = random.Random(seed)
+    requests = [random_request(rng) for _ in range(rng.randint(10, 40))]
+    mixed = loaded.run_many(requests)
+    alone = [loaded.run(task, value) for task, value in requests]
+    for a, b in zip(mixed, alone):
+        assert_same_result(a, b)
+
+
+def test_peft_reads_the_folders_of_the_methods_it_implements(methods_registry, tiny_backbone_dir):
+    from peft import PeftModel
+    from transformers import BertModel
+
+    from heads import Row
+
+    loaded = hub.Hub.load(methods_registry)
+    checked = set()
+    for task in TASKS:
+        runtime = loaded.runtime(task)
+        if not isinstance(METHODS[runtime.adapter.method].training, PeftTraining):
+            continue
+        folder = loaded.registry.adapter_dir(loaded.registry.task(task))
+        peft = PeftModel.from_pretrained(BertModel.from_pretrained(tiny_backbone_dir), str(folder)).eval()
+        ids = runtime.backbone.tokenizer("the movie was good")["input_ids"]
+        with torch.inference_mode():
+            served = runtime.backbone.encode([Row(ids, [0] * len(ids))], [runtime.adapter])["last_hidden_state"][0]
+            expected = peft(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        assert torch.allclose(served, expected, atol=1e-5), task
+        checked.add(runtime.adapter.method)
+    assert checked == {name for name, m in METHODS.items() if isinstance(m.training, PeftTraining)}
+
+
+def test_cards_name_the_method_and_its_bytes(methods_registry):
+    loaded = hub.Hub.load(methods_registry)
+    for task in TASKS:
+        method = METHODS[loaded.runtime(task).adapter.method]
+        folder = loaded.registry.adapter_dir(loaded.registry.task(task))
+        card = (folder / AdapterFolder.CARD).read_text(encoding="utf-8")
+        assert f"- {method.name}\n" in card.split("---")[1]  # a metadata tag
+        assert f"adapter method: {method.title} (`{method.name}`)" in card
+        assert f"{AdapterFolder(folder).nbytes() - len(card.encode()):,}" in card  # bytes on disk, card excluded
