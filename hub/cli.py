@@ -45,13 +45,15 @@ def list_tasks(registry: RegistryOption = None) -> None:
         tasks = _hub(registry).tasks()
     except HubError as exc:
         _fail(exc)
-    table = Table("task", "kind", "lang", "inputs", "labels", "metric", "trained")
+    table = Table("task", "kind", "lang", "inputs", "labels", "metric", "trained", "adapter")
     for column in table.columns[:3]:
         column.no_wrap = True
     for t in tasks:
         labels = f"{len(t['labels'])}: " + ", ".join(t["labels"]) if t["labels"] else "-"
         trained = "unavailable" if "unavailable" in t else "yes" if t["trained"] else "no"
-        table.add_row(t["task"], t["kind"], t["language"], " + ".join(t["inputs"]), labels, t["metric"], trained)
+        adapter = f"{t['method']}, {t['bytes']:,} B" if "method" in t else "-"
+        table.add_row(t["task"], t["kind"], t["language"], " + ".join(t["inputs"]), labels, t["metric"], trained,
+                      adapter)
     out.print(table)
     for t in tasks:  # in full below the table: a wrapped cell would cut the reason into pieces
         if "unavailable" in t:

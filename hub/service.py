@@ -14,6 +14,7 @@ from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
 from .devices import resolve_device, resolve_dtype
 from .errors import AdapterError, HubError, InputError, TaskUnavailableError
+from .methods import method_for_peft_type
 from .registry import Registry, TaskSpec, load_registry
 from .router import TaskRuntime, run_batch
 from .runtime_cache import RuntimeCache
@@ -58,8 +59,8 @@ class Hub:
         return problems
 
     def tasks(self) -> list[dict[str, Any]]:
-        """What the registry serves: name, kind, language, backbone, inputs, labels, metric, trained (and
-        `unavailable`: the reason, for a task that cannot be served)."""
+        """What the registry serves: name, kind, language, backbone, inputs, labels, metric, trained, its adapter's
+        method and bytes on disk when trained (and `unavailable`: the reason, for a task that cannot be served)."""
         problems = self.unavailable()
         return [
             {
@@ -71,6 +72,7 @@ class Hub:
                 "labels": t.labels,
                 "metric": t.metric,
                 "trained": self.registry.adapter_dir(t).is_dir(),
+                **_adapter_summary(self.registry.adapter_dir(t)),
                 "description": t.description,
                 **({"unavailable": problems[t.name]} if t.name in problems else {}),
             }
@@ -163,3 +165,15 @@ def _folder_state(folder: Path) -> tuple:
         return tuple(sorted((p.name, stat.st_size, stat.st_mtime_ns) for p in folder.iterdir() for stat in [p.stat()]))
     except OSError:
         return ()
+
+
+def _adapter_summary(folder: Path) -> dict[str, Any]:
+    """A trained folder's adapter method and bytes on disk (nothing when it has no readable adapter config): read
+    from its files, no weights loaded."""
+    if not folder.is_dir():
+        return {}
+    try:
+        method = method_for_peft_type(AdapterFolder(folder).adapter_config().get("peft_type"), folder)
+    except AdapterError:
+        return {}
+    return {"method": method.name, "bytes": AdapterFolder(folder).nbytes()}

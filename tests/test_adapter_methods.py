@@ -44,6 +44,11 @@ def _method_of(registry_path, task):
 def test_every_method_serves_a_task(methods_registry):
     loaded = hub.Hub.load(methods_registry)
     assert {loaded.runtime(task).adapter.method for task in TASKS} == set(METHODS)
+    listed = {t["task"]: t for t in loaded.tasks()}  # what `hub list` and /v1/tasks show, read without loading
+    for task in TASKS:
+        folder = loaded.registry.adapter_dir(loaded.registry.task(task))
+        assert listed[task]["method"] == loaded.runtime(task).adapter.method
+        assert listed[task]["bytes"] == AdapterFolder(folder).nbytes()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
