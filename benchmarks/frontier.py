@@ -229,6 +229,7 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         "| task | setting | file | score | bytes | share | trainable params | train s | seeds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    lines[4:4] = summary(rows)
     for row in sorted(rows, key=lambda r: (TASKS.index(r["task"]) if r["task"] in TASKS else 99, r["bytes"])):
         scores = row["scores"]
         score = (f"{100 * row['mean']:.1f}" if len(scores) < 2
@@ -238,6 +239,30 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
                      f"{row['share']:.3%} | {row['trainable_parameters']:,} | {row['train_seconds']:.0f} | "
                      f"{len(scores)} |")
     return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Per task: the best adapter point within SHIP_SHARE of the backbone (what a shipped task may store) against
+    today's shipped shape (LoRA r=8 on every linear layer, float32 file) and the best point at any size."""
+    lines = [f"Best within {SHIP_SHARE:.1%} of the backbone (a shipped folder also holds its card: 2-7 KB more), per "
+             "task, against today's shipped shape (`lora_all_r8`, "
+             "float32) and the best adapter point at any size:", "",
+             f"| task | best within {SHIP_SHARE:.1%} | score | bytes | vs lora_all_r8 float32 | best at any size |",
+             "|---|---|---|---|---|---|"]
+    for task in sorted({r["task"] for r in rows}, key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t)):
+        adapters = [r for r in rows if r["task"] == task and r["setting"] not in ("full", "probe")]
+        within = [r for r in adapters if r["share"] <= SHIP_SHARE]
+        shipped = next((r for r in adapters if r["setting"] == "lora_all_r8" and r["dtype"] == "float32"), None)
+        if not adapters:
+            continue
+        best = max(adapters, key=lambda r: r["mean"])
+        top = max(within, key=lambda r: r["mean"]) if within else None
+        gap = f"{100 * (top['mean'] - shipped['mean']):+.1f}" if top and shipped else "-"
+        chosen = [f"{top['setting']} {top['dtype']}", f"{100 * top['mean']:.1f}", f"{top['bytes']:,}"] if top else [
+            "none", "-", "-"]
+        lines.append(f"| {task} | {' | '.join(chosen)} | {gap} | "
+                     f"{best['setting']} {best['dtype']}: {100 * best['mean']:.1f} ({best['bytes']:,} B) |")
+    return [*lines, ""]
 
 
 def plot(rows: list[dict[str, Any]], language: str, path: Path) -> None:
