@@ -94,3 +94,43 @@ def test_cards_name_the_method_and_its_bytes(methods_registry):
         assert f"- {method.name}\n" in card.split("---")[1]  # a metadata tag
         assert f"adapter method: {method.title} (`{method.name}`)" in card
         assert f"{AdapterFolder(folder).nbytes() - len(card.encode()):,}" in card  # bytes on disk, card excluded
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_task_trained_with_half_precision_storage_serves_what_is_stored(method, tmp_path, tiny_backbone_dir):
+    """train.storage: the adapter file in float16 (int8 for LoRA) and the head in float16; the card's metrics are
+    measured on the stored folder, and PEFT (for its methods) reads the same weights the hub serves."""
+    from safetensors import safe_open
+
+    from hub.card import card_metrics
+    from hub.data import load_split
+    from hub.evaluation import evaluate_task
+
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    adapter_storage = "int8" if method == "lora" else "float16"
+    train_task(registry, "sentiment", progress=False, adapter={"method": method},
+               storage={"adapter": adapter_storage, "head": "float16"})
+    folder = registry.adapter_dir(registry.task("sentiment"))
+    weights = AdapterFolder(folder).weights_file()
+    with safe_open(str(weights), framework="pt") as stored, safe_open(str(folder / "head.safetensors"), "pt") as head:
+        dtypes = {stored.get_slice(key).get_dtype() for key in stored.keys() if not key.endswith("_scale")}
+        assert dtypes == {"I8" if adapter_storage == "int8" else "F16"}
+        assert {head.get_slice(key).get_dtype() for key in head.keys()} == {"F16"}
+    card = (folder / AdapterFolder.CARD).read_text(encoding="utf-8")
+    assert f"weights stored as {adapter_storage}, head as float16" in card
+    loaded = hub.Hub(registry)
+    dev = load_split(registry, registry.task("sentiment"), "dev")
+    assert card_metrics(folder) == pytest.approx(evaluate_task(loaded, "sentiment", dev, progress=False), abs=1e-4)
+    if isinstance(METHODS[method].training, PeftTraining) and adapter_storage != "int8":
+        from peft import PeftModel
+        from transformers import BertModel
+
+        from heads import Row
+
+        runtime = loaded.runtime("sentiment")
+        peft = PeftModel.from_pretrained(BertModel.from_pretrained(tiny_backbone_dir), str(folder)).eval()
+        ids = runtime.backbone.tokenizer("the movie was good")["input_ids"]
+        with torch.inference_mode():
+            served = runtime.backbone.encode([Row(ids, [0] * len(ids))], [runtime.adapter])["last_hidden_state"][0]
+            expected = peft(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        assert torch.allclose(served, expected, atol=1e-5)
