@@ -184,6 +184,7 @@ class Head(nn.Module):
         except Exception as exc:
             raise HeadLoadError(f"cannot read {folder / WEIGHTS_FILE} as safetensors: {exc}") from None
         expected = head.state_dict()
+        weights = _without_derived(head, weights, folder / WEIGHTS_FILE)
         if set(weights) != set(expected):
             raise HeadLoadError(
                 f"{folder / WEIGHTS_FILE}: tensors {sorted(set(weights) ^ set(expected))} do not match a "
@@ -197,6 +198,16 @@ class Head(nn.Module):
                 )
         head.load_state_dict(weights)
         return head.eval()
+
+
+def _without_derived(head: Head, weights: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """`weights` less the buffers the head derives from its config (files written before they stopped being saved
+    hold them); a stored one that differs from the derived is refused: the file and its config disagree."""
+    derived = {name: buffer for name, buffer in head.named_buffers() if name not in head.state_dict()}
+    for name in derived.keys() & weights.keys():
+        if not torch.equal(weights[name].to(derived[name].dtype), derived[name]):
+            raise HeadLoadError(f"{path}: stored {name!r} differs from what the head's config derives; retrain it")
+    return {name: tensor for name, tensor in weights.items() if name not in derived}
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

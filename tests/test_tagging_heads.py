@@ -137,3 +137,24 @@ def test_entity_types_expand_to_tags():
     assert expand(BIO, {"scheme": "bio"}) == BIO
     with pytest.raises(ValueError, match="not a BIO tag"):
         KINDS["tagging"].head.from_options({"scheme": "bio"}, hidden_size=8, labels=["O", "X-PER"])
+
+
+def test_crf_masks_are_derived_not_stored_and_old_files_with_them_still_load(tmp_path):
+    """The scheme's transition masks come from the head's config: a saved head holds only trained tensors; a file
+    written when the masks were saved loads (its masks checked against the derived ones), a disagreeing one is
+    refused."""
+    from safetensors.torch import load_file, save_file
+
+    from heads import HeadLoadError
+
+    head = KINDS["tagging"].head.from_options({"crf": True}, hidden_size=8, labels=BIO)
+    head.save(tmp_path)
+    assert not [k for k in load_file(tmp_path / "head.safetensors") if "penalty" in k]
+    old = {**head.state_dict(), **{f"crf.{n}": b for n, b in head.crf.named_buffers()}}  # the former file layout
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "head.safetensors"))
+    loaded = Head.load(tmp_path)
+    assert torch.equal(loaded.crf.transition_penalty, head.crf.transition_penalty)
+    old["crf.transition_penalty"] = torch.zeros_like(old["crf.transition_penalty"])  # allows every transition
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "head.safetensors"))
+    with pytest.raises(HeadLoadError, match="transition_penalty' differs from what the head's config derives"):
+        Head.load(tmp_path)

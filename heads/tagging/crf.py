@@ -2,7 +2,7 @@
 
 Own code rather than `pytorch-crf` (unmaintained since 2019): we need the scheme's forbidden
 transitions applied as hard masks in training and decoding (so `I-ORG` can never follow `B-PER`),
-per-word marginal probabilities for entity scores, and safetensors-friendly buffers.
+per-word marginal probabilities for entity scores, and masks that are never stored (the head's config derives them).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ class CRF(nn.Module):
         self.start = nn.Parameter(torch.zeros(size))
         self.transitions = nn.Parameter(torch.zeros(size, size))  # [from, to]
         self.end = nn.Parameter(torch.zeros(size))
-        self.register_buffer("start_penalty", (~start_allowed).float() * _FORBIDDEN)
-        self.register_buffer("transition_penalty", (~transitions_allowed).float() * _FORBIDDEN)
-        self.register_buffer("end_penalty", (~end_allowed).float() * _FORBIDDEN)
+        # derived from the tag scheme and labels: not saved (for 177 POS tags the transition mask alone was 125 KB
+        # of a 617 KB head file)
+        self.register_buffer("start_penalty", (~start_allowed).float() * _FORBIDDEN, persistent=False)
+        self.register_buffer("transition_penalty", (~transitions_allowed).float() * _FORBIDDEN, persistent=False)
+        self.register_buffer("end_penalty", (~end_allowed).float() * _FORBIDDEN, persistent=False)
 
     def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.start + self.start_penalty, self.transitions + self.transition_penalty, self.end + self.end_penalty
