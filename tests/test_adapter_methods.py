@@ -134,3 +134,34 @@ def test_a_task_trained_with_half_precision_storage_serves_what_is_stored(method
             served = runtime.backbone.encode([Row(ids, [0] * len(ids))], [runtime.adapter])["last_hidden_state"][0]
             expected = peft(input_ids=torch.tensor([ids])).last_hidden_state[0]
         assert torch.allclose(served, expected, atol=1e-5)
+
+
+def test_hub_quantize_stores_any_method_in_half_precision_and_refuses_int8_but_for_lora(methods_registry, tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    shutil.copytree(methods_registry.parent, tmp_path / "copy")
+    registry = tmp_path / "copy" / methods_registry.name
+    loaded = hub.Hub.load(registry)
+    task = next(t for t in TASKS if loaded.runtime(t).adapter.method not in ("lora",))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["quantize", task, "--dtype", "int8", "-r", str(registry)])
+    assert refused.exit_code == 2 and "int8 files are LoRA's" in refused.output, refused.output
+    stored = runner.invoke(app, ["quantize", task, "--dtype", "float16", "--no-eval", "-r", str(registry)])
+    assert stored.exit_code == 0, stored.output
+    report = json.loads(stored.stdout)
+    assert report["bytes_after"] < report["bytes_before"] and report["metrics"] is None
+    answer = runner.invoke(app, ["run", task, *_example(task), "-r", str(registry)])
+    assert answer.exit_code == 0, answer.output
+
+
+def _example(task: str) -> list[str]:
+    """A command-line input for a tiny task of any kind."""
+    return {"sentiment": ["good movie"], "paraphrase": ["a book", "the book"], "similarity": ["it is", "it was"],
+            "entities": ["the", "movie", "was", "good"], "reader": ["what is good?", "a fine movie"],
+            "spans": ["the", "movie", "was", "good"],
+            "relations": ["<e1>good</e1> beats <e2>dull</e2>"]}[task]
