@@ -119,3 +119,21 @@ def test_options_a_method_cannot_serve_are_refused_by_name(method, tiny_backbone
     config_file.write_text(json.dumps({**config, "modules_to_save": ["classifier"]}))
     with pytest.raises(AdapterError, match="modules_to_save"):
         AdapterFolder(tmp_path / "a").load_adapter("a", backbone, "tiny")
+
+
+def test_a_half_precision_file_stays_half_in_memory_and_serves_as_stored(method, tiny_backbone_dir, tmp_path):
+    """A float16 weights file served by a float32 backbone serves within float16 rounding of the float32 file, and in
+    memory takes its stored width, not twice it (that it equals PEFT reading the same file: test_adapter_methods;
+    int8 LoRA: test_quantized_lora)."""
+    backbone = Backbone(str(tiny_backbone_dir), BertModel.from_pretrained(tiny_backbone_dir).eval(),
+                        AutoTokenizer.from_pretrained(tiny_backbone_dir))
+    _peft_folder(method, tiny_backbone_dir, tmp_path / "a", seed=5)
+    full = AdapterFolder(tmp_path / "a").load_adapter("full", backbone, "tiny")
+    method.store(tmp_path / "a", "float16")
+    half = AdapterFolder(tmp_path / "a").load_adapter("half", backbone, "tiny")
+    if method.name != "lora":  # LoRA keeps float files in the serving dtype (its scaling folded in)
+        assert half.nbytes * 2 == full.nbytes
+    ids = backbone.tokenizer("the plot was very dull")["input_ids"]
+    with torch.inference_mode():
+        served = backbone.encode([Row(ids, [0] * len(ids))] * 2, [half, full])["last_hidden_state"]
+    assert served.dtype == torch.float32 and torch.allclose(served[0], served[1], atol=5e-3)

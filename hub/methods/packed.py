@@ -26,6 +26,9 @@ class PackedTensors:
 
     @classmethod
     def pack(cls, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> PackedTensors:
+        """`tensors` in one buffer, kept as stored unless `dtype` (what is served) is narrower (`kept_dtype`)."""
+        stored = max((t.dtype for t in tensors.values()), key=lambda d: d.itemsize, default=dtype)
+        dtype = kept_dtype(stored, dtype)
         places, start = {}, 0
         for key, tensor in tensors.items():
             places[key] = (start, tuple(tensor.shape))
@@ -42,9 +45,17 @@ class PackedTensors:
         return self.buffer.numel() * self.buffer.element_size()
 
     def to(self, device: torch.device, dtype: torch.dtype) -> PackedTensors:
+        """On `device`, for serving in `dtype` (kept as it is unless `dtype` is narrower; the hooks cast per pass)."""
+        dtype = kept_dtype(self.buffer.dtype, dtype)
         if self.buffer.device == device and self.buffer.dtype == dtype:
             return self
         return PackedTensors(self.buffer.to(device, dtype), self.places)
+
+
+def kept_dtype(stored: torch.dtype, served: torch.dtype) -> torch.dtype:
+    """What a small adapter's tensors are kept in: as stored, unless serving is narrower. A float16 file served in
+    float32 stays float16 in memory (its bytes on disk, not twice them); the hooks cast it in the pass."""
+    return served if served.itemsize < stored.itemsize else stored
 
 
 def read_float_tensors(path: Path) -> dict[str, torch.Tensor]:
