@@ -164,8 +164,9 @@ def test_a_file_with_only_one_lora_half_is_refused(tiny_backbone_dir, peft_folde
         load_lora(_backbone(tiny_backbone_dir), "half", folder, "tiny")
 
 
-def test_a_half_precision_file_loads_through_the_converting_path(tiny_backbone_dir, peft_folders, tmp_path):
-    """A file in another dtype than the backbone cannot be read in one go; the tensor-by-tensor path converts it."""
+def test_a_half_precision_file_stays_half_in_memory(tiny_backbone_dir, peft_folders, tmp_path):
+    """A float16 file served by a float32 backbone is kept as stored (its bytes on disk, not twice them) and widened
+    per pass; a file of mixed float dtypes goes through the converting path into the serving dtype."""
     from safetensors.torch import load_file, save_file
 
     folder = _rewrite_config(peft_folders["all8"], tmp_path / "half_precision")
@@ -174,9 +175,15 @@ def test_a_half_precision_file_loads_through_the_converting_path(tiny_backbone_d
     backbone = _backbone(tiny_backbone_dir)
     full = load_lora(backbone, "full", peft_folders["all8"], "tiny")
     half = load_lora(backbone, "half", folder, "tiny")
-    assert half.paths == full.paths and half.buffer.dtype == torch.float32
+    assert half.paths == full.paths and half.buffer.dtype == torch.float16 and half.nbytes < 0.55 * full.nbytes
     for path in full.paths:
+        assert half.down(path).dtype == half.up(path).dtype == torch.float32
         assert torch.allclose(half.down(path), full.down(path), atol=1e-2) and torch.allclose(half.up(path), full.up(path), atol=1e-2)
+    mixed = dict(tensors)
+    mixed[next(iter(mixed))] = mixed[next(iter(mixed))].half()
+    save_file(mixed, folder / "adapter_model.safetensors")
+    converted = load_lora(backbone, "mixed", folder, "tiny")
+    assert converted.buffer.dtype == torch.float32 and converted.scales is None
 
 
 @pytest.mark.parametrize("damage", ["truncated data", "header length", "not JSON", "entry outside"])

@@ -131,8 +131,7 @@ def test_a_half_precision_file_stays_half_in_memory_and_serves_as_stored(method,
     full = AdapterFolder(tmp_path / "a").load_adapter("full", backbone, "tiny")
     method.store(tmp_path / "a", "float16")
     half = AdapterFolder(tmp_path / "a").load_adapter("half", backbone, "tiny")
-    if method.name != "lora":  # LoRA keeps float files in the serving dtype (its scaling folded in)
-        assert half.nbytes * 2 == full.nbytes
+    assert half.nbytes <= 0.55 * full.nbytes  # LoRA: plus a float32 scale per rank channel
     ids = backbone.tokenizer("the plot was very dull")["input_ids"]
     with torch.inference_mode():
         served = backbone.encode([Row(ids, [0] * len(ids))] * 2, [half, full])["last_hidden_state"]

@@ -26,7 +26,8 @@ class _Plan:
         if gather is None:
             gather = first is not None and first.buffer.device.type != "cpu"
         # one layout: same shapes and the same storage (int8 layouts have scale offsets, float ones do not)
-        if gather and first is not None and all(a is not None and a.layout is first.layout for a in adapters):
+        if gather and first is not None and all(a is not None and a.layout is first.layout
+                                                and a.buffer.dtype == first.buffer.dtype for a in adapters):
             present = [a for a in adapters if a is not None]  # all() above: nothing filtered out
             self.stacked = torch.stack([a.buffer for a in present])
             if first.scales is not None:

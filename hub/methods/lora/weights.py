@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry
+from ..packed import kept_dtype
 
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
 INT8_SCALE = "_scale"  # int8 files: `<matrix key>_scale` holds the matrix's float32 scale per rank channel
@@ -56,9 +57,9 @@ class LoraWeights:
     tensors per adapter (every linear layer targeted), and those pauses landed in loads and requests.
     The matrices are views made when a pass needs them.
 
-    An int8 adapter (`hub quantize`) stays int8 in memory, at its bytes on disk: `buffer` is int8, `scales`
-    holds a float32 scale per rank channel of each matrix (A's rows, B's columns; B's with the scaling folded in),
-    and `down`/`up` dequantize into `served_dtype` on each call.
+    An int8 adapter (`hub quantize`), or a float16 / bfloat16 file served in float32, stays as stored in memory, at
+    its bytes on disk: `scales` holds a float32 scale per rank channel of each matrix (A's rows, B's columns; B's
+    with the scaling folded in), and `down`/`up` widen into `served_dtype` on each call.
     """
 
     method: ClassVar[str] = "lora"
@@ -66,7 +67,7 @@ class LoraWeights:
     buffer: torch.Tensor
     layout: LoraLayout
     scales: torch.Tensor | None = None
-    served_dtype: torch.dtype | None = None  # int8 adapters: what down/up return (float ones: the buffer's dtype)
+    served_dtype: torch.dtype | None = None  # with scales: what down/up return (else the buffer's dtype)
 
     @property
     def paths(self) -> KeysView[str]:
@@ -156,12 +157,16 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
     All of them live in ONE buffer (LoraWeights): a resident adapter costs its bytes on disk and one
     allocation, which goes back to the system whole when the adapter is evicted. When the file already
     holds `dtype`, little-endian and packed (as PEFT writes it), the data section is read into the
-    buffer in one call instead of tensor by tensor (one copy, no per-tensor allocations).
+    buffer in one call instead of tensor by tensor (one copy, no per-tensor allocations). A file narrower than
+    `dtype` (float16 served in float32) stays as stored, its scaling in a scale per rank channel, as int8's: in
+    memory it costs its bytes on disk, not twice them, and the pass widens what it uses.
     """
     entries = sorted(header.tensors.items(), key=lambda item: item[1].begin)
-    width = dtype.itemsize
-    buffer = torch.empty(sum(math.prod(e.shape) for _, e in entries), dtype=dtype)
-    packed = (sys.byteorder == "little" and all(SAFETENSORS_DTYPES.get(e.dtype) == dtype for _, e in entries)
+    stored = {SAFETENSORS_DTYPES[e.dtype] for _, e in entries}
+    kept = kept_dtype(stored.pop(), dtype) if len(stored) == 1 else dtype
+    width = kept.itemsize
+    buffer = torch.empty(sum(math.prod(e.shape) for _, e in entries), dtype=kept)
+    packed = (sys.byteorder == "little" and all(SAFETENSORS_DTYPES.get(e.dtype) == kept for _, e in entries)
               and [e.begin for _, e in entries] == [0, *(e.end for _, e in entries[:-1])])
     starts: dict[str, int] = {}  # tensor key -> element offset in the buffer
     if packed:
@@ -179,10 +184,27 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
                 buffer[offset:offset + size].copy_(weights.get_tensor(key).reshape(-1))
                 starts[key] = offset
                 offset += size
+    if kept != dtype:
+        return _with_rank_scales(name, buffer, entries, starts, config, dtype)
     slots = _slots(entries, starts)
     for path, slot in slots.items():
         buffer[slot.up_start:slot.up_start + slot.out_features * slot.rank].mul_(lora_scaling(config, path, slot.rank))
     return LoraWeights(name, buffer, _shared_layout(slots))
+
+
+def _with_rank_scales(name: str, buffer: torch.Tensor, entries: list[tuple[str, TensorEntry]], starts: dict[str, int],
+                      config: dict[str, Any], dtype: torch.dtype) -> LoraWeights:
+    """A float buffer narrower than `dtype`, kept so: A's rank scales are 1, B's LoRA's scaling (rounding the
+    scaling into float16 values would change what is served)."""
+    scale_starts, offset = {}, 0
+    for key, entry in entries:
+        scale_starts[key] = offset
+        offset += rank_of(key, entry.shape)
+    slots = _slots(entries, starts, scale_starts)
+    scales = torch.ones(offset, dtype=torch.float32)
+    for path, slot in slots.items():
+        scales[slot.up_scale_start:slot.up_scale_start + slot.rank] = lora_scaling(config, path, slot.rank)
+    return LoraWeights(name, buffer, _shared_layout(slots), scales, dtype)
 
 
 def read_int8_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dtype: torch.dtype,
