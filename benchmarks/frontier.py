@@ -8,7 +8,8 @@ A cell (task, setting, seed) trains with the hub's own trainer on the task's bud
 at most --max-train-examples examples; each method at its own learning rate, below), writes what a user would store
 for the task (adapter, head and their configs: the model card is left out) and scores it on the same dev rows for
 every cell (all, or a fixed sample of --max-eval-examples) through the serving router with the task's official
-metric. A LoRA cell is scored again from float16 and int8 copies of its file (the same training, another file).
+metric. A cell is scored again from float16 copies of its adapter file, and a LoRA one from int8 copies too (the
+same training, another file).
 Full fine-tuning (a whole backbone copy per task, plus its head) and the linear probe (the head alone) are the
 reference points. Every finished cell is appended to `<out>.cells.jsonl` at once, so a killed run resumes; the
 table (`<out>.md`, `<out>.json`) and one plot per language (`<out>_<language>.png`: dev metric against bytes per
@@ -73,13 +74,16 @@ def grid() -> dict[str, Setting]:
         for rank in (1, 2, 4, 8):
             adapter = {"method": "lora", "r": rank, "alpha": 2.0 * rank, "target_modules": modules}
             settings[f"lora_{targets}_r{rank}"] = Setting(f"LoRA {targets}", adapter=adapter, dtypes=files)
-    settings["ia3"] = Setting("(IA)3", adapter={"method": "ia3"}, learning_rate=5e-3)
+    halves = ("float32", "float16")  # the other methods' vectors and matrices: float16 files (int8 is LoRA's)
+    settings["ia3"] = Setting("(IA)3", adapter={"method": "ia3"}, learning_rate=5e-3, dtypes=halves)
     for rank in (64, 256):
-        settings[f"vera_r{rank}"] = Setting("VeRA", adapter={"method": "vera", "r": rank}, learning_rate=5e-3)
+        settings[f"vera_r{rank}"] = Setting("VeRA", adapter={"method": "vera", "r": rank}, learning_rate=5e-3,
+                                            dtypes=halves)
     for config in ("seq_bn", "double_seq_bn"):
         for factor in (16, 64):
             settings[f"bn_{config}_rf{factor}"] = Setting(
-                f"bottleneck {config}", adapter={"method": "bottleneck", "config": config, "reduction_factor": factor})
+                f"bottleneck {config}", adapter={"method": "bottleneck", "config": config, "reduction_factor": factor},
+                dtypes=halves)
     settings["full"] = Setting("full fine-tuning", regime="full", learning_rate=5e-5)
     settings["probe"] = Setting("linear probe", regime="probe", learning_rate=5e-3)
     return {name: s for name, s in settings.items() if not s.adapter or s.adapter["method"] in METHODS}
@@ -111,15 +115,13 @@ def _score(registry: Registry, task: str, folder: Path, dev) -> dict[str, float]
     return evaluate_runtime(hub.runtime(task), dev, hub.max_batch_size, progress=False, scorer=evaluate_metric)
 
 
-def _stored_variant(folder: Path, dtype: str, scratch: Path) -> Path:
-    """A copy of a float32 LoRA folder whose weights file is stored as `dtype`."""
+def _stored_variant(folder: Path, method: str, dtype: str, scratch: Path) -> Path:
+    """A copy of a float32 adapter folder whose weights file is stored as `dtype` (the method's own `store`)."""
     if dtype == "float32":
         return folder
-    from hub.methods.lora.quantize import quantize_lora_folder
-
     copy = scratch / f"{folder.name}-{dtype}"
     shutil.copytree(folder, copy)
-    quantize_lora_folder(copy, dtype)
+    method_named(method).store(copy, dtype)
     return copy
 
 
@@ -145,7 +147,7 @@ def run_cell(registry: Registry, task: str, name: str, setting: Setting, seed: i
     if setting.regime == "lora":
         method_named(fitted.recipe.adapter.method).training.save(fitted.model.encoder, folder, backbone.model_id)
         for dtype in setting.dtypes:
-            variant = _stored_variant(folder, dtype, scratch)
+            variant = _stored_variant(folder, setting.adapter["method"], dtype, scratch)
             metrics = _score(registry, task, variant, dev)
             variants[dtype] = {"score": next(iter(metrics.values())), "metrics": metrics,
                                "bytes": AdapterFolder(variant).nbytes()}
