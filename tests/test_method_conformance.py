@@ -136,3 +136,23 @@ def test_a_half_precision_file_stays_half_in_memory_and_serves_as_stored(method,
     with torch.inference_mode():
         served = backbone.encode([Row(ids, [0] * len(ids))] * 2, [half, full])["last_hidden_state"]
     assert served.dtype == torch.float32 and torch.allclose(served[0], served[1], atol=5e-3)
+
+
+def test_adapters_of_one_shape_share_their_tables(method, tiny_backbone_dir, tmp_path):
+    """Two adapters of the same shape hold no per-layer objects of their own (a thousand resident adapters add
+    nothing per layer for the garbage collector to walk): their layout / places tables are one object."""
+    backbone = Backbone(str(tiny_backbone_dir), BertModel.from_pretrained(tiny_backbone_dir).eval(),
+                        AutoTokenizer.from_pretrained(tiny_backbone_dir))
+    loaded = []
+    for i in range(2):
+        _peft_folder(method, tiny_backbone_dir, tmp_path / f"a{i}", seed=i)
+        loaded.append(AdapterFolder(tmp_path / f"a{i}").load_adapter(f"a{i}", backbone, "tiny"))
+    assert _shape_table(loaded[0]) is _shape_table(loaded[1])
+
+
+def _shape_table(weights):
+    """Where an adapter's per-layer places live: LoRA's layout, the packed methods' places."""
+    if hasattr(weights, "layout"):
+        return weights.layout
+    packed = weights.vectors if hasattr(weights, "vectors") else weights.tensors
+    return packed.places

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file
@@ -34,7 +35,7 @@ class PackedTensors:
             places[key] = (start, tuple(tensor.shape))
             start += tensor.numel()
         flat = [t.detach().reshape(-1).to(dtype) for t in tensors.values()]
-        return cls(torch.cat(flat) if flat else torch.empty(0, dtype=dtype), places)
+        return cls(torch.cat(flat) if flat else torch.empty(0, dtype=dtype), interned(places))
 
     def __getitem__(self, key: str) -> torch.Tensor:
         start, shape = self.places[key]
@@ -50,6 +51,17 @@ class PackedTensors:
         if self.buffer.device == device and self.buffer.dtype == dtype:
             return self
         return PackedTensors(self.buffer.to(device, dtype), self.places)
+
+
+_INTERNED: dict[object, object] = {}
+Shared = TypeVar("Shared", bound=Hashable | Mapping)
+
+
+def interned(value: Shared) -> Shared:
+    """One object for every adapter of the same shape (its table of places, its set of paths): a thousand resident
+    adapters then add no per-layer objects for the garbage collector's full scans to walk (see LoraLayout)."""
+    key = tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+    return _INTERNED.setdefault(key, value)  # type: ignore[return-value]
 
 
 def kept_dtype(stored: torch.dtype, served: torch.dtype) -> torch.dtype:

@@ -11,7 +11,7 @@ import torch
 
 from ...errors import AdapterError
 from ..base import PEFT_WEIGHTS
-from ..packed import PackedTensors, read_float_tensors, refuse_options
+from ..packed import PackedTensors, interned, read_float_tensors, refuse_options
 from .options import ACTIVATIONS, CONFIGS
 from .training import KEY_PREFIX
 
@@ -83,7 +83,8 @@ def load_bottleneck(name: str, folder: Path, config: dict[str, Any], backbone: B
                            f"adapter_model.safetensors holds ({sorted(paths)}); the folder is inconsistent. Retrain or "
                            "re-download it.")
     ordered = {f"{path}.{part}": tensors[f"{path}.{part}"] for path in sorted(paths) for part in PARTS}
-    return BottleneckWeights(name, PackedTensors.pack(ordered, backbone.dtype), frozenset(paths), width, non_linearity)
+    return BottleneckWeights(name, PackedTensors.pack(ordered, backbone.dtype), interned(frozenset(paths)), width,
+                             non_linearity)
 
 
 def _checked_config(folder: Path, config: dict[str, Any]) -> tuple[re.Pattern[str], int, str]:

@@ -12,7 +12,7 @@ import torch
 
 from ...errors import AdapterError
 from ..base import PEFT_WEIGHTS
-from ..packed import PackedTensors, read_float_tensors, refuse_options
+from ..packed import PackedTensors, interned, read_float_tensors, refuse_options
 
 if TYPE_CHECKING:
     from ...backbone import Backbone
@@ -66,4 +66,4 @@ def load_ia3(name: str, folder: Path, config: dict[str, Any], backbone: Backbone
                                f"[{layer.out_features}, 1] or [1, {layer.in_features}]; the adapter was made for "
                                "another model size. Retrain it on this backbone.")
         vectors[path] = tensor.reshape(-1)
-    return IA3Weights(name, PackedTensors.pack(vectors, backbone.dtype), frozenset(feedforward))
+    return IA3Weights(name, PackedTensors.pack(vectors, backbone.dtype), interned(frozenset(feedforward)))

@@ -13,7 +13,7 @@ import torch
 
 from ...errors import AdapterError
 from ..base import PEFT_WEIGHTS
-from ..packed import PackedTensors, read_float_tensors, refuse_options
+from ..packed import PackedTensors, interned, read_float_tensors, refuse_options
 
 if TYPE_CHECKING:
     from ...backbone import Backbone
@@ -99,7 +99,7 @@ def load_vera(name: str, folder: Path, config: dict[str, Any], backbone: Backbon
     projection = Projection(rank, seed, *widest)
     if stored:
         _check_stored(folder, stored, projection)
-    return VeraWeights(name, PackedTensors.pack(vectors, backbone.dtype), projection, frozenset(paths))
+    return VeraWeights(name, PackedTensors.pack(vectors, backbone.dtype), projection, interned(frozenset(paths)))
 
 
 def _check_stored(folder: Path, stored: dict[str, torch.Tensor], projection: Projection) -> None:
