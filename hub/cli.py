@@ -273,13 +273,13 @@ def quantize(
 ) -> None:
     """Store a task's adapter weights as int8, float16 or bfloat16 (or back as float32) and its head as float16; the
     rewritten folder is loaded as serving loads it and measured on dev before it replaces the old one (atomically)."""
+    from .quantize import quantize_task
     from .registry import load_registry
-    from .restore import restore_task
 
     if head not in (None, "float16", "float32"):
         _fail(HubError(f"--head {head!r}: a head is stored as float16 or float32."))
     try:
-        report = restore_task(load_registry(registry or default_registry_path(), strict_adapters=False), task, dtype,
+        report = quantize_task(load_registry(registry or default_registry_path(), strict_adapters=False), task, dtype,
                               head, evaluate, progress=False)
     except HubError as exc:
         _fail(exc)

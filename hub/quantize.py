@@ -20,7 +20,7 @@ from .methods import method_for_peft_type
 from .registry import Registry
 
 
-def restore_task(registry: Registry, task_name: str, adapter: str, head: str | None = None, evaluate: bool = True,
+def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | None = None, evaluate: bool = True,
                  progress: bool = True) -> dict[str, Any]:
     """Rewrite the task's folder with its adapter weights stored as `adapter` (and its head as `head`), atomically;
     with `evaluate` (and dev data in the registry) the card's metrics are measured anew on what is stored."""
