@@ -158,3 +158,21 @@ def test_crf_masks_are_derived_not_stored_and_old_files_with_them_still_load(tmp
     save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "head.safetensors"))
     with pytest.raises(HeadLoadError, match="transition_penalty' differs from what the head's config derives"):
         Head.load(tmp_path)
+
+
+def test_a_low_rank_output_trains_saves_and_loads(tmp_path):
+    """`output_rank`: hidden -> rank -> tags instead of hidden -> tags (a smaller head for hundreds of tags)."""
+    labels = ["O"] + [f"{p}-T{i}" for i in range(20) for p in ("B", "I")]
+    full = KINDS["tagging"].head.from_options({"crf": True}, hidden_size=32, labels=labels)
+    small = KINDS["tagging"].head.from_options({"crf": True, "output_rank": 4}, hidden_size=32, labels=labels)
+    count = lambda head: sum(p.numel() for name, p in head.named_parameters() if name.startswith("out."))  # noqa: E731
+    assert count(full) == 32 * 41 + 41 and count(small) == 32 * 4 + 4 * 41 + 41
+    features = {"last_hidden_state": torch.randn(2, 5, 32), "label_positions": torch.tensor([[1, 2, 3, -1], [1, 2, -1, -1]])}
+    small.eval()
+    outputs = small(features)
+    assert outputs["logits"].shape == (2, 4, 41)
+    small.save(tmp_path)
+    loaded = Head.load(tmp_path)
+    assert loaded.config.output_rank == 4 and torch.equal(loaded(features)["logits"], outputs["logits"])
+    with pytest.raises(ValueError):
+        KINDS["tagging"].head.from_options({"output_rank": 0}, hidden_size=32, labels=labels)

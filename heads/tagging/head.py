@@ -36,6 +36,9 @@ class TaggingOptions(HeadOptions):
     output: Literal["auto", "entities", "words"] = Field(
         "auto", description="results as `entities` (NER) or `words` (segmentation, POS); auto: words when no tag is O")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    output_rank: int | None = Field(
+        None, ge=1, description="project to this many units before the tags (hidden x rank + rank x tags weights "
+                                "instead of hidden x tags): a smaller head for tag sets of hundreds (POS x BMES)")
 
 
 class TaggingConfig(TaggingOptions, HeadConfig):
@@ -62,7 +65,9 @@ class TaggingHead(Head):
         assert config.labels is not None  # a labelled kind: the hub builds it with its labels
         self.scheme = config.resolved_scheme
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(config.hidden_size, len(config.labels))
+        rank, tags = config.output_rank, len(config.labels)
+        self.out: nn.Module = (nn.Linear(config.hidden_size, tags) if rank is None else
+                               nn.Sequential(nn.Linear(config.hidden_size, rank, bias=False), nn.Linear(rank, tags)))
         self.crf = CRF(*transition_constraints(config.labels, self.scheme)) if config.crf else None
 
     @classmethod
