@@ -8,9 +8,9 @@ A cell (task, setting, seed) trains with the hub's own trainer on the task's bud
 at most --max-train-examples examples, or the task's own number: TASK_TRAIN_EXAMPLES, --task-train-examples; each
 method at its own learning rate, below), writes what a user would store for the task (adapter, head and their
 configs: the model card is left out) and scores it on the same dev rows for every cell (all, or a fixed sample of
---max-eval-examples) through the serving router with the task's official metric. A cell is scored again from float16 copies of its adapter file, and a LoRA one from int8 copies too (the
-same training, another file).
-Full fine-tuning (a whole backbone copy per task, plus its head) and the linear probe (the head alone) are the
+--max-eval-examples) through the serving router with the task's official metric. A cell is scored again from
+float16 copies of its adapter file, and a LoRA one from int8 copies too (the same training, another file). Full
+fine-tuning (a whole backbone copy per task, plus its head) and the linear probe (the head alone) are the
 reference points. Every finished cell is appended to `<out>.cells.jsonl` at once, so a killed run resumes; the
 table (`<out>.md`, `<out>.json`) and one plot per language (`<out>_<language>.png`: dev metric against bytes per
 task, log scale, the Pareto frontier drawn) are rebuilt after every cell.
