@@ -317,8 +317,11 @@ def plot(rows: list[dict[str, Any]], language: str, path: Path) -> None:
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=colours[f], marker="o", ls="", label=f) for f in families]
-    handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=f"{d} file") for d, m in markers.items()]
-    handles += [plt.Line2D([], [], color="grey", marker="*", ls="", label="reference (full, probe)"),
+    # shapes in black, hollow: the colours are the methods'
+    handles += [plt.Line2D([], [], color="black", marker=m, markerfacecolor="none", ls="", label=f"{d} file")
+                for d, m in markers.items()]
+    handles += [plt.Line2D([], [], color="black", marker="*", markerfacecolor="none", ls="",
+                           label="reference (full, probe)"),
                 plt.Line2D([], [], color="grey", ls="--", label=f"{SHIP_SHARE:.1%} of the backbone")]
     figure.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=8)
     figure.tight_layout(rect=(0, 0.9 / height, 1, 1))
