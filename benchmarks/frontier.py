@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shipped_adapters import backbone_bytes  # noqa: E402  (this folder: a full copy costs the backbone's weight files)
 from tqdm.auto import tqdm  # noqa: E402
 
 from hub.adapter_folder import AdapterFolder  # noqa: E402
@@ -43,7 +44,7 @@ from hub.bench.cells import append_cell  # noqa: E402
 from hub.bench.report import machine  # noqa: E402
 from hub.data import load_split, sample_rows  # noqa: E402
 from hub.evaluation import evaluate_runtime  # noqa: E402
-from hub.methods import METHODS, method_named  # noqa: E402
+from hub.methods import METHODS, AdapterMethod, method_named  # noqa: E402
 from hub.metrics import evaluate_metric  # noqa: E402
 from hub.registry import Registry, load_registry  # noqa: E402
 
@@ -128,13 +129,13 @@ def _score(registry: Registry, task: str, folder: Path, dev) -> dict[str, float]
     return evaluate_runtime(hub.runtime(task), dev, hub.max_batch_size, progress=False, scorer=evaluate_metric)
 
 
-def _stored_variant(folder: Path, method: str, dtype: str, scratch: Path) -> Path:
+def _stored_variant(folder: Path, method: AdapterMethod, dtype: str, scratch: Path) -> Path:
     """A copy of a float32 adapter folder whose weights file is stored as `dtype` (the method's own `store`)."""
     if dtype == "float32":
         return folder
     copy = scratch / f"{folder.name}-{dtype}"
     shutil.copytree(folder, copy)
-    method_named(method).store(copy, dtype)
+    method.store(copy, dtype)
     return copy
 
 
@@ -153,21 +154,23 @@ def run_cell(registry: Registry, task: str, name: str, setting: Setting, seed: i
     fitted = fit_task(registry, task, setting.regime, progress=False, **overrides)  # type: ignore[arg-type]
     dev = _dev(registry, task, budget.max_eval_examples)
     backbone = registry.backbone(spec.backbone)
+    backbone_size = backbone_bytes(Path(resolve_source(backbone, registry)))
     folder = scratch / f"{task}-{name}-{seed}"
     folder.mkdir()
     fitted.model.head.save(folder)
     variants: dict[str, dict[str, Any]] = {}
     if setting.regime == "lora":
-        method_named(fitted.recipe.adapter.method).training.save(fitted.model.encoder, folder, backbone.model_id)
+        method = method_named(fitted.recipe.adapter.method)
+        method.training.save(fitted.model.encoder, folder, backbone.model_id)
         for dtype in setting.dtypes:
-            variant = _stored_variant(folder, setting.adapter["method"], dtype, scratch)
+            variant = _stored_variant(folder, method, dtype, scratch)
             metrics = _score(registry, task, variant, dev)
             variants[dtype] = {"score": next(iter(metrics.values())), "metrics": metrics,
                                "bytes": AdapterFolder(variant).nbytes()}
     else:
         metrics = evaluate_runtime(fitted.runtime(), dev, progress=False, scorer=evaluate_metric)
         head_bytes = AdapterFolder(folder).nbytes()
-        copy_bytes = backbone_bytes(Path(resolve_source(backbone, registry))) if setting.regime == "full" else 0
+        copy_bytes = backbone_size if setting.regime == "full" else 0
         variants["float32"] = {"score": next(iter(metrics.values())), "metrics": metrics,
                                "bytes": head_bytes + copy_bytes}
     report = fitted.report
@@ -176,15 +179,10 @@ def run_cell(registry: Registry, task: str, name: str, setting: Setting, seed: i
             "trainable_parameters": report["trainable_parameters"], "total_parameters": report["total_parameters"],
             "train_examples": report["train_examples"], "eval_examples": len(dev),
             "train_seconds": report["train_seconds"], "learning_rate": fitted.recipe.learning_rate,
-            "epochs": fitted.recipe.epochs, "backbone_bytes": backbone_bytes(Path(resolve_source(backbone, registry)))}
+            "epochs": fitted.recipe.epochs, "backbone_bytes": backbone_size}
     del fitted
     gc.collect()
     return cell
-
-
-def backbone_bytes(folder: Path) -> int:
-    """Bytes of the backbone's weight files (what a full fine-tuned copy per task costs)."""
-    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"})
 
 
 def read_log(path: Path, registry: Registry, settings: dict[str, Setting],

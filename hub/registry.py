@@ -25,6 +25,7 @@ from heads import KINDS
 from .adapter_folder import AdapterFolder, EntryMismatch
 from .errors import RegistryError
 from .methods import METHODS, AdapterOptions, method_named
+from .methods.storage import StorageDtype
 from .metrics import METRICS
 from .yaml_loading import load_yaml
 
@@ -55,7 +56,7 @@ class BackboneSpec(_Strict):
 class StorageSpec(_Strict):
     """How `hub train` stores the trained weights (the card's metrics are measured on what is stored)."""
 
-    adapter: Literal["float32", "float16", "bfloat16", "int8"] = Field(
+    adapter: StorageDtype = Field(
         default="float32", description="the adapter's weights file: int8 (LoRA only: a float32 scale per rank "
                                        "channel), float16 or bfloat16 (any method; PEFT reads them as they are)")
     head: Literal["float32", "float16"] = Field(default="float32", description="the head's weights file")
@@ -108,6 +109,15 @@ class TrainSpec(_Strict):
             raise ValueError("give the adapter as a mapping, e.g. {method: lora, r: 8}")
         name = raw.get("method", "lora")
         return method_named(name).options.model_validate({**raw, "method": name})
+
+    @model_validator(mode="after")
+    def _storage_fits_method(self) -> TrainSpec:
+        """A storage the adapter's method cannot write is refused here, not after hours of training."""
+        stored = method_named(self.adapter.method).storage_dtypes
+        if self.storage.adapter not in stored:
+            raise ValueError(f"storage.adapter {self.storage.adapter!r} is not how {self.adapter.method} adapters are "
+                             f"stored; use one of: {', '.join(stored)}")
+        return self
 
 
 class DataSpec(_Strict):

@@ -32,6 +32,7 @@ from .atomic import atomic_file, atomic_folder, discard_folder
 from .backbone import load_backbone
 from .card import card_for_upload, card_serving_fields
 from .errors import AdapterError, RemoteError
+from .methods import method_for_peft_type
 from .registry import Registry, TaskSpec, load_registry, parse_registry
 
 
@@ -97,7 +98,7 @@ def push(registry: Registry, task_name: str, repo_id: str, private: bool = False
                 api.create_branch(ref.repo_id, branch=revision, exist_ok=True)
             commit = api.upload_folder(
                 folder_path=staging, repo_id=ref.repo_id, revision=revision, delete_patterns=replaced,
-                commit_message=f"{task.name}: LoRA adapter + {task.kind} head (bert-adapter-hub)")
+                commit_message=f"{task.name}: {_method_title(folder)} adapter + {task.kind} head (bert-adapter-hub)")
         except NETWORK_ERRORS as exc:
             raise RemoteError(f"pushing {task.name!r} to {ref.repo_id}: {_first_line(exc)}; {_auth_hint()}") from None
     return commit.oid
@@ -323,3 +324,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _auth_hint() -> str:
     return "and for private or write access log in (`hf auth login`) or set HF_TOKEN"
+
+
+def _method_title(folder: Path) -> str:
+    """How the folder's adapter method is named ("LoRA", "(IA)3", ...), from its adapter_config.json."""
+    adapter = AdapterFolder(folder)
+    return method_for_peft_type(adapter.adapter_config().get("peft_type"), folder).title

@@ -172,8 +172,9 @@ def _adapter_summary(folder: Path) -> dict[str, Any]:
     from its files, no weights loaded."""
     if not folder.is_dir():
         return {}
+    adapter = AdapterFolder(folder)
     try:
-        method = method_for_peft_type(AdapterFolder(folder).adapter_config().get("peft_type"), folder)
+        method = method_for_peft_type(adapter.adapter_config().get("peft_type"), folder)
     except AdapterError:
         return {}
-    return {"method": method.name, "bytes": AdapterFolder(folder).nbytes()}
+    return {"method": method.name, "bytes": adapter.nbytes()}

@@ -91,3 +91,16 @@ def test_bad_training_options_and_missing_data(tmp_path, tiny_backbone_dir):
     assert not (tmp_path / "never").exists()
     with pytest.raises(HubError, match="no 'data' section"):
         train_task(registry, "sentiment", progress=False)
+
+
+def test_a_storage_the_method_cannot_write_is_refused_before_training(tmp_path, tiny_backbone_dir):
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    with pytest.raises(HubError, match="storage.adapter 'int8' is not how ia3 adapters are stored; use one of: "
+                                       "float32, float16, bfloat16"):
+        train_task(registry, "sentiment", progress=False, adapter={"method": "ia3"}, storage={"adapter": "int8"},
+                   output=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    document = tiny_registry(tmp_path, tiny_backbone_dir)
+    document["tasks"][0]["train"] = {"adapter": {"method": "vera"}, "storage": {"adapter": "int8"}}
+    with pytest.raises(HubError, match="is not how vera adapters are stored"):
+        load_registry(write_registry(tmp_path, document))

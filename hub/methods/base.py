@@ -108,6 +108,7 @@ class AdapterMethod:
     training: AdapterTraining  # `hub train`: inject a fresh adapter, save the trained one
     title: str  # how cards and tables name it ("LoRA", "(IA)3", ...)
     store: Callable[[Path, str], None]  # (folder, storage dtype): rewrite the folder's weights file so stored
+    storage_dtypes: tuple[str, ...]  # what `store` takes (train.storage.adapter is checked against it)
 
 
 METHODS: dict[str, AdapterMethod] = {}
@@ -116,10 +117,11 @@ METHODS: dict[str, AdapterMethod] = {}
 def register_method(*, name: str, peft_type: str | None = None, options: type[AdapterOptions] | None = None,
                     load: LoadWeights | None = None, row_hook: Callable[[nn.Module], RowHook] | None = None,
                     training: AdapterTraining | None = None, title: str | None = None,
-                    store: Callable[[Path, str], None] | None = None) -> AdapterMethod:
-    """Add a method to METHODS; a missing part is refused here, naming it. `store` defaults to a float16 / bfloat16
-    cast of the weights file (hub.methods.storage)."""
-    from .storage import cast_weights_file
+                    store: Callable[[Path, str], None] | None = None,
+                    storage_dtypes: tuple[str, ...] | None = None) -> AdapterMethod:
+    """Add a method to METHODS; a missing part is refused here, naming it. `store` defaults to a float32 / float16 /
+    bfloat16 cast of the weights file (hub.methods.storage), `storage_dtypes` to those three."""
+    from .storage import FLOAT_STORAGE, cast_weights_file
 
     parts = {"peft_type": peft_type, "options": options, "load": load, "row_hook": row_hook, "training": training}
     for part, value in parts.items():
@@ -132,7 +134,7 @@ def register_method(*, name: str, peft_type: str | None = None, options: type[Ad
     # checked above
     assert peft_type is not None and load is not None and row_hook is not None and training is not None
     record = AdapterMethod(name, peft_type, options, load, row_hook, training, title or name,
-                           store or cast_weights_file)
+                           store or cast_weights_file, storage_dtypes or tuple(FLOAT_STORAGE))
     METHODS[name] = record
     return record
 

@@ -15,8 +15,18 @@ from ..atomic import atomic_file
 from ..errors import AdapterError
 from .base import PEFT_CONFIG, PEFT_WEIGHTS
 
-StorageDtype = Literal["float32", "float16", "bfloat16", "int8"]
+StorageDtype = Literal["float32", "float16", "bfloat16", "int8"]  # registry.yaml's train.storage.adapter
 FLOAT_STORAGE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cast_floats(tensors: dict[str, torch.Tensor], dtype: str, path: Path, instead: str) -> dict[str, torch.Tensor]:
+    """Every float tensor in FLOAT_STORAGE[dtype]; AdapterError naming the first one that leaves its range (and the
+    storage to use `instead`)."""
+    cast = {key: t.to(FLOAT_STORAGE[dtype]) if t.is_floating_point() else t for key, t in tensors.items()}
+    overflow = [key for key, t in cast.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if overflow:
+        raise AdapterError(f"{path}: tensor {overflow[0]} exceeds the range of {dtype}; store it as {instead} instead.")
+    return cast
 
 
 def cast_weights_file(folder: Path, dtype: str) -> None:
@@ -30,10 +40,7 @@ def cast_weights_file(folder: Path, dtype: str) -> None:
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise AdapterError(f"{path} could not be read ({exc}); re-download or retrain it.") from None
-    cast = {key: t.to(FLOAT_STORAGE[dtype]) if t.is_floating_point() else t for key, t in tensors.items()}
-    overflow = [key for key, t in cast.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if overflow:
-        raise AdapterError(f"{path}: tensor {overflow[0]} exceeds the range of {dtype}; store it as bfloat16 instead.")
+    cast = cast_floats(tensors, dtype, path, "bfloat16")
     with atomic_file(path) as staging:
         save_file(cast, str(staging), metadata={"format": "pt"})  # "format": as PEFT writes it
 

@@ -13,11 +13,12 @@ from .weights import IA3Weights
 
 
 class _Plan:
-    """One pass: per (layer, side), the [rows, width] scales, built when the layer first runs."""
+    """One pass: per (layer, side), the [rows, width] scales, built when the layer runs."""
 
     def __init__(self, adapters: list[IA3Weights | None], positions: list[int]):
         self.adapters = adapters
-        self.index = torch.tensor(positions)
+        device = next(a.vectors.buffer.device for a in adapters if a is not None)  # rows() ruled out all-None
+        self.index = torch.tensor(positions, device=device)  # made once per pass, where the vectors are
 
     def scales(self, path: str, at_input: bool, width: int, like: torch.Tensor) -> torch.Tensor | None:
         vectors = [a.vectors[path] if a is not None and path in a.vectors.places and (path in a.feedforward) == at_input
@@ -26,7 +27,7 @@ class _Plan:
             return None
         ones = like.new_ones(width)
         stacked = torch.stack([ones if v is None else v.to(like.dtype) for v in vectors])
-        return stacked.index_select(0, self.index.to(stacked.device))
+        return stacked.index_select(0, self.index)
 
 
 class BatchedIA3(LayerHooks[IA3Weights]):

@@ -2,9 +2,10 @@
 
 from ..base import PeftTraining, register_method
 from .config import load_lora
-from .quantize import quantize_lora_folder
+from .quantize import STORAGE_DTYPES, quantize_lora_folder
 from .serving import BatchedLora
 from .training import LoraOptions, lora_peft_config
 
 register_method(name="lora", peft_type="LORA", options=LoraOptions, load=load_lora, row_hook=BatchedLora,
-                training=PeftTraining(lora_peft_config), title="LoRA", store=quantize_lora_folder)
+                training=PeftTraining(lora_peft_config), title="LoRA", store=quantize_lora_folder,
+                storage_dtypes=tuple(STORAGE_DTYPES))

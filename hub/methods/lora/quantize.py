@@ -19,10 +19,11 @@ from ...atomic import atomic_file
 from ...errors import AdapterError
 from ...safetensors_header import SAFETENSORS_DTYPES
 from ..base import PEFT_CONFIG, PEFT_INT8_WEIGHTS, PEFT_WEIGHTS, refuse_non_finite
+from ..storage import FLOAT_STORAGE, cast_floats
 from .config import int8_matrices, lora_weights_file, read_lora_header
 from .weights import INT8_METADATA, INT8_SCALE, LORA_KEY, dequantize_matrix, is_down
 
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
+STORAGE_DTYPES = {**FLOAT_STORAGE, "int8": torch.int8}
 
 
 def quantize_lora_folder(folder: Path, dtype: str) -> None:
@@ -39,11 +40,7 @@ def quantize_lora_folder(folder: Path, dtype: str) -> None:
         target, tensors, metadata = folder / PEFT_INT8_WEIGHTS, quantize_int8(matrices), INT8_METADATA
     else:
         target, metadata = folder / PEFT_WEIGHTS, {}
-        tensors = {key: matrix.to(STORAGE_DTYPES[dtype]) for key, matrix in matrices.items()}
-        overflow = [key for key, tensor in tensors.items() if not torch.isfinite(tensor).all()]
-        if overflow:
-            raise AdapterError(f"{source}: tensor {overflow[0]} exceeds the range of {dtype}; store it as bfloat16 "
-                               "or int8 instead.")
+        tensors = cast_floats(matrices, dtype, source, "bfloat16 or int8")
     with atomic_file(target) as staging:
         save_file(tensors, str(staging), metadata={"format": "pt", **metadata})  # "format": as PEFT writes it
     if source != target:
