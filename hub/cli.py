@@ -120,6 +120,10 @@ def _mapping(option: str, text: str | None) -> dict[str, Any] | None:
                        "'{method: lora, r: 4}'.") from None
     if not isinstance(value, dict):
         raise HubError(f"{option} {text!r} is not a mapping; give one such as '{{method: lora, r: 4}}'.")
+    glued = [key for key, item in value.items() if item is None and ":" in str(key)]
+    if glued:  # '{method:ia3}' reads as the key 'method:ia3': YAML needs a space after a colon
+        raise HubError(f"{option} {text!r}: {glued[0]!r} reads as one key; write a space after each colon, e.g. "
+                       "'{method: lora, r: 4}'.")
     return value
 
 

@@ -125,6 +125,7 @@ def test_train_with_another_adapter_method_and_its_reproduce_command(tmp_path, t
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "IA3"
     command = card_report(out)["command"]
     assert "--adapter '{\"method\": \"ia3\"}'" in command  # the card's command runs as it reads
-    for bad, message in (("[1, 2]", "not a mapping"), ("{method: [", "not YAML"), ("{method: nope}", "unknown adapter method")):
+    for bad, message in (("[1, 2]", "not a mapping"), ("{method: [", "not YAML"), ("{method: nope}", "unknown adapter method"),
+                         ("{method:ia3}", "reads as one key")):
         refused = runner.invoke(app, ["train", "sentiment", "--registry", str(path), "--adapter", bad])
         assert refused.exit_code == 2 and message in refused.output, refused.output
