@@ -9,7 +9,8 @@ at most --max-train-examples examples, or the task's own number: TASK_TRAIN_EXAM
 method at its own learning rate, below), writes what a user would store for the task (adapter, head and their
 configs: the model card is left out) and scores it on the same dev rows for every cell (all, or a fixed sample of
 --max-eval-examples) through the serving router with the task's official metric. A cell is scored again from
-float16 copies of its adapter file, and a LoRA one from int8 copies too (the same training, another file). Full
+float16 copies of its adapter file, and a LoRA one from int8 and int4 copies too (the same training, another file;
+cells logged before int4 was added lack it). Full
 fine-tuning (a whole backbone copy per task, plus its head) and the linear probe (the head alone) are the
 reference points. Every finished cell is appended to `<out>.cells.jsonl` at once, so a killed run resumes; the
 table (`<out>.md`, `<out>.json`) and one plot per language (`<out>_<language>.png`: dev metric against bytes per
@@ -66,16 +67,16 @@ class Setting:
 
 
 def grid() -> dict[str, Setting]:
-    """The settings: LoRA ranks 1-8 on query/value and on every linear layer (each in float32, float16 and int8
+    """The settings: LoRA ranks 1-8 on query/value and on every linear layer (each in float32, float16, int8 and int4
     files), (IA)3, VeRA at two ranks, both bottleneck placements at two reduction factors, full fine-tuning and the
     linear probe. Methods this checkout lacks are left out."""
-    files = ("float32", "float16", "int8")
+    files = ("float32", "float16", "int8", "int4")
     settings: dict[str, Setting] = {}
     for targets, modules in (("qv", ["query", "value"]), ("all", EVERY_LINEAR)):
         for rank in (1, 2, 4, 8):
             adapter = {"method": "lora", "r": rank, "alpha": 2.0 * rank, "target_modules": modules}
             settings[f"lora_{targets}_r{rank}"] = Setting(f"LoRA {targets}", adapter=adapter, dtypes=files)
-    halves = ("float32", "float16")  # the other methods' vectors and matrices: float16 files (int8 is LoRA's)
+    halves = ("float32", "float16")  # the other methods' vectors and matrices: float16 files (int8 / int4: LoRA's)
     settings["ia3"] = Setting("(IA)3", adapter={"method": "ia3"}, learning_rate=5e-3, dtypes=halves)
     for rank in (64, 256):
         settings[f"vera_r{rank}"] = Setting("VeRA", adapter={"method": "vera", "r": rank}, learning_rate=5e-3,
@@ -110,8 +111,12 @@ class Budget:
 
 
 def _fingerprint(registry: Registry, task: str, setting: Setting, budget: Budget) -> str:
-    """What a cell's numbers depend on besides its seed: a changed recipe, grid point or budget starts it afresh."""
-    parts = [registry.task(task).model_dump(mode="json"), setting.__dict__, budget.of(task)]
+    """What a cell's training depends on besides its seed: a changed recipe, grid point or budget starts it afresh.
+    Not the files it is scored from (`dtypes`: a new kind is scored in new cells only) nor the recipe's storage
+    (the grid stores its own variants)."""
+    spec = registry.task(task).model_dump(mode="json")
+    spec["train"].pop("storage", None)
+    parts = [spec, {k: v for k, v in setting.__dict__.items() if k != "dtypes"}, budget.of(task)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -296,7 +301,7 @@ def plot(rows: list[dict[str, Any]], language: str, path: Path) -> None:
     figure, axes = plt.subplots(lines, columns, figsize=(max(9, 5 * columns), height), squeeze=False)
     families = sorted({r["family"] for r in rows})
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
-    markers = {"float32": "o", "float16": "s", "int8": "^"}
+    markers = {"float32": "o", "float16": "s", "int8": "^", "int4": "v"}
     for ax, task in zip(axes.flat, tasks):
         points_of = [r for r in mine if r["task"] == task]
         for row in points_of:

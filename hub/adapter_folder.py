@@ -1,7 +1,7 @@
 """`AdapterFolder`: one task's adapter folder, its file names, its checks and its atomic write.
 
 A folder holds PEFT's files (`adapter_config.json`, `adapter_model.safetensors`, readable by plain
-`peft.PeftModel.from_pretrained`; or, for LoRA quantized by `hub quantize`, `adapter_model.int8.safetensors`
+`peft.PeftModel.from_pretrained`; or, for LoRA quantized by `hub quantize`, `adapter_model.quantized.safetensors`
 in place of the latter), the head (`head_config.json`, `head.safetensors`, written by `Head.save` and read by
 `Head.load`) and a model card (`README.md`). Only safetensors are ever read.
 """
@@ -24,7 +24,7 @@ from .atomic import atomic_folder
 from .errors import AdapterError
 from .methods import (
     PEFT_CONFIG,
-    PEFT_INT8_WEIGHTS,
+    PEFT_QUANTIZED_WEIGHTS,
     PEFT_WEIGHTS,
     AdapterWeights,
     method_for_peft_type,
@@ -53,9 +53,9 @@ class AdapterFolder:
     HEAD_CONFIG: ClassVar[str] = HEAD_CONFIG
     HEAD_WEIGHTS: ClassVar[str] = HEAD_WEIGHTS
     CARD: ClassVar[str] = "README.md"
-    WEIGHTS_FILES: ClassVar[tuple[str, ...]] = (PEFT_WEIGHTS, PEFT_INT8_WEIGHTS)  # a folder holds exactly one
+    WEIGHTS_FILES: ClassVar[tuple[str, ...]] = (PEFT_WEIGHTS, PEFT_QUANTIZED_WEIGHTS)  # a folder holds exactly one
     FILES: ClassVar[tuple[str, ...]] = (PEFT_CONFIG, PEFT_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS)  # serving reads these,
-    # PEFT_INT8_WEIGHTS in place of PEFT_WEIGHTS in an int8 folder (`files`)
+    # PEFT_QUANTIZED_WEIGHTS in place of PEFT_WEIGHTS in a quantized folder (`files`)
     UNSAFE_WEIGHTS: ClassVar[tuple[str, ...]] = ("adapter_model.bin", "head.bin", "pytorch_model.bin")
 
     def __post_init__(self) -> None:
@@ -68,7 +68,7 @@ class AdapterFolder:
         if set(cls.WEIGHTS_FILES) <= set(names):
             raise AdapterError(f"{where} holds both {' and '.join(cls.WEIGHTS_FILES)}, so which adapter weights to "
                                "serve is ambiguous; delete one of them (`hub quantize` leaves exactly one).")
-        weights = PEFT_INT8_WEIGHTS if PEFT_INT8_WEIGHTS in names else PEFT_WEIGHTS
+        weights = PEFT_QUANTIZED_WEIGHTS if PEFT_QUANTIZED_WEIGHTS in names else PEFT_WEIGHTS
         return tuple(weights if name == PEFT_WEIGHTS else name for name in cls.FILES)
 
     def files(self) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from heads import kind
 
 from .adapter_folder import AdapterFolder
 from .errors import AdapterError
-from .methods import PEFT_INT8_WEIGHTS, AdapterMethod, PeftTraining, method_named
+from .methods import PEFT_QUANTIZED_WEIGHTS, AdapterMethod, PeftTraining, method_named
 from .registry import BackboneSpec, TaskSpec
 
 REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples",
@@ -27,6 +27,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
     metrics = report["metrics"]
     method = method_named((report["train"].get("adapter") or {}).get("method", "lora"))
     storage = {"adapter": "float32", "head": "float32", **(report["train"].get("storage") or {})}
+    stored = storage["adapter"] + _rank_note(storage)
     data = ModelCardData(
         base_model=backbone.model_id,
         library_name="peft" if isinstance(method.training, PeftTraining) else "bert-adapter-hub",
@@ -64,7 +65,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
 
 ## Size
 
-- adapter method: {method.title} (`{method.name}`); weights stored as {storage["adapter"]}, head as {storage["head"]}
+- adapter method: {method.title} (`{method.name}`); weights stored as {stored}, head as {storage["head"]}
 - trainable parameters: {trainable}
 - bytes on disk (adapter + head files, card excluded): {report['adapter_bytes']:,}
 - trained on {report['train_examples']:,} examples in {report['train_seconds']:.0f} s
@@ -89,13 +90,18 @@ the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapte
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
 
 
+def _rank_note(storage: dict[str, Any]) -> str:
+    rank = storage.get("rank")
+    return "" if rank is None else f" at rank {rank} (the trained update's best rank-{rank} approximation)"
+
+
 def _home_library(method: AdapterMethod, backbone: BackboneSpec, storage: str) -> str:
     """How to read the adapter part without the hub, where a library other than the hub reads it."""
     if not isinstance(method.training, PeftTraining):
         return f"The {method.title} part is served by bert-adapter-hub (`hub.methods.{method.name}`);"
-    if storage == "int8":
-        return (f"The {method.title} part is stored as int8 (`{PEFT_INT8_WEIGHTS}`), which PEFT does not read: "
-                "`hub quantize TASK --dtype float32` writes the float file plain PEFT reads;")
+    if storage in ("int8", "int4"):
+        return (f"The {method.title} part is stored as {storage} (`{PEFT_QUANTIZED_WEIGHTS}`), which PEFT does not "
+                "read: `hub quantize TASK --dtype float32` writes the float file plain PEFT reads;")
     load = f'PeftModel.from_pretrained(AutoModel.from_pretrained("{backbone.model_id}"), "<this folder>")'
     return f"Plain PEFT reads the {method.title} part: `{load}`;"
 
@@ -140,7 +146,7 @@ def eval_dataset(task: TaskSpec) -> EvalDataset:
 
 
 def rebuild_card(folder: Path, task: TaskSpec, backbone: BackboneSpec, metrics: dict[str, float] | None = None,
-                 storage: dict[str, str] | None = None) -> str:
+                 storage: dict[str, Any] | None = None) -> str:
     """The folder's card written again by build_card from what it records (metrics, sizes, recipe, command)
     and the task's current registry entry: new card fields for a trained adapter without retraining it. `metrics`
     replace the recorded ones if given; with `storage` (train.storage, after `hub quantize`) the card records it

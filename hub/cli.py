@@ -266,25 +266,32 @@ def import_peft(
 @app.command()
 def quantize(
     task: Annotated[str, typer.Argument(help="task whose adapter folder to store again, in place")],
-    dtype: Annotated[str, typer.Option("--dtype", help="the adapter's weights: int8 (LoRA: a float32 scale per rank "
-                                       "channel), float16, bfloat16, or float32 (the file plain PEFT reads: "
-                                       "dequantizes int8)")],
+    dtype: Annotated[str | None, typer.Option("--dtype", help="the adapter's weights: int8 or int4 (LoRA: a float32 "
+                                              "scale per rank channel), float16, bfloat16, or float32 (the file plain "
+                                              "PEFT reads: dequantizes int8 / int4). Default: the registry's "
+                                              "train.storage, with its head and rank")] = None,
     head: Annotated[str | None, typer.Option("--head", help="the head's weights: float16 or float32 (default: "
                                              "as they are)")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="measure the stored folder on dev for its card "
                                            "(default) or keep the card's metrics")] = True,
+    rank: Annotated[int | None, typer.Option("--rank", min=1, help="LoRA: store each layer's update at this lower "
+                                             "rank (its best approximation, by SVD)")] = None,
     registry: RegistryOption = None,
 ) -> None:
-    """Store a task's adapter weights as int8, float16 or bfloat16 (or back as float32) and its head as float16; the
-    rewritten folder is loaded as serving loads it and measured on dev before it replaces the old one (atomically)."""
+    """Store a task's adapter weights as int8, int4, float16 or bfloat16 (or back as float32), optionally at a lower
+    LoRA rank, and its head as float16 (without --dtype: as its recipe's train.storage says); the rewritten folder is
+    loaded as serving loads it and measured on dev before it replaces the old one (atomically)."""
     from .quantize import quantize_task
     from .registry import load_registry
 
     if head not in (None, "float16", "float32"):
         _fail(HubError(f"--head {head!r}: a head is stored as float16 or float32."))
     try:
-        report = quantize_task(load_registry(registry or default_registry_path(), strict_adapters=False), task, dtype,
-                              head, evaluate, progress=False)
+        loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
+        if dtype is None:
+            storage = loaded.task(task).train.storage
+            dtype, head, rank = storage.adapter, head or storage.head, rank or storage.rank
+        report = quantize_task(loaded, task, dtype, head, evaluate, progress=False, rank=rank)
     except HubError as exc:
         _fail(exc)
     print(json.dumps(report))

@@ -21,9 +21,10 @@ from .registry import Registry
 
 
 def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | None = None, evaluate: bool = True,
-                 progress: bool = True) -> dict[str, Any]:
-    """Rewrite the task's folder with its adapter weights stored as `adapter` (and its head as `head`), atomically;
-    with `evaluate` (and dev data in the registry) the card's metrics are measured anew on what is stored."""
+                  progress: bool = True, rank: int | None = None) -> dict[str, Any]:
+    """Rewrite the task's folder with its adapter weights stored as `adapter` (at `rank`, if given; and its head as
+    `head`), atomically; with `evaluate` (and dev data in the registry) the card's metrics are measured anew on what
+    is stored."""
     task = registry.task(task_name)
     if task_name in registry.adapter_problems:
         raise AdapterError(registry.adapter_problems[task_name])
@@ -33,12 +34,18 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
                            f"`hub train {task_name}`.")
     before = folder.nbytes()
     method = method_for_peft_type(folder.adapter_config().get("peft_type"), folder.path)
+    if rank is not None and method.reduce_rank is None:
+        raise AdapterError(f"task {task_name!r} holds a {method.name} adapter, which has no rank to reduce; leave "
+                           "--rank out.")
     head_dtype = head or _stored_head_dtype(folder)
     backbone = registry.backbone(task.backbone)
     report: dict[str, Any] = {}
 
     def fill(staging: Path) -> None:
         shutil.copytree(folder.path, staging, dirs_exist_ok=True)
+        # refused above when the method has no rank; a folder already at `rank` stays as it is (a rerun)
+        if rank is not None and method.reduce_rank is not None and folder.adapter_config().get("r") != rank:
+            method.reduce_rank(staging, rank)
         method.store(staging, adapter)
         if head is not None:
             Head.load(staging).save(staging, getattr(torch, head))
@@ -56,12 +63,14 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
             metrics = evaluate_task(served, task_name, dev, progress=progress)
         report["metrics"] = metrics
         if (staging / AdapterFolder.CARD).is_file():
-            storage = {"adapter": adapter, "head": head_dtype}
+            storage: dict[str, Any] = {"adapter": adapter, "head": head_dtype}
+            if rank is not None:
+                storage["rank"] = rank
             text = rebuild_card(staging, task, backbone, metrics=metrics, storage=storage)
             (staging / AdapterFolder.CARD).write_text(text, encoding="utf-8")
 
     AdapterFolder.write(folder.path, fill, check)
-    return {"task": task_name, "adapter": adapter, "head": head_dtype, "bytes_before": before,
+    return {"task": task_name, "adapter": adapter, "head": head_dtype, "rank": rank, "bytes_before": before,
             "bytes_after": folder.nbytes(), "weights_file": folder.weights_file().name, **report}
 
 

@@ -57,8 +57,10 @@ class StorageSpec(_Strict):
     """How `hub train` stores the trained weights (the card's metrics are measured on what is stored)."""
 
     adapter: StorageDtype = Field(
-        default="float32", description="the adapter's weights file: int8 (LoRA only: a float32 scale per rank "
-                                       "channel), float16 or bfloat16 (any method; PEFT reads them as they are)")
+        default="float32", description="the adapter's weights file: int8 or int4 (LoRA only: a float32 scale per "
+                                       "rank channel), float16 or bfloat16 (any method; PEFT reads them as they are)")
+    rank: int | None = Field(default=None, ge=1, description="LoRA only: store each layer's trained update at this "
+                             "lower rank (its best approximation, by SVD); None keeps the trained rank")
     head: Literal["float32", "float16"] = Field(default="float32", description="the head's weights file")
 
 
@@ -117,6 +119,12 @@ class TrainSpec(_Strict):
         if self.storage.adapter not in stored:
             raise ValueError(f"storage.adapter {self.storage.adapter!r} is not how {self.adapter.method} adapters are "
                              f"stored; use one of: {', '.join(stored)}")
+        rank, trained = self.storage.rank, getattr(self.adapter, "r", None)
+        if rank is not None and method_named(self.adapter.method).reduce_rank is None:
+            raise ValueError(f"storage.rank: {self.adapter.method} adapters have no rank to reduce; leave it out")
+        if rank is not None and isinstance(trained, int) and rank >= trained:
+            raise ValueError(f"storage.rank {rank} is not below the trained rank r={trained}; give a lower one or "
+                             "leave it out")
         return self
 
 

@@ -198,6 +198,8 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, recipe: TrainSpe
     def write(staging: Path) -> None:
         method = method_named(recipe.adapter.method)
         method.training.save(model.encoder, staging, spec.model_id)
+        if recipe.storage.rank is not None and method.reduce_rank is not None:  # TrainSpec refused it otherwise
+            method.reduce_rank(staging, recipe.storage.rank)
         if recipe.storage.adapter != "float32":
             method.store(staging, recipe.storage.adapter)
         model.head.save(staging, getattr(torch, recipe.storage.head))

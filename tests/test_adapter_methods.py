@@ -4,6 +4,7 @@ serves; cards name the method."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -98,8 +99,8 @@ def test_cards_name_the_method_and_its_bytes(methods_registry):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_task_trained_with_half_precision_storage_serves_what_is_stored(method, tmp_path, tiny_backbone_dir):
-    """train.storage: the adapter file in float16 (int8 for LoRA) and the head in float16; the card's metrics are
-    measured on the stored folder, and PEFT (for its methods) reads the same weights the hub serves."""
+    """train.storage: the adapter file in float16 (LoRA: int4 at a reduced rank) and the head in float16; the card's
+    metrics are measured on the stored folder, and PEFT (for its methods) reads the same weights the hub serves."""
     from safetensors import safe_open
 
     from hub.card import card_metrics
@@ -107,21 +108,27 @@ def test_a_task_trained_with_half_precision_storage_serves_what_is_stored(method
     from hub.evaluation import evaluate_task
 
     registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
-    adapter_storage = "int8" if method == "lora" else "float16"
+    adapter_storage = "int4" if method == "lora" else "float16"
+    reduced = {"rank": 4} if method == "lora" else {}
     train_task(registry, "sentiment", progress=False, adapter={"method": method},
-               storage={"adapter": adapter_storage, "head": "float16"})
+               storage={"adapter": adapter_storage, "head": "float16", **reduced})
     folder = registry.adapter_dir(registry.task("sentiment"))
     weights = AdapterFolder(folder).weights_file()
     with safe_open(str(weights), framework="pt") as stored, safe_open(str(folder / "head.safetensors"), "pt") as head:
-        dtypes = {stored.get_slice(key).get_dtype() for key in stored.keys() if not key.endswith("_scale")}
-        assert dtypes == {"I8" if adapter_storage == "int8" else "F16"}
+        dtypes = {key: stored.get_slice(key).get_dtype() for key in stored.keys()}
+        if method == "lora":  # the quantized file: one values tensor (two int4 per byte), one of rank scales
+            assert dtypes == {"values": "U8", "scales": "F32"}
+            assert json.loads((folder / "adapter_config.json").read_text())["r"] == 4
+        else:
+            assert set(dtypes.values()) == {"F16"}
         assert {head.get_slice(key).get_dtype() for key in head.keys()} == {"F16"}
     card = (folder / AdapterFolder.CARD).read_text(encoding="utf-8")
-    assert f"weights stored as {adapter_storage}, head as float16" in card
+    rank = " at rank 4 (the trained update's best rank-4 approximation)" if method == "lora" else ""
+    assert f"weights stored as {adapter_storage}{rank}, head as float16" in card
     loaded = hub.Hub(registry)
     dev = load_split(registry, registry.task("sentiment"), "dev")
     assert card_metrics(folder) == pytest.approx(evaluate_task(loaded, "sentiment", dev, progress=False), abs=1e-4)
-    if isinstance(METHODS[method].training, PeftTraining) and adapter_storage != "int8":
+    if isinstance(METHODS[method].training, PeftTraining) and method != "lora":
         from peft import PeftModel
         from transformers import BertModel
 
@@ -136,7 +143,7 @@ def test_a_task_trained_with_half_precision_storage_serves_what_is_stored(method
         assert torch.allclose(served, expected, atol=1e-5)
 
 
-def test_hub_quantize_stores_any_method_in_half_precision_and_refuses_int8_but_for_lora(methods_registry, tmp_path):
+def test_hub_quantize_stores_any_method_in_half_precision_and_refuses_integers_but_for_lora(methods_registry, tmp_path):
     import json
     import shutil
 
@@ -149,8 +156,11 @@ def test_hub_quantize_stores_any_method_in_half_precision_and_refuses_int8_but_f
     loaded = hub.Hub.load(registry)
     task = next(t for t in TASKS if loaded.runtime(t).adapter.method not in ("lora",))
     runner = CliRunner()
-    refused = runner.invoke(app, ["quantize", task, "--dtype", "int8", "-r", str(registry)])
-    assert refused.exit_code == 2 and "int8 files are LoRA's" in refused.output, refused.output
+    for dtype in ("int8", "int4"):
+        refused = runner.invoke(app, ["quantize", task, "--dtype", dtype, "-r", str(registry)])
+        assert refused.exit_code == 2 and "int8 and int4 files are LoRA's" in refused.output, refused.output
+    no_rank = runner.invoke(app, ["quantize", task, "--dtype", "float16", "--rank", "2", "-r", str(registry)])
+    assert no_rank.exit_code == 2 and "which has no rank to" in no_rank.output and "leave --rank out" in no_rank.output
     stored = runner.invoke(app, ["quantize", task, "--dtype", "float16", "--no-eval", "-r", str(registry)])
     assert stored.exit_code == 0, stored.output
     report = json.loads(stored.stdout)

@@ -104,3 +104,9 @@ def test_a_storage_the_method_cannot_write_is_refused_before_training(tmp_path, 
     document["tasks"][0]["train"] = {"adapter": {"method": "vera"}, "storage": {"adapter": "int8"}}
     with pytest.raises(HubError, match="is not how vera adapters are stored"):
         load_registry(write_registry(tmp_path, document))
+    for adapter, storage, message in (({"method": "vera", "r": 8}, {"rank": 4}, "vera adapters have no rank to reduce"),
+                                      ({"method": "lora", "r": 4}, {"rank": 4}, "storage.rank 4 is not below the "
+                                                                                "trained rank r=4")):
+        document["tasks"][0]["train"] = {"adapter": adapter, "storage": storage}
+        with pytest.raises(HubError, match=message):
+            load_registry(write_registry(tmp_path, document))

@@ -7,7 +7,7 @@ import pkgutil
 from .base import (
     METHODS,
     PEFT_CONFIG,
-    PEFT_INT8_WEIGHTS,
+    PEFT_QUANTIZED_WEIGHTS,
     PEFT_WEIGHTS,
     AdapterMethod,
     AdapterOptions,
@@ -27,7 +27,7 @@ for _found in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_found.name}")
 
 __all__ = [
-    "METHODS", "PEFT_CONFIG", "PEFT_INT8_WEIGHTS", "PEFT_WEIGHTS", "AdapterMethod", "AdapterOptions",
+    "METHODS", "PEFT_CONFIG", "PEFT_QUANTIZED_WEIGHTS", "PEFT_WEIGHTS", "AdapterMethod", "AdapterOptions",
     "AdapterTraining", "AdapterWeights", "PeftTraining", "RowHook", "linear_layer", "method_for_peft_type",
     "method_named", "refuse_non_finite", "register_method",
 ]

@@ -64,7 +64,7 @@ class AdapterOptions(BaseModel):
 
 PEFT_CONFIG = "adapter_config.json"  # the two files PEFT's save_pretrained writes, read by every method
 PEFT_WEIGHTS = "adapter_model.safetensors"
-PEFT_INT8_WEIGHTS = "adapter_model.int8.safetensors"  # LoRA stored int8 (`hub quantize`): not a file PEFT reads
+PEFT_QUANTIZED_WEIGHTS = "adapter_model.quantized.safetensors"  # LoRA as int8 / int4 (`hub quantize`): not PEFT's
 
 LoadWeights = Callable[[str, Path, dict[str, Any], "Backbone"], AdapterWeights]
 
@@ -109,6 +109,7 @@ class AdapterMethod:
     title: str  # how cards and tables name it ("LoRA", "(IA)3", ...)
     store: Callable[[Path, str], None]  # (folder, storage dtype): rewrite the folder's weights file so stored
     storage_dtypes: tuple[str, ...]  # what `store` takes (train.storage.adapter is checked against it)
+    reduce_rank: Callable[[Path, int], None] | None = None  # (folder, rank): store the trained update at a lower rank
 
 
 METHODS: dict[str, AdapterMethod] = {}
@@ -118,7 +119,8 @@ def register_method(*, name: str, peft_type: str | None = None, options: type[Ad
                     load: LoadWeights | None = None, row_hook: Callable[[nn.Module], RowHook] | None = None,
                     training: AdapterTraining | None = None, title: str | None = None,
                     store: Callable[[Path, str], None] | None = None,
-                    storage_dtypes: tuple[str, ...] | None = None) -> AdapterMethod:
+                    storage_dtypes: tuple[str, ...] | None = None,
+                    reduce_rank: Callable[[Path, int], None] | None = None) -> AdapterMethod:
     """Add a method to METHODS; a missing part is refused here, naming it. `store` defaults to a float32 / float16 /
     bfloat16 cast of the weights file (hub.methods.storage), `storage_dtypes` to those three."""
     from .storage import FLOAT_STORAGE, cast_weights_file
@@ -134,7 +136,7 @@ def register_method(*, name: str, peft_type: str | None = None, options: type[Ad
     # checked above
     assert peft_type is not None and load is not None and row_hook is not None and training is not None
     record = AdapterMethod(name, peft_type, options, load, row_hook, training, title or name,
-                           store or cast_weights_file, storage_dtypes or tuple(FLOAT_STORAGE))
+                           store or cast_weights_file, storage_dtypes or tuple(FLOAT_STORAGE), reduce_rank)
     METHODS[name] = record
     return record
 

@@ -1,5 +1,5 @@
 """How an adapter's weights file is stored: float32 as trained, or float16 / bfloat16 for any method (PEFT reads
-such files as they are); int8 is a method's own (LoRA's, hub/methods/lora/quantize.py)."""
+such files as they are); int8 and int4 are a method's own (LoRA's, hub/methods/lora/quantize.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..atomic import atomic_file
 from ..errors import AdapterError
 from .base import PEFT_CONFIG, PEFT_WEIGHTS
 
-StorageDtype = Literal["float32", "float16", "bfloat16", "int8"]  # registry.yaml's train.storage.adapter
+StorageDtype = Literal["float32", "float16", "bfloat16", "int8", "int4"]  # registry.yaml's train.storage.adapter
 FLOAT_STORAGE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -34,7 +34,7 @@ def cast_weights_file(folder: Path, dtype: str) -> None:
     if dtype not in FLOAT_STORAGE:
         peft_type = _peft_type(folder)
         raise AdapterError(f"{folder}: a {peft_type} adapter is stored as float32, float16 or bfloat16, not "
-                           f"{dtype!r} (int8 files are LoRA's); choose one of those.")
+                           f"{dtype!r} (int8 and int4 files are LoRA's); choose one of those.")
     path = folder / PEFT_WEIGHTS
     try:
         tensors = load_file(str(path))

@@ -6,21 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
 from ...errors import AdapterError
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry, read_safetensors_header
-from ..base import PEFT_INT8_WEIGHTS, PEFT_WEIGHTS, refuse_non_finite
-from .weights import (
-    INT8_METADATA,
-    INT8_SCALE,
-    LORA_KEY,
-    LoraWeights,
-    pattern_value,
-    rank_of,
-    read_int8_lora_weights,
-    read_lora_weights,
-)
+from ..base import PEFT_QUANTIZED_WEIGHTS, PEFT_WEIGHTS, refuse_non_finite
+from .quantized_file import QuantizedLayout, read_layout
+from .weights import LORA_KEY, LoraWeights, pattern_value, read_lora_weights, read_quantized_lora_weights
 
 if TYPE_CHECKING:
     from ...backbone import Backbone
@@ -31,32 +23,31 @@ UNSERVED_OPTIONS = (
     "use_dora", "lora_bias", "fan_in_fan_out", "use_qalora", "use_bdlora", "alora_invocation_tokens",
     "arrow_config", "layer_replication", "target_parameters", "trainable_token_indices", "modules_to_save",
 )
-REQUANTIZE = "re-quantize it from the float adapter with `hub quantize TASK --dtype int8`, or retrain it"
 
 
 def lora_weights_file(folder: Path) -> Path:
-    """The folder's LoRA weights: PEFT's float file, or the int8 one `hub quantize` writes in its place."""
-    float_file, int8_file = folder / PEFT_WEIGHTS, folder / PEFT_INT8_WEIGHTS
-    if not int8_file.is_file():
+    """The folder's LoRA weights: PEFT's float file, or the quantized one `hub quantize` writes in its place."""
+    float_file, quantized_file = folder / PEFT_WEIGHTS, folder / PEFT_QUANTIZED_WEIGHTS
+    if not quantized_file.is_file():
         return float_file
     if float_file.is_file():
         raise AdapterError(
-            f"{folder} holds both {PEFT_WEIGHTS} and {PEFT_INT8_WEIGHTS}, so which LoRA weights to serve is ambiguous; "
-            f"delete one of them (`hub quantize` leaves exactly one).")
-    return int8_file
+            f"{folder} holds both {PEFT_WEIGHTS} and {PEFT_QUANTIZED_WEIGHTS}, so which LoRA weights to serve is "
+            f"ambiguous; delete one of them (`hub quantize` leaves exactly one).")
+    return quantized_file
 
 
 def load_lora(name: str, folder: Path, config: dict[str, Any], backbone: Backbone) -> LoraWeights:
     """A LoRA folder's matrices, ready for per-row serving on `backbone`, once every check passed."""
-    path, header, matrices = check_lora(folder, config, backbone)
+    path, header, layout = check_lora(folder, config, backbone)
     try:
-        if path.name == PEFT_INT8_WEIGHTS:
-            weights = read_int8_lora_weights(name, path, config, backbone.dtype, matrices)
+        if layout is not None:
+            weights = read_quantized_lora_weights(name, path, config, backbone.dtype, layout)
         else:
             weights = read_lora_weights(name, path, config, backbone.dtype, header)
     except (OSError, ValueError, SafetensorError) as exc:
         raise AdapterError(f"{path} could not be read ({exc}); re-download or retrain it.") from None
-    if weights.scales is not None:  # int8 matrices are finite: only their scales can be NaN or inf
+    if weights.scales is not None:  # integer or half matrices are finite: only their scales can be NaN or inf
         if not torch.isfinite(weights.scales).all():
             refuse_non_finite(path, _scales(weights))
     elif not torch.isfinite(weights.buffer).all():  # one check over the adapter's single buffer
@@ -65,9 +56,9 @@ def load_lora(name: str, folder: Path, config: dict[str, Any], backbone: Backbon
 
 
 def check_lora(folder: Path, config: dict[str, Any],
-               backbone: Backbone) -> tuple[Path, SafetensorsHeader, dict[str, TensorEntry]]:
+               backbone: Backbone) -> tuple[Path, SafetensorsHeader, QuantizedLayout | None]:
     """Refuse a LoRA the router cannot serve exactly on this backbone; return its weights file, the file's tensor
-    table and its matrices' entries (an int8 file's scales checked and left out)."""
+    table and, for a quantized file, its checked layout."""
     unserved = [key for key in UNSERVED_OPTIONS if config.get(key)]
     if config.get("bias", "none") != "none":
         unserved.append(f"bias={config['bias']!r}")
@@ -78,7 +69,8 @@ def check_lora(folder: Path, config: dict[str, Any],
         )
     path = lora_weights_file(folder)
     header = read_lora_header(path)
-    matrices = int8_matrices(path, header) if path.name == PEFT_INT8_WEIGHTS else header.tensors
+    layout = read_layout(path, header) if path.name == PEFT_QUANTIZED_WEIGHTS else None
+    matrices = header.tensors if layout is None else _virtual_entries(layout)
     halves: dict[str, set[str]] = {}
     for key, entry in matrices.items():
         match = LORA_KEY.fullmatch(key)
@@ -107,7 +99,17 @@ def check_lora(folder: Path, config: dict[str, Any],
     if lonely:
         raise AdapterError(f"{folder}: layer(s) {', '.join(lonely)} have only one of lora_A / lora_B; the file is "
                            "incomplete. Retrain or re-download it.")
-    return path, header, matrices
+    return path, header, layout
+
+
+def _virtual_entries(layout: QuantizedLayout) -> dict[str, TensorEntry]:
+    """A quantized file's matrices as PEFT's keys and shapes would name them (for the checks every file gets)."""
+    entries = {}
+    for layer in layout.layers:
+        prefix = f"base_model.model.{layer.path}.lora_"
+        entries[prefix + "A.weight"] = TensorEntry(layout.dtype, (layer.rank, layer.in_features), 0, 0)
+        entries[prefix + "B.weight"] = TensorEntry(layout.dtype, (layer.out_features, layer.rank), 0, 0)
+    return entries
 
 
 def read_lora_header(path: Path) -> SafetensorsHeader:
@@ -121,38 +123,6 @@ def read_lora_header(path: Path) -> SafetensorsHeader:
     return header
 
 
-def int8_matrices(path: Path, header: SafetensorsHeader) -> dict[str, TensorEntry]:
-    """The int8 matrices of an int8 LoRA file, once its metadata and every matrix's scale (`<key>_scale`: float32,
-    one per rank channel) are checked."""
-    try:
-        with safe_open(str(path), framework="pt") as weights:
-            metadata = weights.metadata() or {}
-    except (OSError, SafetensorError) as exc:
-        raise AdapterError(f"{path} is not a readable safetensors file ({exc}); re-download or retrain it.") from None
-    for field, value in INT8_METADATA.items():
-        if metadata.get(field) != value:
-            raise AdapterError(f"{path}: its metadata records {field} {metadata.get(field)!r}, but this hub reads "
-                               f"{value!r} only; {REQUANTIZE}.")
-    matrices = {key: entry for key, entry in header.tensors.items() if not key.endswith(INT8_SCALE)}
-    for key, entry in matrices.items():
-        if entry.dtype != "I8":
-            raise AdapterError(f"{path}: tensor {key} is stored as {entry.dtype}, not I8 as an int8 file's matrices "
-                               f"are; {REQUANTIZE}.")
-        scale = header.tensors.get(key + INT8_SCALE)
-        if scale is None:
-            raise AdapterError(f"{path}: int8 tensor {key} has no scale tensor {key + INT8_SCALE}, so it cannot be "
-                               f"dequantized; {REQUANTIZE}.")
-        rank = (rank_of(key, entry.shape),) if len(entry.shape) == 2 else None
-        if scale.dtype != "F32" or scale.shape != rank:
-            raise AdapterError(f"{path}: scale tensor {key + INT8_SCALE} is {scale.dtype} of shape {scale.shape}, "
-                               f"but its matrix needs F32 of shape {rank} (one per rank channel); {REQUANTIZE}.")
-    orphans = sorted(key for key in header.tensors if key.endswith(INT8_SCALE)
-                     and key.removesuffix(INT8_SCALE) not in matrices)
-    if orphans:
-        raise AdapterError(f"{path}: scale tensor(s) {', '.join(orphans)} belong to no matrix; {REQUANTIZE}.")
-    return matrices
-
-
 def _matrices(weights: LoraWeights) -> dict[str, torch.Tensor]:
     """The adapter's matrices by their PEFT tensor names (B with its scaling, as served)."""
     return {f"base_model.model.{path}.lora_{which}.weight": matrix for path in weights.paths
@@ -160,11 +130,11 @@ def _matrices(weights: LoraWeights) -> dict[str, torch.Tensor]:
 
 
 def _scales(weights: LoraWeights) -> dict[str, torch.Tensor]:
-    """An int8 adapter's rank scales by their tensor names in its file (B's with its scaling, as served)."""
-    assert weights.scales is not None  # only int8 adapters have scales
+    """An adapter's rank scales by the matrix they scale (B's with its scaling, as served)."""
+    assert weights.scales is not None  # only quantized or narrow adapters have scales
     scales = {}
     for path, slot in weights.layout.slots.items():
         halves = (("A", slot.down_scale_start, slot.rank), ("B", slot.up_scale_start, slot.rank))
         for which, start, rows in halves:
-            scales[f"base_model.model.{path}.lora_{which}.weight{INT8_SCALE}"] = weights.scales[start:start + rows]
+            scales[f"rank scales of {path}.lora_{which}"] = weights.scales[start:start + rows]
     return scales

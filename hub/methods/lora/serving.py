@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..rows import LayerHooks
-from .weights import LoraWeights, dequantize_matrix
+from .weights import LoraWeights, dequantize_matrix, matrix_at
 
 
 class _Plan:
@@ -22,10 +22,10 @@ class _Plan:
         # off the CPU: stack once, gather per layer; per-adapter Python views were host-bound (benchmarks/serving.py)
         first = adapters[0]
         self.stacked: torch.Tensor | None = None
-        self.stacked_scales: torch.Tensor | None = None  # int8 adapters: their row scales, stacked alike
+        self.stacked_scales: torch.Tensor | None = None  # quantized adapters: their rank scales, stacked alike
         if gather is None:
             gather = first is not None and first.buffer.device.type != "cpu"
-        # one layout: same shapes and the same storage (int8 layouts have scale offsets, float ones do not)
+        # one layout: same shapes and the same storage (quantized layouts have scale offsets, float ones do not)
         if gather and first is not None and all(a is not None and a.layout is first.layout
                                                 and a.buffer.dtype == first.buffer.dtype for a in adapters):
             present = [a for a in adapters if a is not None]  # all() above: nothing filtered out
@@ -63,16 +63,12 @@ class _Plan:
         slot = first.layout.slots.get(path)
         if slot is None:
             return None
-        count, width = stacked.shape
-        offset = stacked.storage_offset()
-        down = stacked.as_strided((count, slot.rank, slot.in_features), (width, slot.in_features, 1),
-                                  offset + slot.down_start)
-        up = stacked.as_strided((count, slot.out_features, slot.rank), (width, slot.rank, 1), offset + slot.up_start)
-        down, up = down.index_select(0, self.index), up.index_select(0, self.index)
+        down = matrix_at(stacked, slot.down_start, slot.rank, slot.in_features).index_select(0, self.index)
+        up = matrix_at(stacked, slot.up_start, slot.out_features, slot.rank).index_select(0, self.index)
         scales = self.stacked_scales
         if scales is None:
             return down, up
-        # int8: dequantized per rank channel after the gather, as LoraWeights.down/up do per adapter
+        # quantized: dequantized per rank channel after the gather, as LoraWeights.down/up do per adapter
         down_scales = scales[:, slot.down_scale_start:slot.down_scale_start + slot.rank].index_select(0, self.index)
         up_scales = scales[:, slot.up_scale_start:slot.up_scale_start + slot.rank].index_select(0, self.index)
         return (dequantize_matrix(down, down_scales, first.dtype, rows=True),

@@ -1,4 +1,4 @@
-"""One LoRA adapter's matrices as served: all in one buffer, the scaling folded into B (or into B's int8 scales)."""
+"""One LoRA adapter's matrices as served: all in one buffer, the scaling folded into B (or into B's rank scales)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from safetensors import safe_open
 
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry
 from ..packed import kept_dtype
+from .quantized_file import QuantizedLayout, read_quantized, unpack_int4
 
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
-INT8_SCALE = "_scale"  # int8 files: `<matrix key>_scale` holds the matrix's float32 scale per rank channel
-INT8_METADATA = {"quantization": "int8-per-rank-absmax"}  # what an int8 file's safetensors metadata records
 
 
 class LoraSlot(NamedTuple):
@@ -29,7 +28,7 @@ class LoraSlot(NamedTuple):
     rank: int
     in_features: int
     out_features: int
-    down_scale_start: int = -1  # int8 adapters: where A's rank scales, then B's, start in `scales` (-1: float)
+    down_scale_start: int = -1  # quantized / narrow adapters: where A's rank scales, then B's, start in `scales`
     up_scale_start: int = -1
 
 
@@ -57,9 +56,10 @@ class LoraWeights:
     tensors per adapter (every linear layer targeted), and those pauses landed in loads and requests.
     The matrices are views made when a pass needs them.
 
-    An int8 adapter (`hub quantize`), or a float16 / bfloat16 file served in float32, stays as stored in memory, at
-    its bytes on disk: `scales` holds a float32 scale per rank channel of each matrix (A's rows, B's columns; B's
-    with the scaling folded in), and `down`/`up` widen into `served_dtype` on each call.
+    An int8 or int4 adapter (`hub quantize`), or a float16 / bfloat16 file served in float32, stays as stored in
+    memory, at its bytes on disk: `scales` holds a float32 scale per rank channel of each matrix (A's rows, B's
+    columns; B's with the scaling folded in), and `down`/`up` widen into `served_dtype` on each call. An int4 buffer
+    is uint8, two values per byte (quantized_file.py), every matrix starting on a byte.
     """
 
     method: ClassVar[str] = "lora"
@@ -81,14 +81,12 @@ class LoraWeights:
 
     def down(self, path: str) -> torch.Tensor:
         slot = self.layout.slots[path]
-        matrix = self.buffer.as_strided((slot.rank, slot.in_features), (slot.in_features, 1),
-                                        self.buffer.storage_offset() + slot.down_start)
+        matrix = matrix_at(self.buffer, slot.down_start, slot.rank, slot.in_features)
         return self._served(matrix, slot.down_scale_start, rows=True)
 
     def up(self, path: str) -> torch.Tensor:
         slot = self.layout.slots[path]
-        matrix = self.buffer.as_strided((slot.out_features, slot.rank), (slot.rank, 1),
-                                        self.buffer.storage_offset() + slot.up_start)
+        matrix = matrix_at(self.buffer, slot.up_start, slot.out_features, slot.rank)
         return self._served(matrix, slot.up_scale_start, rows=False)
 
     def _served(self, matrix: torch.Tensor, scale_start: int, rows: bool) -> torch.Tensor:
@@ -103,8 +101,8 @@ class LoraWeights:
         return self.buffer.numel() * self.buffer.element_size() + scales
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> LoraWeights:
-        """The same adapter on `device`, served in `dtype` (one copy of one buffer; itself if already so). An int8
-        buffer stays int8: `dtype` is what its matrices dequantize into."""
+        """The same adapter on `device`, served in `dtype` (one copy of one buffer; itself if already so). A
+        quantized buffer stays so: `dtype` is what its matrices dequantize into."""
         dtype = dtype or self.dtype
         if self.buffer.device == device and self.dtype == dtype:
             return self
@@ -113,9 +111,20 @@ class LoraWeights:
         return LoraWeights(self.name, self.buffer.to(device), self.layout, self.scales.to(device), dtype)
 
 
+def matrix_at(buffer: torch.Tensor, start: int, rows: int, columns: int) -> torch.Tensor:
+    """The [..., rows, columns] matrix at element offset `start` of `buffer`'s last dimension (one adapter's buffer,
+    or several stacked): a view, except for an int4 buffer (uint8, two per byte), whose values come back as int8."""
+    count = rows * columns
+    if buffer.dtype == torch.uint8:
+        flat = unpack_int4(buffer[..., start // 2:(start + count + 1) // 2])[..., :count]
+    else:
+        flat = buffer[..., start:start + count]
+    return flat.reshape(*buffer.shape[:-1], rows, columns)
+
+
 def dequantize_matrix(matrix: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, rows: bool) -> torch.Tensor:
-    """int8 `matrix` [..., rows, columns] times its `scales` [..., rank], one per row (A: `rows`) or per column (B),
-    computed in the scales' dtype."""
+    """Integer (or narrow float) `matrix` [..., rows, columns] times its `scales` [..., rank], one per row (A:
+    `rows`) or per column (B), computed in the scales' dtype."""
     return (matrix.to(scales.dtype) * scales.unsqueeze(-1 if rows else -2)).to(dtype)
 
 
@@ -158,8 +167,8 @@ def read_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dty
     allocation, which goes back to the system whole when the adapter is evicted. When the file already
     holds `dtype`, little-endian and packed (as PEFT writes it), the data section is read into the
     buffer in one call instead of tensor by tensor (one copy, no per-tensor allocations). A file narrower than
-    `dtype` (float16 served in float32) stays as stored, its scaling in a scale per rank channel, as int8's: in
-    memory it costs its bytes on disk, not twice them, and the pass widens what it uses.
+    `dtype` (float16 served in float32) stays as stored, its scaling in a scale per rank channel, as a quantized
+    file's: in memory it costs its bytes on disk, not twice them, and the pass widens what it uses.
     """
     entries = sorted(header.tensors.items(), key=lambda item: item[1].begin)
     stored = {SAFETENSORS_DTYPES[e.dtype] for _, e in entries}
@@ -207,24 +216,13 @@ def _with_rank_scales(name: str, buffer: torch.Tensor, entries: list[tuple[str, 
     return LoraWeights(name, buffer, _shared_layout(slots), scales, dtype)
 
 
-def read_int8_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dtype: torch.dtype,
-                           matrices: dict[str, TensorEntry]) -> LoraWeights:
-    """The matrices of a checked int8 LoRA file (config.check_lora), kept int8 in one buffer with their rank scales
-    in another, served in `dtype`. `matrices`: the file's int8 matrices (its scales are `<key>_scale`)."""
-    entries = sorted(matrices.items(), key=lambda item: item[1].begin)
-    buffer = torch.empty(sum(math.prod(e.shape) for _, e in entries), dtype=torch.int8)
-    scales = torch.empty(sum(rank_of(key, e.shape) for key, e in entries), dtype=torch.float32)
-    starts: dict[str, int] = {}
-    scale_starts: dict[str, int] = {}
-    offset = row = 0
-    with safe_open(str(weights_file), framework="pt") as weights:
-        for key, entry in entries:
-            size, rank = math.prod(entry.shape), rank_of(key, entry.shape)
-            buffer[offset:offset + size].copy_(weights.get_tensor(key).reshape(-1))
-            scales[row:row + rank].copy_(weights.get_tensor(key + INT8_SCALE))
-            starts[key], scale_starts[key] = offset, row
-            offset, row = offset + size, row + rank
-    slots = _slots(entries, starts, scale_starts)
+def read_quantized_lora_weights(name: str, weights_file: Path, config: dict[str, Any], dtype: torch.dtype,
+                                layout: QuantizedLayout) -> LoraWeights:
+    """The matrices of a checked quantized LoRA file (config.check_lora), kept as stored: its values tensor is the
+    buffer, its scales tensor the rank scales (B's with LoRA's scaling folded in), served in `dtype`."""
+    buffer, scales = read_quantized(weights_file, layout)
+    slots = {layer.path: LoraSlot(down, up, layer.rank, layer.in_features, layer.out_features, scale,
+                                  scale + layer.rank) for layer, down, up, scale in layout.offsets()}
     for path, slot in slots.items():
         scales[slot.up_scale_start:slot.up_scale_start + slot.rank].mul_(lora_scaling(config, path, slot.rank))
     return LoraWeights(name, buffer, _shared_layout(slots), scales, dtype)
@@ -237,7 +235,7 @@ def rank_of(key: str, shape: tuple[int, ...]) -> int:
 
 def _slots(entries: list[tuple[str, TensorEntry]], starts: dict[str, int],
            scale_starts: dict[str, int] | None = None) -> dict[str, LoraSlot]:
-    """Each layer's slot from its two matrices' keys and element offsets (and, int8, their rank-scale offsets)."""
+    """Each layer's slot from its two matrices' keys and element offsets (and their rank-scale offsets)."""
     halves: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
     for key, entry in entries:
         match = LORA_KEY.fullmatch(key)
