@@ -12,7 +12,7 @@ from ...errors import AdapterError
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry, read_safetensors_header
 from ..base import PEFT_QUANTIZED_WEIGHTS, PEFT_WEIGHTS, refuse_non_finite
 from .quantized_file import QuantizedLayout, read_layout
-from .weights import LORA_KEY, LoraWeights, pattern_value, read_lora_weights, read_quantized_lora_weights
+from .weights import LORA_KEY, LoraWeights, lora_key, pattern_value, read_lora_weights, read_quantized_lora_weights
 
 if TYPE_CHECKING:
     from ...backbone import Backbone
@@ -106,9 +106,8 @@ def _virtual_entries(layout: QuantizedLayout) -> dict[str, TensorEntry]:
     """A quantized file's matrices as PEFT's keys and shapes would name them (for the checks every file gets)."""
     entries = {}
     for layer in layout.layers:
-        prefix = f"base_model.model.{layer.path}.lora_"
-        entries[prefix + "A.weight"] = TensorEntry(layout.dtype, (layer.rank, layer.in_features), 0, 0)
-        entries[prefix + "B.weight"] = TensorEntry(layout.dtype, (layer.out_features, layer.rank), 0, 0)
+        entries[lora_key(layer.path, "A")] = TensorEntry(layout.dtype, (layer.rank, layer.in_features), 0, 0)
+        entries[lora_key(layer.path, "B")] = TensorEntry(layout.dtype, (layer.out_features, layer.rank), 0, 0)
     return entries
 
 
@@ -125,7 +124,7 @@ def read_lora_header(path: Path) -> SafetensorsHeader:
 
 def _matrices(weights: LoraWeights) -> dict[str, torch.Tensor]:
     """The adapter's matrices by their PEFT tensor names (B with its scaling, as served)."""
-    return {f"base_model.model.{path}.lora_{which}.weight": matrix for path in weights.paths
+    return {lora_key(path, which): matrix for path in weights.paths
             for which, matrix in (("A", weights.down(path)), ("B", weights.up(path)))}
 
 

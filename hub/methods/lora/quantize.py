@@ -24,7 +24,7 @@ from ..base import PEFT_CONFIG, PEFT_QUANTIZED_WEIGHTS, PEFT_WEIGHTS, refuse_non
 from ..storage import FLOAT_STORAGE, cast_floats
 from .config import lora_weights_file, read_lora_header
 from .quantized_file import QUANTIZATIONS, dequantized_matrices, read_layout, write_quantized
-from .weights import LORA_KEY
+from .weights import LORA_KEY, lora_key
 
 STORAGE_DTYPES = (*FLOAT_STORAGE, *QUANTIZATIONS)
 
@@ -109,7 +109,7 @@ def read_float_matrices(weights_file: Path) -> dict[str, torch.Tensor]:
     header = read_lora_header(weights_file)
     try:
         if weights_file.name == PEFT_QUANTIZED_WEIGHTS:
-            tensors = {f"base_model.model.{path}.lora_{which}.weight": matrix
+            tensors = {lora_key(path, which): matrix
                        for path, pair in dequantized_matrices(weights_file, read_layout(weights_file, header)).items()
                        for which, matrix in zip("AB", pair)}
         else:

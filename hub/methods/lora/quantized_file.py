@@ -91,6 +91,23 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack((low, high), dim=-1).flatten(-2)
 
 
+def matrix_at(buffer: torch.Tensor, start: int, rows: int, columns: int) -> torch.Tensor:
+    """The [..., rows, columns] matrix at element offset `start` of `buffer`'s last dimension (one adapter's buffer,
+    or several stacked): a view, except for an int4 buffer (uint8, two per byte), whose values come back as int8."""
+    count = rows * columns
+    if buffer.dtype == torch.uint8:
+        flat = unpack_int4(buffer[..., start // 2:(start + count + 1) // 2])[..., :count]
+    else:
+        flat = buffer[..., start:start + count]
+    return flat.reshape(*buffer.shape[:-1], rows, columns)
+
+
+def dequantize_matrix(matrix: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, rows: bool) -> torch.Tensor:
+    """Integer (or narrow float) `matrix` [..., rows, columns] times its `scales` [..., rank], one per row (A:
+    `rows`) or per column (B), computed in the scales' dtype."""
+    return (matrix.to(scales.dtype) * scales.unsqueeze(-1 if rows else -2)).to(dtype)
+
+
 def quantize_matrix(matrix: torch.Tensor, dtype: str, rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric integers and a float32 absmax scale per rank channel: each row of A (`rows`), each column of B."""
     scale = matrix.abs().amax(dim=1 if rows else 0).float() / LEVELS[dtype]
@@ -158,22 +175,20 @@ def read_layout(path: Path, header: SafetensorsHeader) -> QuantizedLayout:
     return layout
 
 
-def read_quantized(path: Path, layout: QuantizedLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """The file's values (as stored: int8, or int4 packed in uint8) and float32 scales."""
+def read_quantized(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A checked quantized file's values (as stored: int8, or int4 packed in uint8) and float32 scales."""
     with safe_open(str(path), framework="pt") as handle:
         return handle.get_tensor("values"), handle.get_tensor("scales")
 
 
 def dequantized_matrices(path: Path, layout: QuantizedLayout) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Every layer's float32 (A, B) as stored (before LoRA's scaling), by module path."""
-    values, scales = read_quantized(path, layout)
-    if layout.dtype == "int4":
-        values = unpack_int4(values)
+    values, scales = read_quantized(path)
     matrices = {}
     for layer, down, up, scale in layout.offsets():
         r = layer.rank
-        a = values[down:down + r * layer.in_features].reshape(r, layer.in_features).float()
-        b = values[up:up + layer.out_features * r].reshape(layer.out_features, r).float()
-        matrices[layer.path] = (a * scales[scale:scale + r, None], b * scales[None, scale + r:scale + 2 * r])
+        a = matrix_at(values, down, r, layer.in_features)
+        b = matrix_at(values, up, layer.out_features, r)
+        matrices[layer.path] = (dequantize_matrix(a, scales[scale:scale + r], torch.float32, rows=True),
+                                dequantize_matrix(b, scales[scale + r:scale + 2 * r], torch.float32, rows=False))
     return matrices
-

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..rows import LayerHooks
-from .weights import LoraWeights, dequantize_matrix, matrix_at
+from .quantized_file import dequantize_matrix, matrix_at
+from .weights import LoraWeights
 
 
 class _Plan:

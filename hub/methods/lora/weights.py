@@ -15,9 +15,15 @@ from safetensors import safe_open
 
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry
 from ..packed import kept_dtype
-from .quantized_file import QuantizedLayout, read_quantized, unpack_int4
+from .quantized_file import QuantizedLayout, dequantize_matrix, matrix_at, read_quantized
 
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
+
+
+def lora_key(path: str, which: str) -> str:
+    """PEFT's tensor key of a module's A or B matrix (what LORA_KEY reads back)."""
+    return f"base_model.model.{path}.lora_{which}.weight"
+
 
 
 class LoraSlot(NamedTuple):
@@ -109,23 +115,6 @@ class LoraWeights:
         if self.scales is None:
             return LoraWeights(self.name, self.buffer.to(device, dtype), self.layout)
         return LoraWeights(self.name, self.buffer.to(device), self.layout, self.scales.to(device), dtype)
-
-
-def matrix_at(buffer: torch.Tensor, start: int, rows: int, columns: int) -> torch.Tensor:
-    """The [..., rows, columns] matrix at element offset `start` of `buffer`'s last dimension (one adapter's buffer,
-    or several stacked): a view, except for an int4 buffer (uint8, two per byte), whose values come back as int8."""
-    count = rows * columns
-    if buffer.dtype == torch.uint8:
-        flat = unpack_int4(buffer[..., start // 2:(start + count + 1) // 2])[..., :count]
-    else:
-        flat = buffer[..., start:start + count]
-    return flat.reshape(*buffer.shape[:-1], rows, columns)
-
-
-def dequantize_matrix(matrix: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, rows: bool) -> torch.Tensor:
-    """Integer (or narrow float) `matrix` [..., rows, columns] times its `scales` [..., rank], one per row (A:
-    `rows`) or per column (B), computed in the scales' dtype."""
-    return (matrix.to(scales.dtype) * scales.unsqueeze(-1 if rows else -2)).to(dtype)
 
 
 def is_down(key: str) -> bool:
@@ -220,7 +209,7 @@ def read_quantized_lora_weights(name: str, weights_file: Path, config: dict[str,
                                 layout: QuantizedLayout) -> LoraWeights:
     """The matrices of a checked quantized LoRA file (config.check_lora), kept as stored: its values tensor is the
     buffer, its scales tensor the rank scales (B's with LoRA's scaling folded in), served in `dtype`."""
-    buffer, scales = read_quantized(weights_file, layout)
+    buffer, scales = read_quantized(weights_file)
     slots = {layer.path: LoraSlot(down, up, layer.rank, layer.in_features, layer.out_features, scale,
                                   scale + layer.rank) for layer, down, up, scale in layout.offsets()}
     for path, slot in slots.items():
