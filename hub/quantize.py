@@ -37,6 +37,10 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
     if rank is not None and method.reduce_rank is None:
         raise AdapterError(f"task {task_name!r} holds a {method.name} adapter, which has no rank to reduce; leave "
                            "--rank out.")
+    current = folder.adapter_config().get("r")
+    if rank is not None and isinstance(current, int) and rank > current:  # checked here to name the task's folder
+        raise AdapterError(f"task {task_name!r}: rank {rank} is not below the adapter's rank {current} in "
+                           f"{folder.path}; give a rank from 1 to {current - 1}.")
     head_dtype = head or _stored_head_dtype(folder)
     backbone = registry.backbone(task.backbone)
     report: dict[str, Any] = {}
@@ -44,7 +48,7 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
     def fill(staging: Path) -> None:
         shutil.copytree(folder.path, staging, dirs_exist_ok=True)
         # refused above when the method has no rank; a folder already at `rank` stays as it is (a rerun)
-        if rank is not None and method.reduce_rank is not None and folder.adapter_config().get("r") != rank:
+        if rank is not None and method.reduce_rank is not None and current != rank:
             method.reduce_rank(staging, rank)
         method.store(staging, adapter)
         if head is not None:
