@@ -24,11 +24,13 @@ memory only; PEFT's `load_adapter` is timed for any method PEFT implements.
     python benchmarks/serving.py --targets all   # the shape `hub train` ships (every linear layer but the pooler)
     python benchmarks/serving.py --method ia3    # another method, default options (--option KEY=VALUE changes one)
     python benchmarks/serving.py --method mix    # every registered method in one pass (LoRA's shape: --targets)
+    python benchmarks/serving.py --targets all --storage int4   # the shipped storage: int4 LoRA files, float16 heads
     python benchmarks/serving.py --device cuda   # on a GPU: memory is then GPU memory (torch.cuda.memory_allocated)
     python benchmarks/serving.py --backbone bert-base-uncased   # another English backbone (a folder or Hub id)
 
 Writes benchmarks/results/serving_<targets>[_<device>].{md,json,png} for LoRA,
-serving_mix_<targets>[...] for the mix, serving_<method>_<options or "default">[...] for another method.
+serving_mix_<targets>[...] for the mix, serving_<method>_<options or "default">[...] for another method; --storage adds
+_<dtype> before the device.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from serving_setup import (  # noqa: E402
     mix_methods,
     mixed_requests,
     options_label,
+    stored_dtype,
     task_name,
     write_registry,
 )
@@ -78,6 +81,8 @@ from hub.memory import release_free_memory  # noqa: E402
 from hub.registry import load_registry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STORAGE_CHOICES = {dtype for method in METHODS.values() for dtype in method.storage_dtypes}
+FLOAT_FILES = ("float32", "float16", "bfloat16")  # what PEFT reads (int8 / int4 files are the hub's own layout)
 MAX_LENGTH, BATCH = 128, 64
 hf_logging.disable_progress_bar()  # transformers' per-model "Loading weights" bars would bury ours
 
@@ -371,10 +376,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 bar.update()
         registries = {k: write_registry(work, entry, k, args.targets or "qv", backbone=backbone,
                                         progress=progress if k == args.resident else None,
-                                        method=args.method, options=args.options)
+                                        method=args.method, options=args.options, storage=args.storage)
                       for k in (args.resident, 16, 64)}
 
-    lora = args.method == "lora"
+    lora = args.method == "lora" and peft_reads(args.method, args.storage)  # L, C, D build on PEFT's LoRA
     seconds, checks = throughput(texts, registries, args.resident, args.rounds, device, lora)
     gc.collect()
     probes = {}
@@ -383,26 +388,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         probes["full16"] = run_probe("full", registries[16], texts_file, 16, 1, device)
     for kind in ("ours_load", "ours_load_frozen", "ours_memory"):
         probes[kind] = run_probe(kind, registries[args.resident], texts_file, args.resident, args.every, device)
-    if peft_loads(args.method):
+    if peft_reads(args.method, args.storage):
         count = args.peft_load_max or min(300, args.resident)
         probes["peft_load"] = run_probe("peft_load", registries[args.resident], texts_file, count, args.every, device)
     config = backbone.model.config
     head = adapter_folders(registries[16], 1)[0]
-    return {"method": args.method, "options": args.options, "methods": mix_methods() if args.method == MIX else [args.method],
+    return {"method": args.method, "options": args.options, "storage": args.storage, "methods": mix_methods() if args.method == MIX else [args.method],
             "targets": args.targets, "requests": len(texts), "rounds": args.rounds, "resident": args.resident,
             "device": str(device), "hardware": hardware(device),
             "backbone": {"source": entry["source"], "layers": config.num_hidden_layers, "hidden": config.hidden_size,
                          "weight_bytes": sum(p.numel() * p.element_size() for p in backbone.model.parameters())},
             "head_bytes": sum((head / name).stat().st_size for name in (AdapterFolder.HEAD_CONFIG, AdapterFolder.HEAD_WEIGHTS)),
             "seconds": seconds, "checks": checks, "probes": probes, "command": command_line(args)}
-
-
-def peft_loads(method: str) -> bool:
-    """Whether PEFT's own `load_adapter` reads the method's folders: PEFT implements the method (a mix of types
-    cannot share one PeftModel)."""
-    from peft.utils import PeftType
-
-    return method != MIX and METHODS[method].peft_type in {t.value for t in PeftType}
 
 
 def hardware(device: torch.device) -> str:
@@ -413,7 +410,8 @@ def hardware(device: torch.device) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (the options that differ from the defaults)."""
-    options = {"--method": (args.method, "lora"), "--targets": (args.targets, "qv"), "--device": (args.device, None),
+    options = {"--method": (args.method, "lora"), "--targets": (args.targets, "qv"), "--storage": (args.storage, None),
+               "--device": (args.device, None),
                "--backbone": (args.backbone, None), "--resident": (args.resident, 1000),
                "--peft-load-max": (args.peft_load_max, None), "--rounds": (args.rounds, 9), "--requests": (args.requests, 256)}
     flags = [f"{flag} {value}" for flag, (value, default) in options.items() if value not in (default, None)]
@@ -589,15 +587,22 @@ def method_title(name: str) -> str:
 
 
 def title(results: dict[str, Any]) -> str:
-    """What the adapters are: LoRA's shape, a method and its options, or the mix's methods."""
+    """What the adapters are: LoRA's shape, a method and its options, or the mix's methods; and how they are stored."""
     method = results.get("method", "lora")  # results saved before other methods were LoRA's
     if method == "lora":
-        return f"{results['targets']}: {lora_shape(results['targets'])}"
-    if method == MIX:
+        shape = f"{results['targets']}: {lora_shape(results['targets'])}"
+    elif method == MIX:
         names = ", ".join(method_title(m) for m in results["methods"])
-        return f"mix: task i uses method i mod {len(results['methods'])} of {names}; default options, {lora_shape(results['targets'])}"
-    options = ", ".join(f"{k}={v}" for k, v in results["options"].items()) or "default options"
-    return f"{method_title(method)}, {options}"
+        shape = f"mix: task i uses method i mod {len(results['methods'])} of {names}; default options, {lora_shape(results['targets'])}"
+    else:
+        options = ", ".join(f"{k}={v}" for k, v in results["options"].items()) or "default options"
+        shape = f"{method_title(method)}, {options}"
+    storage = results.get("storage")  # absent from results saved before --storage
+    if not storage:
+        return shape
+    files = {m: stored_dtype(m, storage) for m in results.get("methods", [method])}
+    stored = ", ".join(f"{method_title(m)} {dtype}" for m, dtype in files.items()) if len(set(files.values())) > 1 else storage
+    return f"{shape}; stored as {stored} files, heads float16"
 
 
 def short_title(results: dict[str, Any]) -> str:
@@ -630,7 +635,7 @@ def memory_lines(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
 def report(results: dict[str, Any], out: Path) -> str:
     s = summarize(results)
     label = {k: v.format(resident=results["resident"]) for k, v in LABELS.items() if k in s["per_second"]}
-    lora = results.get("method", "lora") == "lora"
+    lora = "C64" in results["seconds"]  # L, C and D ran (LoRA in float files, which PEFT reads)
     lines = [
         f"# Serving benchmark ({title(results)})",
         "",
@@ -652,9 +657,10 @@ def report(results: dict[str, Any], out: Path) -> str:
             f"{name}: same label on {c['same_label']:.1%}, largest score difference {c['max_score_diff']:.1e}" for name, c in results["checks"].items()) + ".",
     ]
     if not lora:
-        lines += ["", "L, C and D are not run: they are LoRA's (PEFT's per-row LoRA, PEFT's router, LoRA merged into full copies)."
+        lines += ["", "L, C and D are not run: they are PEFT's LoRA (PEFT's per-row LoRA, PEFT's router, LoRA merged into full "
+                  "copies), and PEFT reads neither other methods' folders here nor int8/int4 files."
                   + ("" if "peft" in s["load_ms"] else " PEFT's `load_adapter` is not timed: PEFT does not load these folders "
-                     "(a method it lacks, or a mix of types, which one PeftModel cannot hold).")]
+                     "(a method it lacks, a mix of types, which one PeftModel cannot hold, or an int8/int4 file).")]
     text = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(text, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({**results, "summary": s}, indent=1), encoding="utf-8")
@@ -695,12 +701,24 @@ def plot(results: dict[str, Any], s: dict[str, Any], label: dict[str, str], path
 
 
 def shape_name(args: argparse.Namespace) -> str:
-    """The run's adapters in a file name: LoRA's targets, mix_<targets>, or <method>_<options or "default">."""
+    """The run's adapters in a file name: LoRA's targets, mix_<targets>, or <method>_<options or "default">, then
+    _<storage> when --storage is given."""
     if args.method == "lora":
-        return args.targets
-    if args.method == MIX:
-        return f"{MIX}_{args.targets}"
-    return f"{args.method}_{options_label(args.options)}"
+        name = args.targets
+    elif args.method == MIX:
+        name = f"{MIX}_{args.targets}"
+    else:
+        name = f"{args.method}_{options_label(args.options)}"
+    return name + (f"_{args.storage}" if args.storage else "")
+
+
+def peft_reads(method: str, storage: str | None) -> bool:
+    """Whether PEFT reads the run's folders: a method PEFT implements (a mix of types cannot share one PeftModel),
+    stored as a float file (int8 and int4 files are the hub's own)."""
+    from peft.utils import PeftType
+
+    return (method != MIX and METHODS[method].peft_type in {t.value for t in PeftType}
+            and stored_dtype(method, storage or "float32") in FLOAT_FILES)
 
 
 def method_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
@@ -729,6 +747,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of --method (not lora or mix), e.g. --method vera --option r=1024; repeatable")
     parser.add_argument("--targets", choices=["qv", "all"], help="LoRA layers (lora, mix): query+value (PEFT's default; the default) or all")
+    parser.add_argument("--storage", choices=sorted(STORAGE_CHOICES),
+                        help="store every folder as `hub train` does with train.storage: the adapter in this dtype "
+                             "(float16 for a method without it: int8 and int4 are LoRA's), heads float16; default float32")
     parser.add_argument("--device", help="where every variant runs: cpu (default), cuda, cuda:N")
     parser.add_argument("--backbone", help="English backbone folder or Hub id (default: the shipped registry's, MiniLM-L6)")
     parser.add_argument("--requests", type=int, default=256)

@@ -24,7 +24,7 @@ import yaml
 from safetensors.torch import save_file
 
 import hub
-from heads import KINDS
+from heads import KINDS, Head
 from hub.backbone import Backbone, load_backbone
 from hub.data import load_split
 from hub.methods import METHODS
@@ -151,13 +151,27 @@ def folder_writers(methods: Iterable[str], backbone: Backbone, model_id: str, ta
     return writers
 
 
+def stored_dtype(method: str, storage: str) -> str:
+    """What --storage means for one method: that dtype where the method stores it, else float16 (every method's
+    smallest float file; int8 and int4 are LoRA's)."""
+    return storage if storage in METHODS[method].storage_dtypes else "float16"
+
+
+def store_folder(folder: Path, method: str, storage: str) -> None:
+    """Rewrite a written folder as `hub train` stores it with train.storage: the adapter in `stored_dtype`, the head
+    in float16 (what every shipped task stores)."""
+    METHODS[method].store(folder, stored_dtype(method, storage))
+    Head.load(folder).save(folder, "float16")
+
+
 def write_registry(root: Path, backbone_entry: dict, count: int, targets: str = "qv", rank: int = 8,
                    backbone: Backbone | None = None, progress: Callable[[Iterable], Iterable] | None = None,
-                   method: str = "lora", options: dict[str, Any] | None = None) -> Path:
+                   method: str = "lora", options: dict[str, Any] | None = None, storage: str | None = None) -> Path:
     """A registry of `count` classification tasks t0000.. on the English backbone, folders under `root`
     (written once; a later call with more tasks writes only the new folders). `method` is a registered method
     (LoRA's shape: `targets`, `rank`; any other's: `options`) or "mix": task i uses the (i mod M)-th of every
-    registered method, LoRA with `targets` and `rank`, the others with their default options."""
+    registered method, LoRA with `targets` and `rank`, the others with their default options. `storage` (a dtype)
+    stores every folder as `store_folder` does; None keeps float32 files."""
     if options and method in ("lora", MIX):
         raise ValueError("options are for one method other than LoRA: LoRA's shape is targets and rank, and a mix "
                          "uses the other methods' defaults")
@@ -167,13 +181,18 @@ def write_registry(root: Path, backbone_entry: dict, count: int, targets: str = 
                              options or {})
     tasks = []
     for i in progress(range(count)) if progress else range(count):
-        shape, write = writers[methods[i % len(methods)]]
+        task_method = methods[i % len(methods)]
+        shape, write = writers[task_method]
+        if storage is not None:
+            shape += f"_{stored_dtype(task_method, storage)}"
         folder = root / "adapters" / shape / task_name(i)
         if not (folder / "head.safetensors").is_file():
             write(folder, seed=i)
+            if storage is not None:
+                store_folder(folder, task_method, storage)
         tasks.append({"name": task_name(i), "backbone": "en", "kind": "classification", "labels": LABELS,
                       "inputs": ["text"], "metric": "accuracy", "adapter": str(folder)})
-    label = f"{MIX}_{targets}_r{rank}" if method == MIX else writers[method][0]
+    label = (f"{MIX}_{targets}_r{rank}" if method == MIX else writers[method][0]) + (f"_{storage}" if storage else "")
     path = root / f"registry_{label}_{count}.yaml"
     path.write_text(yaml.safe_dump({"backbones": [backbone_entry], "tasks": tasks}, sort_keys=False), encoding="utf-8")
     return path

@@ -6,7 +6,8 @@ A head receives the frozen backbone's outputs for its own rows as a features dic
 - `forward(features) -> outputs` (tensors, at least `logits`): picks the layers, then the kind's `predict`,
 - `loss(outputs, targets) -> scalar`, with `targets(raw_labels)` turning data-set labels into tensors,
 - `decode(outputs) -> list[dict]`, one user-facing result per row,
-- `save(folder)` / `Head.load(folder)`: `head_config.json` + `head.safetensors`,
+- `save(folder, storage)` / `Head.load(folder)`: `head_config.json` + `head.safetensors` (float32, float16 or int8:
+  heads/storage.py),
 - `extra_inputs()`: the per-row inputs beside the backbone's outputs that its kind's codec builds.
 
 Serving may answer rows of several heads at once: heads whose `batch_key()` is equal (not None) give
@@ -23,8 +24,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+
+from .storage import HeadStorage, HeadStorageError, dequantized, stored_tensors
 
 CONFIG_FILE = "head_config.json"
 WEIGHTS_FILE = "head.safetensors"
@@ -147,6 +151,10 @@ class Head(nn.Module):
         """The head's output labels for the registry's `labels` (tagging turns entity types into tags)."""
         return labels
 
+    def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A weights file in a layout an earlier version of this head saved, in today's (default: unchanged)."""
+        return weights
+
     @classmethod
     def from_options(cls, options: dict[str, Any], hidden_size: int, labels: list[str] | None,
                      num_layers: int | None = None) -> Head:
@@ -154,14 +162,13 @@ class Head(nn.Module):
             {**options, "kind": cls.kind, "hidden_size": hidden_size, "num_layers": num_layers, "labels": labels})
         return cls(config)
 
-    def save(self, folder: Path, dtype: torch.dtype = torch.float32) -> None:
+    def save(self, folder: Path, storage: HeadStorage = "float32") -> None:
         """Write config and weights into `folder` (the adapter store makes the folder write atomic); float tensors are
-        stored in `dtype` (`load` reads them back into the head's float32)."""
+        stored as `storage` says (heads/storage.py; `load` reads them back into the head's float32)."""
         folder = Path(folder)
         (folder / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
-        state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
-                 for k, v in self.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind})
+        tensors, metadata = stored_tensors(self.state_dict(), storage)
+        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind, **metadata})
 
     @staticmethod
     def load(folder: Path) -> Head:
@@ -180,11 +187,16 @@ class Head(nn.Module):
         except ValueError as exc:
             raise HeadLoadError(f"{folder / CONFIG_FILE}: invalid config: {exc}") from None
         try:
-            weights = load_file(str(folder / WEIGHTS_FILE))
+            with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as file:
+                metadata, stored = file.metadata(), {name: file.get_tensor(name) for name in file.keys()}
         except Exception as exc:
             raise HeadLoadError(f"cannot read {folder / WEIGHTS_FILE} as safetensors: {exc}") from None
+        try:
+            weights = dequantized(stored, metadata)
+        except HeadStorageError as exc:
+            raise HeadLoadError(f"{folder / WEIGHTS_FILE}: {exc}") from None
         expected = head.state_dict()
-        weights = _without_derived(head, weights, folder / WEIGHTS_FILE)
+        weights = head.upgrade_weights(_without_derived(head, weights, folder / WEIGHTS_FILE))
         if set(weights) != set(expected):
             raise HeadLoadError(
                 f"{folder / WEIGHTS_FILE}: tensors {sorted(set(weights) ^ set(expected))} do not match a "

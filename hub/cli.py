@@ -5,13 +5,15 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from heads.storage import HEAD_STORAGE, HeadStorage
 
 from . import default_registry_path
 from .errors import AdapterError, HubError, RemoteError
@@ -270,8 +272,8 @@ def quantize(
                                               "scale per rank channel), float16, bfloat16, or float32 (the file plain "
                                               "PEFT reads: dequantizes int8 / int4). Default: the registry's "
                                               "train.storage, with its head and rank")] = None,
-    head: Annotated[str | None, typer.Option("--head", help="the head's weights: float16 or float32 (default: "
-                                             "as they are)")] = None,
+    head: Annotated[str | None, typer.Option("--head", help="the head's weights: float32, float16 or int8 "
+                                             "(default: as they are)")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="measure the stored folder on dev for its card "
                                            "(default) or keep the card's metrics")] = True,
     rank: Annotated[int | None, typer.Option("--rank", min=1, help="LoRA: store each layer's update at this lower "
@@ -279,19 +281,20 @@ def quantize(
     registry: RegistryOption = None,
 ) -> None:
     """Store a task's adapter weights as int8, int4, float16 or bfloat16 (or back as float32), optionally at a lower
-    LoRA rank, and its head as float16 (without --dtype: as its recipe's train.storage says); the rewritten folder is
-    loaded as serving loads it and measured on dev before it replaces the old one (atomically)."""
+    LoRA rank, and its head as float16 or int8 (without --dtype: as its recipe's train.storage says); the rewritten
+    folder is loaded as serving loads it and measured on dev before it replaces the old one (atomically)."""
     from .quantize import quantize_task
     from .registry import load_registry
 
-    if head not in (None, "float16", "float32"):
-        _fail(HubError(f"--head {head!r}: a head is stored as float16 or float32."))
+    if head not in (None, *HEAD_STORAGE):
+        _fail(HubError(f"--head {head!r}: a head is stored as {', '.join(HEAD_STORAGE)}."))
+    head_storage = cast("HeadStorage | None", head)  # checked just above
     try:
         loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
         if dtype is None:
             storage = loaded.task(task).train.storage
-            dtype, head, rank = storage.adapter, head or storage.head, rank or storage.rank
-        report = quantize_task(loaded, task, dtype, head, evaluate, progress=False, rank=rank)
+            dtype, head_storage, rank = storage.adapter, head_storage or storage.head, rank or storage.rank
+        report = quantize_task(loaded, task, dtype, head_storage, evaluate, progress=False, rank=rank)
     except HubError as exc:
         _fail(exc)
     print(json.dumps(report))

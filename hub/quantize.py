@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from heads import Head
+from heads.storage import HeadStorage, stored_storage
 
 from .adapter_folder import AdapterFolder
 from .card import rebuild_card
@@ -20,8 +19,8 @@ from .methods import method_for_peft_type
 from .registry import Registry
 
 
-def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | None = None, evaluate: bool = True,
-                  progress: bool = True, rank: int | None = None) -> dict[str, Any]:
+def quantize_task(registry: Registry, task_name: str, adapter: str, head: HeadStorage | None = None,
+                  evaluate: bool = True, progress: bool = True, rank: int | None = None) -> dict[str, Any]:
     """Rewrite the task's folder with its adapter weights stored as `adapter` (at `rank`, if given; and its head as
     `head`), atomically; with `evaluate` (and dev data in the registry) the card's metrics are measured anew on what
     is stored."""
@@ -41,7 +40,7 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
     if rank is not None and isinstance(current, int) and rank > current:  # checked here to name the task's folder
         raise AdapterError(f"task {task_name!r}: rank {rank} is not below the adapter's rank {current} in "
                            f"{folder.path}; give a rank from 1 to {current - 1}.")
-    head_dtype = head or _stored_head_dtype(folder)
+    head_dtype = head or stored_storage(folder.path / AdapterFolder.HEAD_WEIGHTS)
     backbone = registry.backbone(task.backbone)
     report: dict[str, Any] = {}
 
@@ -52,7 +51,7 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
             method.reduce_rank(staging, rank)
         method.store(staging, adapter)
         if head is not None:
-            Head.load(staging).save(staging, getattr(torch, head))
+            Head.load(staging).save(staging, head)
 
     def check(staging: Path) -> None:
         """Served as the task (a private backbone: nothing stays attached to a shared one), measured if asked."""
@@ -76,12 +75,3 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: str | 
     AdapterFolder.write(folder.path, fill, check)
     return {"task": task_name, "adapter": adapter, "head": head_dtype, "rank": rank, "bytes_before": before,
             "bytes_after": folder.nbytes(), "weights_file": folder.weights_file().name, **report}
-
-
-def _stored_head_dtype(folder: AdapterFolder) -> str:
-    """float16 when every head tensor is stored so, else float32."""
-    from safetensors import safe_open
-
-    with safe_open(str(folder.path / AdapterFolder.HEAD_WEIGHTS), framework="pt") as weights:
-        dtypes = {str(weights.get_slice(key).get_dtype()) for key in weights.keys()}
-    return "float16" if dtypes == {"F16"} else "float32"

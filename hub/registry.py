@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from heads import KINDS
+from heads.storage import HeadStorage
 
 from .adapter_folder import AdapterFolder, EntryMismatch
 from .errors import RegistryError
@@ -61,7 +62,8 @@ class StorageSpec(_Strict):
                                        "rank channel), float16 or bfloat16 (any method; PEFT reads them as they are)")
     rank: int | None = Field(default=None, ge=1, description="LoRA only: store each layer's trained update at this "
                              "lower rank (its best approximation, by SVD); None keeps the trained rank")
-    head: Literal["float32", "float16"] = Field(default="float32", description="the head's weights file")
+    head: HeadStorage = Field(default="float32", description="the head's weights file: float32, float16, or int8 (a "
+                                                             "float32 scale per row: heads/storage.py)")
 
 
 class TrainSpec(_Strict):

@@ -175,6 +175,7 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
             learning_rate=recipe.learning_rate, save_strategy="no", eval_strategy="no", report_to=[],
             logging_steps=max(1, steps // 10), seed=recipe.seed, disable_tqdm=not progress,
             train_sampling_strategy="group_by_length", dataloader_num_workers=0, remove_unused_columns=False,
+            dataloader_pin_memory=torch.cuda.is_available(),  # pinned pages only help a copy to a GPU (CPU: a warning)
         )
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
@@ -202,7 +203,7 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, recipe: TrainSpe
             method.reduce_rank(staging, recipe.storage.rank)
         if recipe.storage.adapter != "float32":
             method.store(staging, recipe.storage.adapter)
-        model.head.save(staging, getattr(torch, recipe.storage.head))
+        model.head.save(staging, recipe.storage.head)
 
     def check(staging: Path) -> None:
         """Load the staged folder the way serving does and measure dev through the router."""

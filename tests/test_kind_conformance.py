@@ -80,6 +80,21 @@ def test_head_saves_and_loads_back(case, tmp_path):
         assert loaded.decode(loaded(features)) == runtime.head.decode(runtime.head(features))
 
 
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_head_stored_smaller_loads_back_within_its_rounding(case, tmp_path, storage):
+    """float16 and int8 (a float32 scale per row) files: every tensor comes back within the rounding of its row."""
+    _, runtime, _ = case
+    runtime.head.save(tmp_path, storage)
+    loaded = Head.load(tmp_path)
+    state, reloaded = runtime.head.state_dict(), loaded.state_dict()
+    assert state.keys() == reloaded.keys()
+    for name, value in state.items():
+        rows = value.reshape(value.shape[0] if value.dim() > 1 else 1, -1).abs().amax(dim=1, keepdim=True)
+        step = rows / 127 / 2 if storage == "int8" else rows * 2.0 ** -11  # half an int8 step; float16's precision
+        error = (reloaded[name] - value).reshape(rows.shape[0], -1).abs()
+        assert reloaded[name].dtype == torch.float32 and (error <= step + 1e-8).all(), name
+
+
 @pytest.mark.parametrize("value", BAD_INPUTS, ids=repr)
 def test_bad_inputs_give_input_errors(case, tiny_hub, value):
     _, runtime, _ = case

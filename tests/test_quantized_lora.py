@@ -302,6 +302,17 @@ def test_hub_quantize_rewrites_the_folder_and_back(trained_registry, tiny_backbo
     quantized = _answer(registry)
     assert quantized["label"] == original["label"] and quantized["score"] == pytest.approx(original["score"], abs=0.02)
 
+    int8_head = runner.invoke(app, ["quantize", "sentiment", "--dtype", "int8", "--head", "int8", "--no-eval",
+                                    "-r", str(registry)])
+    assert int8_head.exit_code == 0 and json.loads(int8_head.stdout)["head"] == "int8", int8_head.output
+    assert "head as int8" in (folder / "README.md").read_text()
+    assert _answer(registry)["score"] == pytest.approx(quantized["score"], abs=0.02)
+    assert runner.invoke(app, ["quantize", "sentiment", "--dtype", "int8", "--head", "float16", "--no-eval",
+                               "-r", str(registry)]).exit_code == 0
+    quantized = _answer(registry)  # the head went through int8: what float32 must serve alike below
+    wrong_head = runner.invoke(app, ["quantize", "sentiment", "--dtype", "int8", "--head", "int4", "-r", str(registry)])
+    assert wrong_head.exit_code != 0 and "a head is stored as float32, float16, int8" in wrong_head.output
+
     refused = runner.invoke(app, ["quantize", "sentiment", "--dtype", "int3", "-r", str(registry)])
     assert refused.exit_code == 2 and "unknown storage dtype 'int3'" in refused.output, refused.output
     assert _weights(folder) == [QUANTIZED]  # left as it was

@@ -8,6 +8,8 @@ import json
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import REPO
 
@@ -52,23 +54,31 @@ def in_process_probe(kind, registry, texts_file, count, every, device):
 
 
 def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
-    """`serving.py --method mix` end to end at tiny sizes: task i has the (i mod M)-th method's folder, B answers
-    every request as the hub answers it alone, and the report skips LoRA's own variants, saying so."""
+    """`serving.py --method mix --storage int4` end to end at tiny sizes: task i has the (i mod M)-th method's folder,
+    stored as `hub train` stores it (LoRA int4, the others float16, heads float16), B answers every request as the
+    hub answers it alone, and the report skips LoRA's own variants, saying so."""
     import serving
     from serving_setup import mix_methods
 
     from hub.methods import METHODS
 
     monkeypatch.setattr(serving, "run_probe", in_process_probe)
-    args = serving.parse_args(["--method", "mix", "--requests", "16", "--rounds", "1", "--resident", "64"])
+    args = serving.parse_args(["--method", "mix", "--storage", "int4", "--requests", "16", "--rounds", "1",
+                               "--resident", "64"])
     work = tmp_path / "work"
     work.mkdir()
     results = serving.measure(args, work)
     methods = mix_methods()
     assert results["methods"] == methods == sorted(METHODS) and results["targets"] == "qv"
-    folders = serving.adapter_folders(next(work.glob("registry_mix_*_64.yaml")), 64)
+    folders = serving.adapter_folders(next(work.glob("registry_mix_*_int4_64.yaml")), 64)
     types = [json.loads((folder / "adapter_config.json").read_text())["peft_type"] for folder in folders]
     assert types == [METHODS[methods[i % len(methods)]].peft_type for i in range(64)]
+    for folder in folders[: len(methods)]:
+        names = {path.name for path in folder.iterdir()}
+        quantized = folder.parent.name.startswith("lora_")
+        assert ("adapter_model.quantized.safetensors" in names) == quantized, folder
+        assert folder.parent.name.endswith("_int4" if quantized else "_float16")
+        assert {t.dtype for t in load_file(folder / "head.safetensors").values()} == {torch.float16}
     (check,) = results["checks"].values()
     assert check["same_label"] == 1.0 and check["max_score_diff"] < 1e-4
     assert set(results["seconds"]) == {"A", "B16", "B64", "B16_resident"} and "peft_load" not in results["probes"]
@@ -78,6 +88,7 @@ def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
     assert probes["ours_load"]["seconds"][0][0] == len(methods) + 1 and len(probes["ours_load"]["startup_seconds"]) == len(methods) - 1
     text = serving.report(results, tmp_path / "mix")
     assert "L, C and D are not run" in text and "| the hub: one backbone + 1,000 tasks" in text
+    assert "(IA)3 float16, LoRA int4, VeRA float16 files, heads float16" in text.splitlines()[0]
     assert all((tmp_path / f"mix.{suffix}").is_file() for suffix in ("md", "json", "png"))
 
 
@@ -90,7 +101,7 @@ def test_peft_loads_the_written_folders_of_every_method_it_implements(tmp_path):
 
     backbone, entry = english_backbone()
     (tmp_path / "texts.json").write_text("[]")
-    for method in sorted(m for m in METHODS if m != "lora" and serving.peft_loads(m)):
+    for method in sorted(m for m in METHODS if m != "lora" and serving.peft_reads(m, None)):
         registry = write_registry(tmp_path, entry, 3, method=method, backbone=backbone)
         loaded = in_process_probe("peft_load", registry, tmp_path / "texts.json", 3, 1, backbone.device)
         assert [n for n, _ in loaded["seconds"]] == [2, 3] and loaded["lora_file_bytes"] > 0, method
@@ -105,6 +116,11 @@ def test_the_command_line_names_each_method_s_results():
     vera = serving.parse_args(["--method", "vera", "--option", "r=1024"])
     assert serving.shape_name(vera) == "vera_r-1024" and vera.options == {"r": 1024}
     assert serving.command_line(vera) == "python benchmarks/serving.py --method vera --option r=1024"
+    shipped = serving.parse_args(["--targets", "all", "--storage", "int4"])
+    assert serving.shape_name(shipped) == "all_int4"
+    assert serving.command_line(shipped) == "python benchmarks/serving.py --targets all --storage int4"
+    assert not serving.peft_reads("lora", "int4") and serving.peft_reads("lora", "float16")
+    assert serving.peft_reads("ia3", "int4")  # (IA)3 has no int4: its folders stay float16, which PEFT reads
     for refused in (["--method", "lora", "--option", "r=4"], ["--method", "ia3", "--targets", "all"],
                     ["--method", "vera", "--option", "r=0"], ["--method", "vera", "--option", "r"]):
         with pytest.raises(SystemExit):

@@ -66,3 +66,16 @@ def test_demo_command_answers_every_shipped_task(shipped):
     assert result.exit_code == 0, result.output
     for task in shipped.tasks():
         assert task["task"] in result.output
+
+
+def test_every_shipped_task_stores_at_most_0_2_percent_of_its_backbone(shipped):
+    """The storage promise (README, shipped table): each task's whole folder (adapter, head, configs, card) is at
+    most 0.2% of the weight bytes of the backbone it shares."""
+    from hub.adapter_folder import AdapterFolder
+
+    for task in shipped.registry.tasks:
+        model = shipped.runtime(task.name).backbone.model
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        assert weight_bytes > 80e6, task.name  # the embedded MiniLM / m3e-small, not a fragment of them
+        folder = AdapterFolder(shipped.registry.adapter_dir(task))
+        assert folder.nbytes() <= 0.002 * weight_bytes, (task.name, folder.nbytes(), weight_bytes)

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from heads import KINDS, Head
+from heads import KINDS, Head, HeadLoadError
 from heads.tagging.crf import CRF
 from heads.tagging.schemes import (
     detect_scheme, repair_tags, spans, subword_tags, tags_for_spans, transition_constraints, without_overlaps, word_tag,
@@ -145,8 +145,6 @@ def test_crf_masks_are_derived_not_stored_and_old_files_with_them_still_load(tmp
     refused."""
     from safetensors.torch import load_file, save_file
 
-    from heads import HeadLoadError
-
     head = KINDS["tagging"].head.from_options({"crf": True}, hidden_size=8, labels=BIO)
     head.save(tmp_path)
     assert not [k for k in load_file(tmp_path / "head.safetensors") if "penalty" in k]
@@ -176,3 +174,32 @@ def test_a_low_rank_output_trains_saves_and_loads(tmp_path):
     assert loaded.config.output_rank == 4 and torch.equal(loaded(features)["logits"], outputs["logits"])
     with pytest.raises(ValueError):
         KINDS["tagging"].head.from_options({"output_rank": 0}, hidden_size=32, labels=labels)
+
+
+def test_the_crf_stores_only_allowed_transitions_and_reads_files_holding_the_full_matrix(tmp_path):
+    """BMES x 44 POS tags allow 8,097 of 31,329 transitions: only those are parameters and bytes on disk. A file
+    with the full [from, to] matrix (the layout before) loads into the same head: same Viterbi paths, marginals."""
+    from safetensors.torch import load_file, save_file
+
+    kinds = [f"P{i}" for i in range(44)]
+    labels = ["O"] + [f"{p}-{k}" for k in kinds for p in ("B", "M", "E", "S")]
+    head = KINDS["tagging"].head.from_options({"crf": True}, hidden_size=8, labels=labels)
+    allowed = transition_constraints(labels, "bmes")[1]
+    assert head.crf.transitions.shape == (int(allowed.sum()),) == (8097,)
+    with torch.no_grad():
+        head.crf.transitions.normal_()
+    matrix = head.crf.transition_matrix()
+    assert torch.equal(matrix[allowed], head.crf.transitions) and not matrix[~allowed].any()
+    head.save(tmp_path)
+    assert load_file(tmp_path / "head.safetensors")["crf.transitions"].shape == (8097,)
+
+    old = {**head.state_dict(), "crf.transitions": matrix + (~allowed) * 0.01}  # the full matrix, as files were
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "head.safetensors"))
+    loaded = Head.load(tmp_path).eval()
+    features = {"last_hidden_state": torch.randn(3, 9, 8),
+                "label_positions": torch.tensor([[1, 2, 3, 4, 5, 6, 7], [1, 2, 3, -1, -1, -1, -1], [-1] * 7])}
+    head.eval()
+    assert loaded.decode(loaded(features)) == head.decode(head(features))
+    save_file({**old, "crf.transitions": torch.zeros(5, 5)}, str(tmp_path / "head.safetensors"))
+    with pytest.raises(HeadLoadError, match=r"'crf.transitions' has shape \(5, 5\), the config needs \(8097,\)"):
+        Head.load(tmp_path)

@@ -3,6 +3,8 @@
 Own code rather than `pytorch-crf` (unmaintained since 2019): we need the scheme's forbidden
 transitions applied as hard masks in training and decoding (so `I-ORG` can never follow `B-PER`),
 per-word marginal probabilities for entity scores, and masks that are never stored (the head's config derives them).
+Only the allowed transitions are parameters: a forbidden one never gets a gradient (its path has probability 0),
+so storing it would spend bytes on zeros (BMES x 44 POS tags: 8,097 allowed of 31,329).
 """
 
 from __future__ import annotations
@@ -17,21 +19,34 @@ class CRF(nn.Module):
     start_penalty: torch.Tensor  # buffers, registered below
     transition_penalty: torch.Tensor
     end_penalty: torch.Tensor
+    transitions_allowed: torch.Tensor
 
     def __init__(self, start_allowed: torch.Tensor, transitions_allowed: torch.Tensor, end_allowed: torch.Tensor):
         super().__init__()
         size = transitions_allowed.shape[0]
         self.start = nn.Parameter(torch.zeros(size))
-        self.transitions = nn.Parameter(torch.zeros(size, size))  # [from, to]
+        # the allowed entries of the [from, to] score matrix, row by row (`transition_matrix` spreads them out)
+        self.transitions = nn.Parameter(torch.zeros(int(transitions_allowed.sum())))
         self.end = nn.Parameter(torch.zeros(size))
+        self.register_buffer("transitions_allowed", transitions_allowed.bool(), persistent=False)
         # derived from the tag scheme and labels: not saved (for 177 POS tags the transition mask alone was 125 KB
         # of a 617 KB head file)
         self.register_buffer("start_penalty", (~start_allowed).float() * _FORBIDDEN, persistent=False)
         self.register_buffer("transition_penalty", (~transitions_allowed).float() * _FORBIDDEN, persistent=False)
         self.register_buffer("end_penalty", (~end_allowed).float() * _FORBIDDEN, persistent=False)
 
+    def transition_matrix(self) -> torch.Tensor:
+        """[from, to] scores of the allowed transitions, 0 at the forbidden ones (`_scores` adds their penalty)."""
+        full = self.transitions.new_zeros(self.transitions_allowed.shape)
+        return full.masked_scatter(self.transitions_allowed, self.transitions)
+
+    def allowed_entries(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The stored form of a full [from, to] matrix (a file written before only allowed entries were stored)."""
+        return matrix[self.transitions_allowed]
+
     def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.start + self.start_penalty, self.transitions + self.transition_penalty, self.end + self.end_penalty
+        transitions = self.transition_matrix() + self.transition_penalty
+        return self.start + self.start_penalty, transitions, self.end + self.end_penalty
 
     def _alpha(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Forward log-scores per position [n, L]; a masked position carries the previous one forward."""

@@ -81,6 +81,13 @@ class TaggingHead(Head):
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         return (LABEL_POSITIONS,)
 
+    def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Files written before the CRF stored only its allowed transitions hold the full [from, to] matrix."""
+        stored = weights.get("crf.transitions")
+        if self.crf is None or stored is None or stored.shape != self.crf.transitions_allowed.shape:
+            return weights  # today's layout, or a mismatch the shape check names
+        return {**weights, "crf.transitions": self.crf.allowed_entries(stored)}
+
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         positions = features[LABEL_POSITIONS.name]
         mask = positions >= 0
