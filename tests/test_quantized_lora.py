@@ -158,6 +158,23 @@ def test_a_quantized_adapter_stays_so_in_memory(tiny_backbone_dir, tmp_path, dty
     assert torch.allclose(weights.up(path), full.up(path), atol=float(full.up(path).abs().max()) / LEVELS[dtype])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4", "float16"])
+def test_a_narrow_adapter_widened_for_a_pass_serves_exactly_its_own_matrices(tiny_backbone_dir, tmp_path, dtype):
+    """The CPU pass dequantizes each narrow adapter once, whole (`widened`): bit for bit what down/up give per layer,
+    odd ranks (int4's padded matrices) included; a float32 adapter is its own widened copy."""
+    backbone = _backbone(tiny_backbone_dir)
+    folder = _lora_folder(tiny_backbone_dir, tmp_path / "a", seed=4, rank=3)
+    plain = AdapterFolder(folder).load_adapter("plain", backbone, "tiny")
+    assert plain.widened() is plain
+    quantize_lora_folder(folder, dtype)
+    narrow = AdapterFolder(folder).load_adapter("narrow", backbone, "tiny")
+    assert narrow.scales is not None
+    wide = narrow.widened()
+    assert wide.scales is None and wide.buffer.dtype == torch.float32
+    for path in narrow.paths:
+        assert torch.equal(wide.down(path), narrow.down(path)) and torch.equal(wide.up(path), narrow.up(path))
+
+
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 def test_stacked_quantized_adapters_gather_the_matrices_each_serves(tiny_backbone_dir, tmp_path, dtype):
     """The GPU's way (buffers and scales stacked, rows gathered, then dequantized) equals each adapter's own down/up."""

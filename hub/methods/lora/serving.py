@@ -34,6 +34,8 @@ class _Plan:
             if first.scales is not None:
                 self.stacked_scales = torch.stack([a.scales for a in present if a.scales is not None])
             self.index = torch.tensor(positions, device=first.buffer.device)
+        else:  # per row from each adapter: a narrow one dequantized once for the whole pass, not per layer
+            self.adapters = [a.widened() if a is not None else None for a in adapters]
 
     def matrices(self, path: str, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Each row's own [rows, r, in] and [rows, out, r] for this layer (zeros where its adapter has no
