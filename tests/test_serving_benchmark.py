@@ -81,7 +81,8 @@ def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
         assert {t.dtype for t in load_file(folder / "head.safetensors").values()} == {torch.float16}
     (check,) = results["checks"].values()
     assert check["same_label"] == 1.0 and check["max_score_diff"] < 1e-4
-    assert set(results["seconds"]) == {"A", "B16", "B64", "B16_resident"} and "peft_load" not in results["probes"]
+    assert set(results["seconds"]) == {"A", "B16", "B64", "B16_resident", "B16_float32", "B64_float32"}
+    assert "peft_load" not in results["probes"]
     # the first task of each method is loaded before timing: its one-time setup is reported apart
     probes = results["probes"]
     assert probes["ours_memory"]["startup_tasks"] == len(methods)
@@ -89,6 +90,7 @@ def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
     text = serving.report(results, tmp_path / "mix")
     assert "L, C and D are not run" in text and "| the hub: one backbone + 1,000 tasks" in text
     assert "(IA)3 float16, LoRA int4, VeRA float16 files, heads float16" in text.splitlines()[0]
+    assert "| B with int4 files / B with float32 files at K=16, K=64 | ~1.0 |" in text
     assert all((tmp_path / f"mix.{suffix}").is_file() for suffix in ("md", "json", "png"))
 
 
