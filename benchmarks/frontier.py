@@ -151,7 +151,8 @@ def run_cell(registry: Registry, task: str, name: str, setting: Setting, seed: i
 
     spec = registry.task(task)
     overrides: dict[str, Any] = {"seed": seed, "max_train_examples": budget.train_examples(task),
-                                 "learning_rate": setting.learning_rate}
+                                 "learning_rate": setting.learning_rate,
+                                 "storage": {}}  # float32: each cell stores its own variants (a recipe's int4 is LoRA's)
     if setting.regime == "lora":
         overrides["adapter"] = setting.adapter
     else:

@@ -40,12 +40,22 @@ def test_precision_benchmark_compares_every_trained_task(trained_registry, tmp_p
 
 
 def test_frontier_scores_every_stored_variant_and_resumes(trained_registry, tmp_path, monkeypatch):
+    """Cells store their own variants: a recipe stored as the shipped ones are (int4 LoRA, which (IA)3 cannot be)
+    trains every setting all the same."""
     import json
+    import shutil
 
     import frontier
+    import yaml
 
+    shutil.copytree(trained_registry.parent, tmp_path / "registry")
+    registry = tmp_path / "registry" / trained_registry.name
+    raw = yaml.safe_load(registry.read_text())
+    task = next(t for t in raw["tasks"] if t["name"] == "sentiment")
+    task["train"] = {**task.get("train", {}), "storage": {"adapter": "int4", "head": "float16"}}
+    registry.write_text(yaml.safe_dump(raw, sort_keys=False))
     out = tmp_path / "frontier"
-    argv = ["--registry", str(trained_registry), "--tasks", "sentiment", "--settings", "lora_qv_r1", "ia3", "probe",
+    argv = ["--registry", str(registry), "--tasks", "sentiment", "--settings", "lora_qv_r1", "ia3", "probe",
             "--seeds", "1", "--max-train-examples", "40", "--max-eval-examples", "20", "--out", str(out)]
     frontier.main(argv)
     cells = [json.loads(line) for line in (tmp_path / "frontier.cells.jsonl").read_text().splitlines()]
