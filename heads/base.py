@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .resident import keep_as_stored
 from .storage import HeadStorage, HeadStorageError, dequantized, stored_tensors
 
 CONFIG_FILE = "head_config.json"
@@ -151,6 +152,11 @@ class Head(nn.Module):
         """The head's output labels for the registry's `labels` (tagging turns entity types into tags)."""
         return labels
 
+    def derived_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors the head derives from its config rather than saves (default: its non-persistent buffers)."""
+        saved = self.state_dict()
+        return {name: buffer for name, buffer in self.named_buffers() if name not in saved}
+
     def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A weights file in a layout an earlier version of this head saved, in today's (default: unchanged)."""
         return weights
@@ -171,8 +177,9 @@ class Head(nn.Module):
         save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"kind": self.kind, **metadata})
 
     @staticmethod
-    def load(folder: Path) -> Head:
-        """Rebuild the head `save` wrote into `folder`, checking kind, config and every tensor's name and shape."""
+    def load(folder: Path, resident: bool = False) -> Head:
+        """Rebuild the head `save` wrote into `folder`, checking kind, config and every tensor's name, shape and
+        finiteness. `resident` (serving): narrow tensors stay in memory as the file stores them (heads/resident.py)."""
         from .kind import KINDS  # the kinds register after this module is imported
 
         folder = Path(folder)
@@ -208,14 +215,20 @@ class Head(nn.Module):
                     f"{folder / WEIGHTS_FILE}: tensor {name!r} has shape {tuple(tensor.shape)}, the config needs "
                     f"{tuple(expected[name].shape)} (labels or hidden size changed?)"
                 )
+            finite = torch.isfinite(tensor)
+            if not finite.all():  # NaN or inf would be served as `score: nan`
+                raise HeadLoadError(f"{folder / WEIGHTS_FILE}: tensor {name} holds "
+                                    f"{finite.numel() - int(finite.sum())} NaN/inf values")
         head.load_state_dict(weights)
+        if resident:
+            keep_as_stored(head, stored)
         return head.eval()
 
 
 def _without_derived(head: Head, weights: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """`weights` less the buffers the head derives from its config (files written before they stopped being saved
+    """`weights` less the tensors the head derives from its config (files written before they stopped being saved
     hold them); a stored one that differs from the derived is refused: the file and its config disagree."""
-    derived = {name: buffer for name, buffer in head.named_buffers() if name not in head.state_dict()}
+    derived = head.derived_tensors()
     for name in derived.keys() & weights.keys():
         if not torch.equal(weights[name].to(derived[name].dtype), derived[name]):
             raise HeadLoadError(f"{path}: stored {name!r} differs from what the head's config derives; retrain it")

@@ -6,7 +6,8 @@ vector), named `<tensor>` + SCALE_SUFFIX; the file's metadata names the layout. 
 units of a trained head differ in norm by an order of magnitude, and one scale would round the small ones away.
 Own code: safetensors stores the integers, but no library has a per-row int8 layout for arbitrary small modules
 (torch's quantized tensors do not serialise to safetensors, bitsandbytes needs a GPU for int8 matmuls).
-`Head.load` dequantizes to float32, so what is served is exactly what `dequantized` returns.
+`Head.load` dequantizes to float32, so what is served is exactly what `dequantized` returns; a served head keeps
+its Linear weights as stored and widens them in each pass (heads/resident.py), to the same values.
 """
 
 from __future__ import annotations
@@ -73,8 +74,17 @@ def dequantized(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | Non
                                    f"{str(scale.dtype).removeprefix('torch.')} {tuple(scale.shape)}")
         if not torch.isfinite(scale).all() or (scale < 0).any():
             raise HeadStorageError(f"{name!r}: its scales must be finite and not negative")
-        state[name] = (values.reshape(rows, -1).float() * scale[:, None]).reshape(values.shape)
+        state[name] = widened(values, scale)
     return state
+
+
+def widened(values: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """The float32 tensor stored as `values` (float16, or int8 times `scale`, one per row): what `Head.load` holds
+    and what a served head's kept-as-stored weight (heads/resident.py) computes in each pass, bit for bit."""
+    if scale is None:
+        return values.float()
+    rows = values.shape[0] if values.dim() > 1 else 1
+    return (values.reshape(rows, -1).float() * scale[:, None]).reshape(values.shape)
 
 
 def stored_storage(path: Path) -> HeadStorage:

@@ -28,7 +28,6 @@ from .methods import (
     PEFT_WEIGHTS,
     AdapterWeights,
     method_for_peft_type,
-    refuse_non_finite,
 )
 
 if TYPE_CHECKING:
@@ -160,12 +159,12 @@ class AdapterFolder:
         return config
 
     def load_head(self, task: TaskSpec, backbone: Backbone) -> Head:
-        """The task's head (`Head.load`), checked against the backbone's width and layers and the entry's labels."""
+        """The task's head (`Head.load`, kept in memory as stored), checked against the backbone's width and layers and
+        the entry's labels."""
         try:
-            head = Head.load(self.path)
+            head = Head.load(self.path, resident=True)
         except HeadLoadError as exc:
             raise AdapterError(f"{exc}; retrain the task with `hub train {task.name}`.") from None
-        refuse_non_finite(self.path / self.HEAD_WEIGHTS, head.state_dict())
         layers = backbone.model.config.num_hidden_layers
         if (head.config.hidden_size != backbone.hidden_size
                 or (head.needs_all_layers and head.config.num_layers != layers)):

@@ -130,6 +130,7 @@ def test_nan_or_inf_weights_are_refused_never_served(trained_registry, tmp_path,
     registry = hub.Hub.load(trained_registry).registry
     task = registry.task("sentiment").model_copy(update={"adapter": str(folder)})
     poisoned = hub.Hub(registry.model_copy(update={"tasks": [task]}), share_backbones=False)
-    message = f"{folder / file}: tensor {key} holds 2 NaN/inf values; retrain or re-download the adapter."
+    fix = "retrain the task with `hub train sentiment`" if file == "head.safetensors" else "retrain or re-download the adapter"
+    message = f"{folder / file}: tensor {key} holds 2 NaN/inf values; {fix}."
     with pytest.raises(AdapterError, match=re.escape(message)):
         poisoned.run("sentiment", "good movie")

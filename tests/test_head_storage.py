@@ -80,3 +80,24 @@ def test_int8_files_that_do_not_fit_together_are_refused_by_name(tmp_path, chang
 
 def test_float_files_need_no_metadata():
     assert dequantized({"w": torch.ones(2, dtype=torch.float16)}, None)["w"].dtype == torch.float32
+
+
+def test_a_served_int8_pos_head_holds_about_its_file_bytes_and_answers_as_loaded(tmp_path):
+    """The head that made int8 worth having (177 BMES x POS tags, a CRF): served (`resident`), its output layer and
+    transitions stay int8, so it holds about its file's bytes instead of 4x; answers are those of the float32 load."""
+    _tagging_head().save(tmp_path, "int8")
+    loaded, served = Head.load(tmp_path), Head.load(tmp_path, resident=True)
+    held = lambda head: sum(t.numel() * t.element_size() for t in [*head.parameters(), *head.buffers()])  # noqa: E731
+    masks = [b for name, b in served.named_buffers() if name.endswith(("_allowed", "_penalty"))]  # the scheme's
+    derived = sum(t.numel() * t.element_size() for t in masks)
+    file_bytes = (tmp_path / "head.safetensors").stat().st_size
+    assert held(served) - derived <= 1.2 * file_bytes < held(loaded) - derived
+    assert served.crf.transitions_stored.dtype == served.out.stored.dtype == torch.int8
+    features = {"last_hidden_state": torch.randn(3, 9, 64),
+                "label_positions": torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, -1, -1, -1, -1], [1, 3, 5, 7, -1, -1]])}
+    with torch.inference_mode():
+        expected, outputs = loaded(features), served(features)
+        assert torch.equal(expected["logits"], outputs["logits"])
+        assert served.decode(outputs) == loaded.decode(expected)
+        assert torch.equal(served.crf.marginals(outputs["logits"], outputs["mask"]),
+                           loaded.crf.marginals(expected["logits"], expected["mask"]))

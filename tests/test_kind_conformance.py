@@ -18,6 +18,7 @@ from heads.classification.codec import TextCodec, TextExamples
 from heads.classification.data import text_examples
 from heads.classification.head import ClassificationHead
 from heads.codec import collate_extras
+from heads.resident import StoredLinear
 from hub.data import load_split
 from hub.errors import InputError
 from hub.metrics import METRICS
@@ -93,6 +94,36 @@ def test_head_stored_smaller_loads_back_within_its_rounding(case, tmp_path, stor
         step = rows / 127 / 2 if storage == "int8" else rows * 2.0 ** -11  # half an int8 step; float16's precision
         error = (reloaded[name] - value).reshape(rows.shape[0], -1).abs()
         assert reloaded[name].dtype == torch.float32 and (error <= step + 1e-8).all(), name
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_a_served_head_keeps_its_stored_bytes_and_answers_as_loaded(case, tmp_path, storage):
+    """Serving loads heads `resident`: Linear weights stay float16 / int8 in memory and are widened in the pass, to
+    the values (state, outputs, decoded answers) of the same file loaded in float32, in fewer bytes."""
+    _, runtime, inputs = case
+    runtime.head.save(tmp_path, storage)
+    loaded, served = Head.load(tmp_path), Head.load(tmp_path, resident=True)
+    state, served_state = loaded.state_dict(), served.state_dict()
+    assert state.keys() == served_state.keys() and all(torch.equal(state[k], served_state[k]) for k in state)
+    linears = [name for name, module in loaded.named_modules() if isinstance(module, torch.nn.Linear)]
+    assert linears and all(isinstance(served.get_submodule(name), StoredLinear) for name in linears)
+    kept = [b for b in served.buffers() if b.dtype == (torch.float16 if storage == "float16" else torch.int8)]
+    scales = [b for name, b in served.named_buffers() if name.endswith("scale")]
+    held = lambda head: sum(t.numel() * t.element_size() for t in [*head.parameters(), *head.buffers()])  # noqa: E731
+    saved = sum((4 - t.element_size()) * t.numel() for t in kept) - sum(4 * t.numel() for t in scales)
+    assert held(loaded) - held(served) == saved > 0  # no float32 copy of a kept tensor stays behind
+    rows = runtime.codec.encode([runtime.codec.normalize(value) for value in inputs])[0]
+    with torch.inference_mode():
+        features = runtime.backbone.encode(rows, [runtime.adapter] * len(rows), runtime.head.needs_all_layers)
+        width = features["attention_mask"].shape[1]
+        features.update(collate_extras(runtime.head.extra_inputs(), [r.extras for r in rows], width))
+        expected, outputs = loaded(features), served(features)
+        assert all(torch.equal(expected[k], outputs[k]) for k in expected)
+        assert served.decode(outputs) == loaded.decode(expected)
+    (tmp_path / "again").mkdir()
+    served.save(tmp_path / "again", storage)  # a served head saves as the loaded one does
+    again = Head.load(tmp_path / "again").state_dict()
+    assert all(torch.allclose(again[k], state[k]) for k in state)
 
 
 @pytest.mark.parametrize("value", BAD_INPUTS, ids=repr)

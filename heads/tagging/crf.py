@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..storage import widened
+
 _FORBIDDEN = -1e4  # added to a forbidden score: exp() of it underflows to 0 without inf - inf = nan
 
 
 class CRF(nn.Module):
     start_penalty: torch.Tensor  # buffers, registered below
-    transition_penalty: torch.Tensor
     end_penalty: torch.Tensor
     transitions_allowed: torch.Tensor
 
@@ -32,20 +33,45 @@ class CRF(nn.Module):
         # derived from the tag scheme and labels: not saved (for 177 POS tags the transition mask alone was 125 KB
         # of a 617 KB head file)
         self.register_buffer("start_penalty", (~start_allowed).float() * _FORBIDDEN, persistent=False)
-        self.register_buffer("transition_penalty", (~transitions_allowed).float() * _FORBIDDEN, persistent=False)
         self.register_buffer("end_penalty", (~end_allowed).float() * _FORBIDDEN, persistent=False)
 
-    def transition_matrix(self) -> torch.Tensor:
-        """[from, to] scores of the allowed transitions, 0 at the forbidden ones (`_scores` adds their penalty)."""
-        full = self.transitions.new_zeros(self.transitions_allowed.shape)
-        return full.masked_scatter(self.transitions_allowed, self.transitions)
+    def keep_as_stored(self, narrow: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Serving (heads/resident.py): keep the transitions as the file stores them, widened in each pass."""
+        if "transitions" in narrow:
+            del self.transitions
+            values, scale = narrow["transitions"]
+            self.register_buffer("transitions_stored", values)
+            self.register_buffer("transitions_scale", scale)
+
+    def transition_values(self) -> torch.Tensor:
+        """The allowed transitions' scores (float32 even where they are kept as stored)."""
+        stored = self._buffers.get("transitions_stored")
+        return self.transitions if stored is None else widened(stored, self._buffers.get("transitions_scale"))
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """A CRF keeping its transitions as stored has the state of one that does not (`transitions`, float32)."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if destination.pop(prefix + "transitions_stored", None) is not None:
+            destination.pop(prefix + "transitions_scale", None)
+            destination[prefix + "transitions"] = self.transition_values()
+
+    def transition_matrix(self, forbidden: float = 0.0) -> torch.Tensor:
+        """[from, to] scores of the allowed transitions, `forbidden` at the others (`_scores` gives them _FORBIDDEN:
+        built per pass, not kept, as a [tags x tags] float32 penalty per resident head would be 125 KB for POS)."""
+        values = self.transition_values()
+        full = values.new_full(self.transitions_allowed.shape, forbidden)
+        return full.masked_scatter(self.transitions_allowed, values)
+
+    def transition_penalty(self) -> torch.Tensor:
+        """What files written before the masks stopped being saved hold as `crf.transition_penalty`."""
+        return (~self.transitions_allowed).float() * _FORBIDDEN
 
     def allowed_entries(self, matrix: torch.Tensor) -> torch.Tensor:
         """The stored form of a full [from, to] matrix (a file written before only allowed entries were stored)."""
         return matrix[self.transitions_allowed]
 
     def _scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        transitions = self.transition_matrix() + self.transition_penalty
+        transitions = self.transition_matrix(forbidden=_FORBIDDEN)
         return self.start + self.start_penalty, transitions, self.end + self.end_penalty
 
     def _alpha(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

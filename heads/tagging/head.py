@@ -81,6 +81,12 @@ class TaggingHead(Head):
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         return (LABEL_POSITIONS,)
 
+    def derived_tensors(self) -> dict[str, torch.Tensor]:
+        derived = super().derived_tensors()
+        if self.crf is not None:  # built per pass rather than kept (crf.py)
+            derived["crf.transition_penalty"] = self.crf.transition_penalty()
+        return derived
+
     def upgrade_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Files written before the CRF stored only its allowed transitions hold the full [from, to] matrix."""
         stored = weights.get("crf.transitions")
