@@ -8,7 +8,9 @@ backbone's size, read from each adapter's card (written by `hub train`, which me
                                                              # a snapshot to compare a retrained set with
 
 The share is the whole folder (adapter, head, configs and card) over the backbone's weight bytes: what one more
-task costs to store.
+task costs to store. Bytes in memory are the tensors the task holds once served (`TaskRuntime.resident_bytes`:
+adapter and head as kept, beside the shared backbone; the Python objects around them are not counted here:
+benchmarks/serving.py measures a resident task by RSS, objects included).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def backbone_bytes(folder: Path) -> int:
 def collect() -> dict[str, Any]:
     """Per shipped task: its card's metrics and report, its folder's bytes; per backbone: its weight bytes."""
     registry = load_registry(hub.default_registry_path())
+    served = hub.Hub(registry)
     backbones = {spec.name: backbone_bytes(Path(resolve_source(spec, registry))) for spec in registry.backbones}
     ids = {spec.name: spec.model_id for spec in registry.backbones}
     tasks = {}
@@ -51,16 +54,17 @@ def collect() -> dict[str, Any]:
             "folder_bytes": AdapterFolder(folder).nbytes(), "train_examples": report["train_examples"],
             "command": report["command"], "adapter": recipe.get("adapter"),
             "share": AdapterFolder(folder).nbytes() / backbones[task.backbone],
+            "resident_bytes": served.runtime(task.name).resident_bytes,
         }
     return {"backbones": backbones, "backbone_ids": ids, "tasks": tasks}
 
 
 def markdown(found: dict[str, Any], before: dict[str, Any] | None) -> str:
     columns = ["task", "backbone", "dev metric", "score", "trainable params", "adapter + head bytes",
-               "folder bytes (share of backbone)", "train examples", "reproduce"]
+               "folder bytes (share of backbone)", "served: bytes in memory (/ folder)", "train examples", "reproduce"]
     if before:
         columns[4:4] = ["score before", "change (points)"]
-        columns.insert(-2, "folder bytes before")
+        columns.insert(-3, "folder bytes before")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name, row in found["tasks"].items():
         if not row["trained"]:
@@ -70,13 +74,14 @@ def markdown(found: dict[str, Any], before: dict[str, Any] | None) -> str:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in list(row["metrics"].items())[:3])  # per-type scores: the card
         cells = [name, row["backbone"], row["metric"], scores, f"{row['trainable_parameters']:,}",
                  f"{row['adapter_bytes']:,}", f"{row['folder_bytes']:,} ({row['share']:.3%})",
+                 f"{row['resident_bytes']:,} ({row['resident_bytes'] / row['folder_bytes']:.2f})",
                  f"{row['train_examples']:,}", f"`{row['command']}`"]
         old = (before or {}).get("tasks", {}).get(name)
         if before:
             known = bool(old and old.get("trained"))
             cells[4:4] = [f"{old['score']:.3f}" if known else "-",
                           f"{100 * (row['score'] - old['score']):+.1f}" if known else "-"]
-            cells.insert(-2, f"{old['folder_bytes']:,}" if known else "-")
+            cells.insert(-3, f"{old['folder_bytes']:,}" if known else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for name, size in found["backbones"].items():
