@@ -4,8 +4,8 @@ int8 is for heads whose output layer is most of a task's bytes (Chinese POS: 177
 tensor is stored as int8 values plus a scale per row (dim 0: one per output unit of a Linear weight, one for a
 vector), named `<tensor>` + SCALE_SUFFIX; the file's metadata names the layout. Per row, not per tensor: output
 units of a trained head differ in norm by an order of magnitude, and one scale would round the small ones away.
-Own code: safetensors stores the integers, but no library has a per-row int8 layout for arbitrary small modules
-(torch's quantized tensors do not serialise to safetensors, bitsandbytes needs a GPU for int8 matmuls).
+The integers are hub/absmax.py's, the layout LoRA files use (bitsandbytes, the library one would reach for, needs
+a GPU for int8 matmuls).
 `Head.load` dequantizes to float32, so what is served is exactly what `dequantized` returns; a served head keeps
 its Linear weights as stored and widens them in each pass (heads/resident.py), to the same values.
 """
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+
+from hub.absmax import dequantize_absmax, quantize_absmax
 
 HeadStorage = Literal["float32", "float16", "int8"]
 HEAD_STORAGE: tuple[HeadStorage, ...] = ("float32", "float16", "int8")
@@ -46,11 +48,12 @@ def stored_tensors(state: dict[str, torch.Tensor],
 def quantize_rows(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """int8 values and a float32 scale per row (a vector is one row): value ~= int8 * scale; an all-zero row keeps
     scale 0."""
-    rows = value.reshape(value.shape[0] if value.dim() > 1 else 1, -1)
-    scale = rows.abs().amax(dim=1) / 127.0
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    values = torch.round(rows / safe[:, None]).clamp(-127, 127).to(torch.int8)
+    values, scale = quantize_absmax(value.reshape(_rows(value), -1), 127, rows=True)
     return values.reshape(value.shape), scale
+
+
+def _rows(value: torch.Tensor) -> int:
+    return value.shape[0] if value.dim() > 1 else 1
 
 
 def dequantized(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> dict[str, torch.Tensor]:
@@ -68,7 +71,7 @@ def dequantized(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | Non
              for name, tensor in tensors.items() if name not in int8 and not name.endswith(SCALE_SUFFIX)}
     for name in sorted(int8):
         values, scale = tensors[name], tensors[name + SCALE_SUFFIX]
-        rows = values.shape[0] if values.dim() > 1 else 1
+        rows = _rows(values)
         if scale.dtype != torch.float32 or scale.shape != (rows,):
             raise HeadStorageError(f"{name!r}: its scale must be float32 of shape ({rows},), one per row; it is "
                                    f"{str(scale.dtype).removeprefix('torch.')} {tuple(scale.shape)}")
@@ -83,8 +86,7 @@ def widened(values: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     and what a served head's kept-as-stored weight (heads/resident.py) computes in each pass, bit for bit."""
     if scale is None:
         return values.float()
-    rows = values.shape[0] if values.dim() > 1 else 1
-    return (values.reshape(rows, -1).float() * scale[:, None]).reshape(values.shape)
+    return dequantize_absmax(values.reshape(_rows(values), -1), scale, torch.float32, rows=True).reshape(values.shape)
 
 
 def stored_storage(path: Path) -> HeadStorage:

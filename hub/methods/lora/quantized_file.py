@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ...absmax import dequantize_absmax, quantize_absmax
 from ...atomic import atomic_file
 from ...errors import AdapterError
 from ...safetensors_header import SafetensorsHeader
@@ -102,20 +103,6 @@ def matrix_at(buffer: torch.Tensor, start: int, rows: int, columns: int) -> torc
     return flat.reshape(*buffer.shape[:-1], rows, columns)
 
 
-def dequantize_matrix(matrix: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, rows: bool) -> torch.Tensor:
-    """Integer (or narrow float) `matrix` [..., rows, columns] times its `scales` [..., rank], one per row (A:
-    `rows`) or per column (B), computed in the scales' dtype."""
-    return (matrix.to(scales.dtype) * scales.unsqueeze(-1 if rows else -2)).to(dtype)
-
-
-def quantize_matrix(matrix: torch.Tensor, dtype: str, rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric integers and a float32 absmax scale per rank channel: each row of A (`rows`), each column of B."""
-    scale = matrix.abs().amax(dim=1 if rows else 0).float() / LEVELS[dtype]
-    divisor = torch.where(scale > 0, scale, 1.0).unsqueeze(1 if rows else 0)  # an all-zero channel stays zero
-    values = torch.round(matrix.float() / divisor).clamp(-LEVELS[dtype], LEVELS[dtype]).to(torch.int8)
-    return values, scale.contiguous()
-
-
 def write_quantized(path: Path, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]], dtype: str) -> None:
     """Write float matrices by module path, (A [r, in], B [out, r]), as a quantized file (atomically)."""
     layers = tuple(LoraLayer(path, down.shape[0], down.shape[1], up.shape[0])
@@ -124,7 +111,7 @@ def write_quantized(path: Path, matrices: dict[str, tuple[torch.Tensor, torch.Te
     values, scales = [], []
     for layer in layers:
         for matrix, rows in zip(matrices[layer.path], (True, False)):
-            quantized, scale = quantize_matrix(matrix, dtype, rows)
+            quantized, scale = quantize_absmax(matrix, LEVELS[dtype], rows)
             flat = quantized.reshape(-1)
             if layout.padded(flat.numel()) != flat.numel():
                 flat = torch.cat((flat, flat.new_zeros(1)))
@@ -189,6 +176,6 @@ def dequantized_matrices(path: Path, layout: QuantizedLayout) -> dict[str, tuple
         r = layer.rank
         a = matrix_at(values, down, r, layer.in_features)
         b = matrix_at(values, up, layer.out_features, r)
-        matrices[layer.path] = (dequantize_matrix(a, scales[scale:scale + r], torch.float32, rows=True),
-                                dequantize_matrix(b, scales[scale + r:scale + 2 * r], torch.float32, rows=False))
+        matrices[layer.path] = (dequantize_absmax(a, scales[scale:scale + r], torch.float32, rows=True),
+                                dequantize_absmax(b, scales[scale + r:scale + 2 * r], torch.float32, rows=False))
     return matrices

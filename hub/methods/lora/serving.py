@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...absmax import dequantize_absmax
 from ..rows import LayerHooks
-from .quantized_file import dequantize_matrix, matrix_at
+from .quantized_file import matrix_at
 from .weights import LoraWeights
 
 
@@ -74,8 +75,8 @@ class _Plan:
         # quantized: dequantized per rank channel after the gather, as LoraWeights.down/up do per adapter
         down_scales = scales[:, slot.down_scale_start:slot.down_scale_start + slot.rank].index_select(0, self.index)
         up_scales = scales[:, slot.up_scale_start:slot.up_scale_start + slot.rank].index_select(0, self.index)
-        return (dequantize_matrix(down, down_scales, first.dtype, rows=True),
-                dequantize_matrix(up, up_scales, first.dtype, rows=False))
+        return (dequantize_absmax(down, down_scales, first.dtype, rows=True),
+                dequantize_absmax(up, up_scales, first.dtype, rows=False))
 
 
 class BatchedLora(LayerHooks[LoraWeights]):

@@ -13,9 +13,10 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from safetensors import safe_open
 
+from ...absmax import dequantize_absmax
 from ...safetensors_header import SAFETENSORS_DTYPES, SafetensorsHeader, TensorEntry
 from ..packed import kept_dtype
-from .quantized_file import QuantizedLayout, dequantize_matrix, matrix_at, read_quantized, unpack_int4
+from .quantized_file import QuantizedLayout, matrix_at, read_quantized, unpack_int4
 
 LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
 
@@ -120,7 +121,7 @@ class LoraWeights:
         if self.scales is None:
             return matrix
         rank = matrix.shape[0 if rows else 1]
-        return dequantize_matrix(matrix, self.scales[scale_start:scale_start + rank], self.dtype, rows)
+        return dequantize_absmax(matrix, self.scales[scale_start:scale_start + rank], self.dtype, rows)
 
     def widened(self) -> LoraWeights:
         """This adapter with every matrix dequantized into `dtype` in one float buffer (itself when not narrow): the
