@@ -20,6 +20,7 @@ from transformers.utils import logging as hf_logging
 from heads.codec import Row, pad_lists
 
 from .errors import BackboneError
+from .int8 import quantize_linear_layers
 from .methods import METHODS, AdapterWeights, RowHook, linear_layer
 from .registry import BackboneSpec, Registry
 
@@ -90,7 +91,8 @@ class Backbone:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The precision of the weights: adapters load in it (heads stay float32)."""
+        """The precision of the float weights: adapters load in it (heads stay float32; an int8 backbone's are
+        float32)."""
         return self.model.dtype
 
     @property
@@ -179,7 +181,9 @@ def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.
     model.requires_grad_(False)
     model.eval()
     # always explicit: a checkpoint saved in half precision still serves in float32 by default
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=torch.float32 if dtype == torch.int8 else dtype)
+    if dtype == torch.int8:
+        quantize_linear_layers(model)
     return Backbone(location=location, model=model, tokenizer=thread_safe(tokenizer))
 
 

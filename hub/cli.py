@@ -28,7 +28,8 @@ RegistryOption = Annotated[Path | None, typer.Option("--registry", "-r", help="r
 DeviceOption = Annotated[str | None, typer.Option("--device", help="where the models run: cpu (default), cuda, "
                                                   "cuda:N, mps or auto")]
 DtypeOption = Annotated[str | None, typer.Option("--dtype", help="backbone + adapter precision: float32 (default), "
-                                                    "bfloat16 (GPUs; CPUs with AVX512-BF16 or AMX) or float16 (GPUs)")]
+                                                    "bfloat16 (GPUs; CPUs with AVX512-BF16 or AMX), float16 (GPUs) or "
+                                                    "int8 (CPU: the backbone's linear layers in int8, hub/int8.py)")]
 
 
 def _fail(exc: HubError) -> None:

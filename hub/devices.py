@@ -9,8 +9,8 @@ from .errors import HubError
 
 DEVICE_CHOICES = "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-DTYPE_CHOICES = "'float32' (default), 'bfloat16' or 'float16' (or 'fp32', 'bf16', 'fp16')"
+          "float16": torch.float16, "fp16": torch.float16, "int8": torch.int8}
+DTYPE_CHOICES = "'float32' (default), 'bfloat16', 'float16' (or 'fp32', 'bf16', 'fp16') or 'int8' (CPU)"
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -41,7 +41,8 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The precision backbones and adapters serve in on `device`: `None` -> float32.
+    """The precision backbones and adapters serve in on `device`: `None` -> float32. int8 (CPU only) is the backbone's
+    linear layers as int8 (hub/int8.py); its other weights, the adapters and the heads stay float32.
 
     Heads always compute in float32 on the backbone's output (hub.codecs.head_features): they are tiny,
     and their scores then read the same whatever the backbone's precision.
@@ -51,6 +52,9 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     dtype = name if isinstance(name, torch.dtype) else DTYPES.get(str(name).lower().removeprefix("torch."))
     if dtype is None or dtype not in DTYPES.values():
         raise HubError(f"dtype {name!r}: the hub serves in {DTYPE_CHOICES}.")
+    if dtype == torch.int8 and device.type != "cpu":
+        raise HubError(f"dtype 'int8' is the CPU runtime (hub/int8.py: integer matmuls on the CPU); on {device.type} "
+                       "use 'bfloat16' or 'float16'.")
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise HubError(f"dtype 'bfloat16': GPU {torch.cuda.get_device_name(device)} has no bfloat16 support; "
                        "use 'float16'.")
@@ -58,5 +62,5 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """The name `resolve_dtype` takes back and reports show: 'float32', 'bfloat16', 'float16'."""
+    """The name `resolve_dtype` takes back and reports show: 'float32', 'bfloat16', 'float16', 'int8'."""
     return str(dtype).removeprefix("torch.")

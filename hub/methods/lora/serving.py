@@ -48,11 +48,12 @@ class _Plan:
         if not any(slots):
             return None
         rank = max(slot.rank for slot in slots if slot)
+        template = next(a.down(path) for a, slot in zip(self.adapters, slots) if a is not None and slot is not None)
         downs, ups = [], []
         for adapter, slot in zip(self.adapters, slots):
-            if adapter is None or slot is None:
-                downs.append(layer.weight.new_zeros(rank, layer.in_features))
-                ups.append(layer.weight.new_zeros(layer.out_features, rank))
+            if adapter is None or slot is None:  # zeros in the adapters' dtype (an int8 backbone has no float weight)
+                downs.append(template.new_zeros(rank, layer.in_features))
+                ups.append(template.new_zeros(layer.out_features, rank))
                 continue
             # mixed ranks: zero rows/columns add nothing
             down, up, pad = adapter.down(path), adapter.up(path), rank - slot.rank
