@@ -156,3 +156,35 @@ def _shape_table(weights):
         return weights.layout
     packed = weights.vectors if hasattr(weights, "vectors") else weights.tensors
     return packed.places
+
+
+def test_every_method_serves_per_row_on_an_int8_backbone(method, tiny_backbone_dir, tmp_path):
+    """dtype int8 (hub/int8.py): each method's hooks on the int8 linear layers; a row in a mixed pass as alone (its
+    int8 activations are scaled per token), and close to the same adapter on the float32 backbone."""
+    from hub.int8 import quantize_linear_layers
+
+    def backbone(int8: bool) -> Backbone:
+        model = BertModel.from_pretrained(tiny_backbone_dir).eval()
+        if int8:
+            quantize_linear_layers(model)
+        return Backbone(str(tiny_backbone_dir), model, AutoTokenizer.from_pretrained(tiny_backbone_dir))
+
+    int8, float32 = backbone(True), backbone(False)
+    for i in range(2):
+        _peft_folder(method, tiny_backbone_dir, tmp_path / f"a{i}", seed=i)
+    adapters = {b: [AdapterFolder(tmp_path / f"a{i}").load_adapter(f"a{i}", b, "tiny") for i in range(2)]
+                for b in (int8, float32)}
+    encoded = [int8.tokenizer(text)["input_ids"] for text in TEXTS]
+    rows = [Row(ids, [0] * len(ids)) for ids in encoded]
+    owners = [0, None, 1, 0]
+    with torch.inference_mode():
+        mixed = int8.encode(rows, [None if o is None else adapters[int8][o] for o in owners])["last_hidden_state"]
+        for i, (ids, owner) in enumerate(zip(encoded, owners)):
+            alone = {b: b.encode([rows[i]], [None if owner is None else adapters[b][owner]])["last_hidden_state"][0]
+                     for b in (int8, float32)}
+            assert torch.allclose(mixed[i, : len(ids)], alone[int8], atol=1e-3)
+            cosine = torch.nn.functional.cosine_similarity(alone[int8], alone[float32], dim=-1)
+            assert cosine.min() > 0.99, (i, cosine)
+        effect = {b: (b.encode([rows[0]], [adapters[b][0]])["last_hidden_state"][0]
+                      - b.encode([rows[0]])["last_hidden_state"][0]).abs().max() for b in (int8, float32)}
+        assert effect[int8] > 0.5 * effect[float32] > 0  # the adapter acts on the int8 backbone as on float32
