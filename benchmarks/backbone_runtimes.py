@@ -77,7 +77,8 @@ def runtimes(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
         "int8 torch.ao dynamic, per-tensor weights": lambda: torch_ao_int8(model, per_channel=False),
         "int8 torch.ao dynamic, per-channel weights": lambda: torch_ao_int8(model, per_channel=True),
         "int8 torchao dynamic (per-token activations, per-channel weights)": lambda: torchao_int8(model),
-        "int8 hub runtime (hub/int8.py: per-token activations, per-channel weights, torch._int_mm)": lambda: hub_int8(model),
+        "int8 hub runtime (hub/int8.py: per-token activations, per-channel weights, torch._int_mm)":
+            lambda: hub_int8(model),
     }
     built, skipped = {}, {}
     for name, build in builders.items():

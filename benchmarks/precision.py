@@ -147,7 +147,8 @@ def report(results: dict[str, Any]) -> str:
         f"# Serving precision ({results['device']}: {results['hardware']})", "",
         f"`{results['command']}` — up to {results['examples_per_task']} dev examples per shipped task (fixed sample, seed "
         f"{results['seed']}), {results['requests']} requests, every task mixed in one `Hub.run_many` per precision and "
-        f"round; {results['rounds']} interleaved rounds. Backbone + LoRA in the precision named, heads in float32.", "",
+        f"round; {results['rounds']} interleaved rounds. Half precisions: backbone + LoRA in the precision named; "
+        "int8: the backbone's linear layers in int8, adapters in float32; heads in float32.", "",
         "| precision | requests/s | speed vs float32 |", "|---|---|---|",
     ]
     for name in names:
