@@ -101,3 +101,26 @@ def test_a_served_int8_pos_head_holds_about_its_file_bytes_and_answers_as_loaded
         assert served.decode(outputs) == loaded.decode(expected)
         assert torch.equal(served.crf.marginals(outputs["logits"], outputs["mask"]),
                            loaded.crf.marginals(expected["logits"], expected["mask"]))
+
+
+def test_heads_kept_as_stored_answer_rows_of_many_tasks_together_as_loaded(tmp_path):
+    """The router answers rows of classification heads of one shape in one matmul (`forward_many`): heads kept
+    float16 / int8 in memory give there what their float32 loads give."""
+    kind = KINDS["classification"].head
+    loaded, served = [], []
+    for i, storage in enumerate(["float16", "int8", "float32"]):
+        torch.manual_seed(i)
+        head = kind.from_options({}, hidden_size=64, labels=["negative", "positive"])
+        folder = tmp_path / f"h{i}"
+        folder.mkdir()
+        head.save(folder, storage)
+        loaded.append(Head.load(folder))
+        served.append(Head.load(folder, resident=True))
+    assert loaded[0].batch_key() == served[0].batch_key() is not None
+    features = {"last_hidden_state": torch.randn(5, 7, 64), "attention_mask": torch.ones(5, 7, dtype=torch.long),
+                "pooler_output": torch.randn(5, 64)}
+    owner = torch.tensor([2, 0, 1, 1, 0])
+    with torch.inference_mode():
+        expected = kind.forward_many(loaded, owner, features)["logits"]
+        found = kind.forward_many(served, owner, features)["logits"]
+    assert torch.equal(found, expected)
