@@ -11,6 +11,9 @@ the tables compare medians from this one run, as ratios (this machine is shared 
     L      the LoRA step alone (a backbone pass with per-row adapters): ours vs PEFT `adapter_names`
     C      the naive router: PEFT `set_adapter` per request, batch size 1, heads included (K = 64)
     D      one full fine-tuned model per task (its LoRA merged into its own backbone) + head (K = 16)
+    --runtimes bfloat16 int8 (any of hub.devices' dtypes) adds, per runtime R, A_R (the backbone alone in R) and
+           B16_R (the hub serving in R, K = 16); the target table then sets the fastest B at K = 16 against the
+           fastest A of the run (issue 19: the hub against the fastest way to run its backbone here)
 Then, each in a fresh process: the time to load the n-th adapter (ours: a whole task, adapter + head,
 up to 1,000; PEFT `load_adapter` up to --peft-load-max) with the memory each resident adapter adds, and
 the memory of B and D at K = 16 (RSS after serving, net of the interpreter and imports). The disk and
@@ -31,7 +34,7 @@ memory only; PEFT's `load_adapter` is timed for any method PEFT implements.
 
 Writes benchmarks/results/serving_<targets>[_<device>].{md,json,png} for LoRA,
 serving_mix_<targets>[...] for the mix, serving_<method>_<options or "default">[...] for another method; --storage adds
-_<dtype> before the device.
+_<dtype>, --runtimes _<runtime> each, before the device.
 """
 
 from __future__ import annotations
@@ -156,10 +159,12 @@ class Variants:
     def requests(self, k: int) -> list[tuple[str, str]]:
         return mixed_requests(self.texts, k)
 
-    def backbone_alone(self) -> None:
+    def backbone_alone(self, hub_name: str = "16") -> None:
+        """A: the backbone `hub_name`'s Hub serves on (its runtime), no adapters, no heads."""
+        model = self.hubs[hub_name].runtime(task_name(0)).backbone.model
         with torch.inference_mode():
             for _, inputs in sorted_batches(self.tokenizer, self.texts, self.device):
-                self.backbone.model(**inputs)
+                model(**inputs)
 
     def hub_mixed(self, name: str, k: int) -> list[dict]:
         return self.hubs[name].run_many(self.requests(k))
@@ -386,7 +391,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             for k in ((16, 64) if args.storage else ())}
 
     lora = args.method == "lora" and peft_reads(args.method, args.storage)  # L, C, D build on PEFT's LoRA
-    seconds, checks = throughput(texts, registries, args.resident, args.rounds, device, lora, float_registries)
+    seconds, checks = throughput(texts, registries, args.resident, args.rounds, device, lora, float_registries,
+                                 tuple(args.runtimes))
     gc.collect()
     probes = {}
     if lora:  # D is LoRA's: B's memory is compared with it
@@ -399,7 +405,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         probes["peft_load"] = run_probe("peft_load", registries[args.resident], texts_file, count, args.every, device)
     config = backbone.model.config
     head = adapter_folders(registries[16], 1)[0]
-    return {"method": args.method, "options": args.options, "storage": args.storage, "methods": mix_methods() if args.method == MIX else [args.method],
+    return {"method": args.method, "options": args.options, "storage": args.storage, "runtimes": list(args.runtimes),
+            "methods": mix_methods() if args.method == MIX else [args.method],
             "targets": args.targets, "requests": len(texts), "rounds": args.rounds, "resident": args.resident,
             "device": str(device), "hardware": hardware(device),
             "backbone": {"source": entry["source"], "layers": config.num_hidden_layers, "hidden": config.hidden_size,
@@ -421,17 +428,20 @@ def command_line(args: argparse.Namespace) -> str:
                "--backbone": (args.backbone, None), "--resident": (args.resident, 1000),
                "--peft-load-max": (args.peft_load_max, None), "--rounds": (args.rounds, 9), "--requests": (args.requests, 256)}
     flags = [f"{flag} {value}" for flag, (value, default) in options.items() if value not in (default, None)]
-    return " ".join(["python benchmarks/serving.py", *flags, *(f"--option {item}" for item in args.option)])
+    runtimes = ["--runtimes", *args.runtimes] if args.runtimes else []
+    return " ".join(["python benchmarks/serving.py", *flags, *runtimes, *(f"--option {item}" for item in args.option)])
 
 
 def throughput(texts: list[str], registries: dict[int, Path], resident: int, rounds: int, device: torch.device,
-               lora: bool, float_registries: dict[int, Path] | None = None) -> tuple[dict, dict]:
+               lora: bool, float_registries: dict[int, Path] | None = None,
+               runtimes: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Build every variant in this process, check they agree, time them in interleaved rounds. L, C and D need
     LoRA (PEFT's per-row LoRA and router, LoRA merged into full copies): another method's B is checked against
     the hub answering each request alone. `float_registries` (K -> the same adapters in float32 files) add B at
     each K served from those, timed in the same rounds."""
     hubs = {name: hub.Hub.load(registries[count], device=device) for name, count in (("16", 16), ("64", 64), ("resident", resident))}
     hubs |= {f"{count}_float32": hub.Hub.load(path, device=device) for count, path in (float_registries or {}).items()}
+    hubs |= {f"16_{runtime}": hub.Hub.load(registries[16], device=device, dtype=runtime) for runtime in runtimes}
     for name, served in hubs.items():
         for i in tqdm(range(len(served.registry.tasks)), desc=f"hub {name}: load tasks", unit="task", leave=False):
             served.runtime(task_name(i))
@@ -450,10 +460,16 @@ def throughput(texts: list[str], registries: dict[int, Path], resident: int, rou
         "B64": lambda: variants.hub_mixed("64", 64),
         "B16_resident": lambda: variants.hub_mixed("resident", 16),
         **{f"B{count}_float32": partial(variants.hub_mixed, f"{count}_float32", count) for count in float_registries or {}},
+        **{f"A_{runtime}": partial(variants.backbone_alone, f"16_{runtime}") for runtime in runtimes},
+        **{f"B16_{runtime}": partial(variants.hub_mixed, f"16_{runtime}", 16) for runtime in runtimes},
     }
+    runtime_checks = {f"B16 in {runtime} vs float32": agreement(reference, variants.hub_mixed(f"16_{runtime}", 16))
+                      for runtime in runtimes}  # not the same function: how close, measured
     if not lora:
-        return timed_rounds(jobs, rounds, device), {"B vs each request alone": agreement(reference, variants.one_at_a_time(16))}
-    checks = {"B vs C (PEFT)": agreement(reference, variants.naive(16)), "B vs D (merged)": agreement(reference, variants.full_models(16))}
+        return timed_rounds(jobs, rounds, device), {
+            "B vs each request alone": agreement(reference, variants.one_at_a_time(16)), **runtime_checks}
+    checks = {"B vs C (PEFT)": agreement(reference, variants.naive(16)),
+              "B vs D (merged)": agreement(reference, variants.full_models(16)), **runtime_checks}
     jobs |= {
         "L16_ours": lambda: variants.lora_ours(16),
         "L16_peft": lambda: variants.lora_peft(16),
@@ -512,6 +528,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "per_adapter": {"ours": memory_ours["bytes_per_adapter"] / memory_ours["folder_bytes"],
                         "ours_mb": memory_ours["bytes_per_adapter"] / 1e6, "folder_mb": memory_ours["folder_bytes"] / 1e6},
     }
+    runtimes = results.get("runtimes") or []  # results saved before runtimes were compared have none
+    if runtimes:  # the fastest of each kind by median time; their ratio within each round
+        fastest_a = min(["A", *(f"A_{r}" for r in runtimes)], key=median.__getitem__)
+        fastest_b = min(["B16", *(f"B16_{r}" for r in runtimes)], key=median.__getitem__)
+        summary["fastest"] = {"A": fastest_a, "B16": fastest_b, "ratio": ratio(fastest_b, fastest_a)}
+        summary["ratios"] |= {f"B16_{r}/A_{r}": ratio(f"B16_{r}", f"A_{r}") for r in runtimes}
     if "hub16" in probes:
         summary["memory_mb"] = {k: probes[k]["net_memory"] / 1e6 for k in ("hub16", "full16")}
     if "peft_load" in probes:
@@ -562,6 +584,12 @@ def targets_table(results: dict[str, Any], s: dict[str, Any]) -> list[tuple[str,
          f"{load['vs_alone_first_tenth']:.2f} / {load['vs_alone_last_tenth']:.2f}", load["vs_alone_last_tenth"] <= 1.2),
         (f"K=16 throughput with {n} resident / with 16", "~1.0", f"{r['B16_resident/B16']:.2f}", r["B16_resident/B16"] >= 0.95),
     ]
+    if "fastest" in s:
+        fastest = s["fastest"]
+        rows.append((f"fastest B at K=16 ({LABELS[fastest['B16']]}) / fastest A ({LABELS[fastest['A']]})", ">= 0.9",
+                     f"{fastest['ratio']:.3f}", fastest["ratio"] >= 0.9))
+        rows += [(f"B/A in {runtime} at K=16", ">= 0.95", f"{r[f'B16_{runtime}/A_{runtime}']:.3f}",
+                  r[f"B16_{runtime}/A_{runtime}"] >= 0.95) for runtime in results["runtimes"]]
     if "B16/B16_float32" in r:
         rows.append((f"B with {results['storage']} files / B with float32 files at K=16, K=64", "~1.0",
                      f"{r['B16/B16_float32']:.2f}, {r['B64/B64_float32']:.2f}", min(r["B16/B16_float32"], r["B64/B64_float32"]) >= 0.95))
@@ -590,6 +618,11 @@ LABELS = {
     "D16": "D: 16 full fine-tuned models", "B16_float32": "B: hub, 16 tasks mixed, the same adapters in float32 files",
     "B64_float32": "B: hub, 64 tasks mixed, the same adapters in float32 files",
 }
+
+
+for _runtime in ("bfloat16", "float16", "int8"):
+    LABELS[f"A_{_runtime}"] = f"A: backbone alone, {_runtime}"
+    LABELS[f"B16_{_runtime}"] = f"B: hub, 16 tasks mixed, {_runtime}"
 
 
 def lora_shape(targets: str) -> str:
@@ -765,6 +798,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="store every folder as `hub train` does with train.storage: the adapter in this dtype "
                              "(float16 for a method without it: int8 and int4 are LoRA's), heads float16; default float32")
     parser.add_argument("--device", help="where every variant runs: cpu (default), cuda, cuda:N")
+    parser.add_argument("--runtimes", nargs="+", default=[], choices=["bfloat16", "float16", "int8"],
+                        help="also time A and B (K=16) in these runtimes, and B's fastest against A's fastest")
     parser.add_argument("--backbone", help="English backbone folder or Hub id (default: the shipped registry's, MiniLM-L6)")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
@@ -809,7 +844,8 @@ def main() -> None:
         print(report(saved, args.report_only.with_suffix("")))
         return
     device = resolve_device(args.device)
-    out = args.out or RESULTS / (f"serving_{shape_name(args)}" + ("" if device.type == "cpu" else f"_{device.type}"))
+    runtimes = "".join(f"_{runtime}" for runtime in args.runtimes)
+    out = args.out or RESULTS / (f"serving_{shape_name(args)}{runtimes}" + ("" if device.type == "cpu" else f"_{device.type}"))
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)

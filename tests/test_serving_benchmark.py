@@ -94,6 +94,27 @@ def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
     assert all((tmp_path / f"mix.{suffix}").is_file() for suffix in ("md", "json", "png"))
 
 
+def test_runtimes_add_a_and_b_per_runtime_and_the_fastest_pair(tmp_path, monkeypatch):
+    """`--runtimes int8`: A and B at K=16 in the int8 runtime, timed with the others, B in int8 checked against
+    float32 B, and the target table sets the fastest B against the fastest A."""
+    import serving
+
+    monkeypatch.setattr(serving, "run_probe", in_process_probe)
+    args = serving.parse_args(["--method", "ia3", "--runtimes", "int8", "--requests", "16", "--rounds", "1",
+                               "--resident", "64"])
+    assert serving.command_line(args) == ("python benchmarks/serving.py --method ia3 --resident 64 --rounds 1 "
+                                          "--requests 16 --runtimes int8")
+    work = tmp_path / "work"
+    work.mkdir()
+    results = serving.measure(args, work)
+    assert {"A_int8", "B16_int8"} <= set(results["seconds"]) and results["runtimes"] == ["int8"]
+    check = results["checks"]["B16 in int8 vs float32"]
+    assert check["same_label"] >= 0.9 and check["max_score_diff"] < 0.1  # random weights: near, not equal
+    text = serving.report(results, tmp_path / "runtimes")
+    assert "| A: backbone alone, int8 |" in text and "| B: hub, 16 tasks mixed, int8 |" in text
+    assert "/ fastest A (A: backbone alone" in text and "| B/A in int8 at K=16 | >= 0.95 |" in text
+
+
 def test_peft_loads_the_written_folders_of_every_method_it_implements(tmp_path):
     """Folders written for a method other than LoRA are what PEFT's own load_adapter reads (where PEFT has it)."""
     import serving
