@@ -7,10 +7,13 @@ serving many tasks in one pass must not let one request change another's answer)
 int8 dynamic-activation config scales per token but ran slower than float32 here. Per-token scales keep every row
 independent of the others: the integer product is exact, and each token's scale reads only that token.
 Adapters still add their updates in float32 through the same per-row hooks (the layer keeps `in_features` and
-`out_features`, and forward hooks see float32 inputs and outputs).
+`out_features`, and forward hooks see float32 inputs and outputs). Under autograd the layer passes gradients
+straight through its rounding, so adapters can be trained with the int8 backbone in the loop.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +44,12 @@ class Int8Linear(nn.Linear):
         return (self.weight_t.t().float() * self.weight_scale.unsqueeze(1))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and inputs.requires_grad:  # adapters below this layer train through it
+            return _StraightThrough.apply(inputs, self)
+        return self.integer_forward(inputs)
+
+    def integer_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The int8 product (no gradient: rounding has none)."""
         values, scale = quantize_tokens(inputs.reshape(-1, self.in_features).float())
         output = torch._int_mm(values, self.weight_t).float()  # exact integer accumulation
         output.mul_(scale.unsqueeze(1)).mul_(self.weight_scale)  # in place: a pass allocates the output once
@@ -50,6 +59,21 @@ class Int8Linear(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+class _StraightThrough(torch.autograd.Function):
+    """The int8 product forward; backward as if it were the float product with the dequantized weight (the
+    straight-through estimator: the activations' rounding is passed through), so an adapter trained with an int8
+    backbone in the loop gets its gradient through every frozen int8 layer above it."""
+
+    @staticmethod
+    def forward(ctx: Any, inputs: torch.Tensor, layer: Int8Linear) -> torch.Tensor:
+        ctx.layer = layer
+        return layer.integer_forward(inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad_output @ ctx.layer.weight.to(grad_output.dtype), None
 
 
 def quantize_tokens(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

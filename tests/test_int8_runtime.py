@@ -119,3 +119,18 @@ def test_the_command_line_serves_int8(trained_registry):
     result = CliRunner().invoke(app, ["run", "sentiment", "good movie", "--registry", str(trained_registry),
                                       "--dtype", "int8"])
     assert result.exit_code == 0 and '"label"' in result.output and "Traceback" not in result.output
+
+
+def test_gradients_pass_straight_through_an_int8_layer():
+    """Training with the int8 backbone in the loop: the input's gradient is the float product's with the dequantized
+    weight (the rounding passed straight through); inference keeps the integer path."""
+    linear = _linear()
+    layer = Int8Linear(linear)
+    inputs = torch.randn(2, 5, 96, requires_grad=True)
+    upstream = torch.randn(2, 5, 160)
+    (layer(inputs) * upstream).sum().backward()
+    reference = inputs.detach().clone().requires_grad_(True)
+    (nn.functional.linear(reference, layer.weight, layer.bias) * upstream).sum().backward()
+    assert inputs.grad is not None and torch.allclose(inputs.grad, reference.grad, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(layer(inputs), layer.integer_forward(inputs))
