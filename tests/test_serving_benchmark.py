@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, needs_shared_data
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -53,6 +53,7 @@ def in_process_probe(kind, registry, texts_file, count, every, device):
         gc.unfreeze()  # the frozen-load probe froze this test process's objects
 
 
+@needs_shared_data  # the benchmark's requests are real GLUE dev texts
 def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
     """`serving.py --method mix --storage int4` end to end at tiny sizes: task i has the (i mod M)-th method's folder,
     stored as `hub train` stores it (LoRA int4, the others float16, heads float16), B answers every request as the
@@ -94,6 +95,7 @@ def test_every_method_mixed_in_one_run_at_tiny_sizes(tmp_path, monkeypatch):
     assert all((tmp_path / f"mix.{suffix}").is_file() for suffix in ("md", "json", "png"))
 
 
+@needs_shared_data  # the benchmark's requests are real GLUE dev texts
 def test_runtimes_add_a_and_b_per_runtime_and_the_fastest_pair(tmp_path, monkeypatch):
     """`--runtimes int8`: A and B at K=16 in the int8 runtime, timed with the others, B in int8 checked against
     float32 B, and the target table sets the fastest B against the fastest A."""
