@@ -77,7 +77,7 @@ def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, na
 
 
 def test_gathering_from_stacked_adapters_equals_the_per_row_stack(tiny_backbone_dir, peft_folders):
-    """The GPU's way (every adapter's buffer stacked, rows gathered by index) gives each row the same matrices."""
+    """Stacked adapters with rows gathered by index (the default) give each row what the per-row stack gives."""
     from hub.methods.lora.serving import _Plan
 
     backbone = _backbone(tiny_backbone_dir)

@@ -23,7 +23,7 @@ from hub.cli import app
 from hub.errors import AdapterError
 from hub.methods.lora.quantize import quantize_lora_folder, read_float_matrices, reduce_lora_rank
 from hub.methods.lora.quantized_file import pack_int4, unpack_int4
-from hub.methods.lora.serving import _Plan
+from hub.methods.lora.serving import WidenedCache, _Plan
 from hub.safetensors_header import read_safetensors_header
 
 FLOAT, QUANTIZED = AdapterFolder.PEFT_WEIGHTS, "adapter_model.quantized.safetensors"
@@ -177,7 +177,8 @@ def test_a_narrow_adapter_widened_for_a_pass_serves_exactly_its_own_matrices(tin
 
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 def test_stacked_quantized_adapters_gather_the_matrices_each_serves(tiny_backbone_dir, tmp_path, dtype):
-    """The GPU's way (buffers and scales stacked, rows gathered, then dequantized) equals each adapter's own down/up."""
+    """Quantized adapters widened once per pass, stacked, rows gathered: each row gets its adapter's own down/up,
+    exactly as the per-row stack gives them. A float adapter has another layout (no scales): the per-row stack."""
     backbone = _backbone(tiny_backbone_dir)
     adapters = []
     for seed in range(3):
@@ -185,14 +186,42 @@ def test_stacked_quantized_adapters_gather_the_matrices_each_serves(tiny_backbon
         quantize_lora_folder(folder, dtype)
         adapters.append(AdapterFolder(folder).load_adapter(f"a{seed}", backbone, "tiny"))
     positions = [2, 0, 0, 1, 2]
-    gathered, per_row = _Plan(adapters, positions, gather=True), _Plan(adapters, positions, gather=False)
-    assert gathered.stacked is not None and gathered.stacked_scales is not None
+    gathered, per_row = _Plan(adapters, positions), _Plan(adapters, positions, gather=False)
+    assert gathered.stacked is not None and gathered.stacked.dtype == torch.float32 and per_row.stacked is None
     for path in adapters[0].paths:
         layer = backbone.row_hook("lora").target_layer(path)
-        for ours, reference in zip(gathered.matrices(path, layer), per_row.matrices(path, layer)):
+        for ours, reference, which in zip(gathered.matrices(path, layer), per_row.matrices(path, layer), ("down", "up")):
             assert torch.equal(ours, reference)
+            for row, position in enumerate(positions):
+                assert torch.equal(ours[row], getattr(adapters[position], which)(path))
+    plain = AdapterFolder(_lora_folder(tiny_backbone_dir, tmp_path / "p", seed=9, rank=3)).load_adapter("p", backbone, "tiny")
+    assert _Plan([adapters[0], plain], [0, 1]).stacked is None
+
+
+def test_the_widened_cache_keeps_recent_copies_within_its_bytes(tiny_backbone_dir, tmp_path):
+    """A narrow adapter is widened once while it stays among the most recently served that fit `max_bytes` (its copy
+    equals a fresh widening); the least recently used goes first; a float adapter is served as it is."""
+    backbone = _backbone(tiny_backbone_dir)
+    adapters = []
+    for seed in range(3):
+        folder = _lora_folder(tiny_backbone_dir, tmp_path / f"a{seed}", seed=seed)
+        quantize_lora_folder(folder, "int4")
+        adapters.append(AdapterFolder(folder).load_adapter(f"a{seed}", backbone, "tiny"))
+    one = adapters[0].widened().nbytes
+    cache = WidenedCache(max_bytes=2 * one)
+    first = cache(adapters[0])
+    assert torch.equal(first.buffer, adapters[0].widened().buffer) and first.scales is None
+    assert cache(adapters[0]) is first and cache.nbytes == one  # a hit: not widened again
+    second = cache(adapters[1])
+    cache(adapters[0])  # now the most recent: adapters[1] is the one to drop
+    cache(adapters[2])
+    assert cache.nbytes == 2 * one
+    assert cache(adapters[0]) is first
+    again = cache(adapters[1])  # dropped: widened anew (the same values)
+    assert again is not second and torch.equal(again.buffer, second.buffer) and cache.nbytes == 2 * one
     plain = AdapterFolder(_lora_folder(tiny_backbone_dir, tmp_path / "p", seed=9)).load_adapter("p", backbone, "tiny")
-    assert _Plan([adapters[0], plain], [0, 1], gather=True).stacked is None  # quantized and float: per adapter
+    assert cache(plain) is plain
+    assert WidenedCache(max_bytes=one - 1)(adapters[0]).nbytes == one  # too big to keep: widened, not cached
 
 
 def _damage(folder, damage):

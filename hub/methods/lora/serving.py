@@ -5,43 +5,41 @@ Forward hooks, not PEFT, at serving time: faster mixed passes and adapter loads 
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from ...absmax import dequantize_absmax
 from ..rows import LayerHooks
 from .quantized_file import matrix_at
 from .weights import LoraWeights
 
 
 class _Plan:
-    """One forward pass: the batch's distinct adapters and, per row, the position of its own."""
+    """One forward pass: the batch's distinct adapters and, per row, the position of its own.
 
-    def __init__(self, adapters: list[LoraWeights | None], positions: list[int], gather: bool | None = None):
-        """`gather`: stack + index_select (see below); None chooses by device."""
-        self.adapters = adapters
+    Each distinct adapter is widened once for the pass (an int8/int4 or narrower float adapter dequantized into the
+    served dtype). Adapters of one layout are then stacked and each layer's matrices gathered by row index: two
+    index_selects per layer, against a Python loop over the rows that was a third of the per-row step's time on the
+    CPU (benchmarks/serving.py). Adapters of different layouts (ranks, layers) are stacked per row instead."""
+
+    def __init__(self, adapters: list[LoraWeights | None], positions: list[int], gather: bool = True,
+                 widen: Callable[[LoraWeights], LoraWeights] = LoraWeights.widened):
+        """`gather`: stack adapters of one layout and gather rows (the default); False: always the per-row stack.
+        `widen`: how an adapter is widened (BatchedLora's keeps recent widened copies: `WidenedCache`)."""
+        self.adapters = [widen(a) if a is not None else None for a in adapters]
         self.positions = positions  # row -> position in `adapters`
-        # off the CPU: stack once, gather per layer; per-adapter Python views were host-bound (benchmarks/serving.py)
-        first = adapters[0]
-        self.stacked: torch.Tensor | None = None
-        self.stacked_scales: torch.Tensor | None = None  # quantized adapters: their rank scales, stacked alike
-        if gather is None:
-            gather = first is not None and first.buffer.device.type != "cpu"
-        # one layout: same shapes and the same storage (quantized layouts have scale offsets, float ones do not)
+        self.stacked: torch.Tensor | None = None  # [adapters, values]: every widened buffer, when they share a layout
+        first = self.adapters[0]
         if gather and first is not None and all(a is not None and a.layout is first.layout
-                                                and a.buffer.dtype == first.buffer.dtype for a in adapters):
-            present = [a for a in adapters if a is not None]  # all() above: nothing filtered out
-            self.stacked = torch.stack([a.buffer for a in present])
-            if first.scales is not None:
-                self.stacked_scales = torch.stack([a.scales for a in present if a.scales is not None])
+                                                and a.buffer.dtype == first.buffer.dtype for a in self.adapters):
+            self.stacked = torch.stack([a.buffer for a in self.adapters if a is not None])  # all() above: none left out
             self.index = torch.tensor(positions, device=first.buffer.device)
-        else:  # per row from each adapter: a narrow one dequantized once for the whole pass, not per layer
-            self.adapters = [a.widened() if a is not None else None for a in adapters]
 
     def matrices(self, path: str, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Each row's own [rows, r, in] and [rows, out, r] for this layer (zeros where its adapter has no
-        such layer); None if no adapter in the pass has it. On the CPU, stacked straight from the rows'
-        adapters: one copy per row, never a copy of every distinct adapter first."""
+        such layer); None if no adapter in the pass has it."""
         if self.stacked is not None:
             return self._gathered(path)
         slots = [a.layout.slots.get(path) if a is not None else None for a in self.adapters]
@@ -70,21 +68,50 @@ class _Plan:
             return None
         down = matrix_at(stacked, slot.down_start, slot.rank, slot.in_features).index_select(0, self.index)
         up = matrix_at(stacked, slot.up_start, slot.out_features, slot.rank).index_select(0, self.index)
-        scales = self.stacked_scales
-        if scales is None:
-            return down, up
-        # quantized: dequantized per rank channel after the gather, as LoraWeights.down/up do per adapter
-        down_scales = scales[:, slot.down_scale_start:slot.down_scale_start + slot.rank].index_select(0, self.index)
-        up_scales = scales[:, slot.up_scale_start:slot.up_scale_start + slot.rank].index_select(0, self.index)
-        return (dequantize_absmax(down, down_scales, first.dtype, rows=True),
-                dequantize_absmax(up, up_scales, first.dtype, rows=False))
+        return down, up
+
+
+WIDENED_CACHE_BYTES = 64 * 2**20  # about 100 all-layer rank-8 MiniLM adapters widened to bfloat16, 50 to float32
+
+
+class WidenedCache:
+    """The widened copies of the narrow (int8, int4, float16-in-float32) adapters served most recently, up to
+    `max_bytes` in all, least recently used dropped first: a hot adapter is dequantized once, not in every pass (a
+    request set of 256 texts runs 4 passes; widening 16 int4 adapters in each was 3% of the serving time). Resident
+    adapters stay as stored; only this bounded working set is wide. The caller serializes access (Backbone.lock)."""
+
+    def __init__(self, max_bytes: int = WIDENED_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        # id(adapter) -> (adapter, its widened copy): the adapter is held so its id cannot be reused while cached
+        self._entries: OrderedDict[int, tuple[LoraWeights, LoraWeights]] = OrderedDict()
+
+    def __call__(self, adapter: LoraWeights) -> LoraWeights:
+        if adapter.scales is None:
+            return adapter  # nothing to widen
+        entry = self._entries.get(id(adapter))
+        if entry is not None:
+            self._entries.move_to_end(id(adapter))
+            return entry[1]
+        wide = adapter.widened()
+        if wide.nbytes <= self.max_bytes:
+            self._entries[id(adapter)] = (adapter, wide)
+            self.nbytes += wide.nbytes
+            while self.nbytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.nbytes -= dropped.nbytes
+        return wide
 
 
 class BatchedLora(LayerHooks[LoraWeights]):
     """Forward hooks on one backbone's LoRA-targeted linear layers; active only inside `rows(...)`."""
 
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        self.widened = WidenedCache()
+
     def plan(self, adapters: list[LoraWeights | None], positions: list[int]) -> _Plan:
-        return _Plan(adapters, positions)
+        return _Plan(adapters, positions, widen=self.widened)
 
     def hook(self, path: str):
         def add_row_updates(layer: nn.Linear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
