@@ -28,6 +28,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
     method = method_named((report["train"].get("adapter") or {}).get("method", "lora"))
     storage = {"adapter": "float32", "head": "float32", **(report["train"].get("storage") or {})}
     stored = storage["adapter"] + _rank_note(storage)
+    runtime = report["train"].get("runtime", "float32")  # cards from before train.runtime: float32
     data = ModelCardData(
         base_model=backbone.model_id,
         library_name="peft" if isinstance(method.training, PeftTraining) else "bert-adapter-hub",
@@ -57,7 +58,7 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
 
 {task.description or task.kind} — served by bert-adapter-hub from one frozen backbone shared by all tasks.
 
-## Dev metrics ({report['eval_examples']} dev examples)
+## Dev metrics ({report['eval_examples']} dev examples, {_runtime_note(runtime)})
 
 | metric | value |
 |---|---|
@@ -88,6 +89,23 @@ hub.run("{task.name}", {_example_input(task)})
 the head is `head_config.json` + `head.safetensors` (see `heads/` in bert-adapter-hub).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def _runtime_note(runtime: str) -> str:
+    """The runtime an adapter was trained and validated for, as the card's metrics heading says it."""
+    if runtime == "float32":
+        return "served on the float32 backbone, as trained"
+    return f"trained with and served on the {runtime} backbone: serve it with `--dtype {runtime}`"
+
+
+def trained_runtime(folder: Path) -> str:
+    """The backbone runtime a folder's adapter was trained and validated for (its card's recipe, train.runtime):
+    'float32' for cards written before the option, or for a folder without a card."""
+    path = folder / AdapterFolder.CARD
+    found = RECIPE.search(ModelCard.load(path).text) if path.is_file() else None
+    recipe = yaml.safe_load(found.group(1)) if found else None
+    train = recipe.get("train") if isinstance(recipe, dict) else None
+    return str(train.get("runtime", "float32")) if isinstance(train, dict) else "float32"
 
 
 def _rank_note(storage: dict[str, Any]) -> str:

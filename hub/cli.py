@@ -96,6 +96,9 @@ def train(
     adapter: Annotated[str | None, typer.Option(
         help="the adapter method and options instead of the recipe's, as a YAML mapping: '{method: ia3}', "
              "'{method: lora, r: 4}', '{method: bottleneck, config: seq_bn, reduction_factor: 64}'")] = None,
+    runtime: Annotated[str | None, typer.Option(
+        help="the backbone to train against and validate on: float32 (default) or int8 (for `--dtype int8` serving)")]
+    = None,
 ) -> None:
     """Fine-tune the task's adapter (LoRA, (IA)3, VeRA, bottleneck: the recipe's) + head (backbone frozen), evaluate on
     dev, write the folder."""
@@ -106,7 +109,7 @@ def train(
         train_task(
             load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples, seed=seed, adapter=_mapping("--adapter", adapter),
+            max_eval_examples=max_eval_examples, seed=seed, adapter=_mapping("--adapter", adapter), runtime=runtime,
         )
     except HubError as exc:
         _fail(exc)

@@ -11,7 +11,7 @@ from heads import Head
 from heads.storage import HeadStorage, stored_storage
 
 from .adapter_folder import AdapterFolder
-from .card import rebuild_card
+from .card import rebuild_card, trained_runtime
 from .data import load_split, sample_rows
 from .errors import AdapterError
 from .evaluation import evaluate_task
@@ -58,7 +58,7 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: HeadSt
         from .service import Hub
 
         staged = registry.model_copy(update={"tasks": [task.model_copy(update={"adapter": str(staging)})]})
-        served = Hub(staged, share_backbones=False)
+        served = Hub(staged, share_backbones=False, dtype=trained_runtime(folder.path))  # as the card measured it
         served.runtime(task_name)  # every load-time check, as serving runs them
         metrics = None
         if evaluate and task.data is not None:

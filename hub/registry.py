@@ -82,6 +82,10 @@ class TrainSpec(_Strict):
         default_factory=lambda: METHODS["lora"].options(method="lora"),
         description="the adapter method and its options, e.g. {method: lora, r: 8} (`lora: {r: 8}` also works)")
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    runtime: Literal["float32", "int8"] = Field(
+        default="float32", description="the backbone runtime the adapter trains against and its card's dev metrics are "
+        "measured in: float32, or int8 for serving with `--dtype int8` (hub/int8.py: the int8 backbone in the loop, "
+        "gradients passed straight through its rounding)")
     # class imbalance (classification; class weights and focal loss also for softmax tagging)
     sampling: Literal["instance", "class", "sqrt", "power"] = Field(
         default="instance", description="re-sampling: p(example of class c) ∝ n_c^q, q = 1 (instance), 0 (class), "

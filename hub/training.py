@@ -32,6 +32,7 @@ from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
 from .card import build_card
 from .data import load_split, sample_rows
+from .devices import DTYPES
 from .errors import DataError, HubError
 from .evaluation import evaluate_task
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
@@ -123,7 +124,11 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec,
     recipe's adapter method (lora), every backbone weight (full), or nothing but the head (probe)."""
     if method not in METHODS:
         raise HubError(f"training method {method!r} is unknown; use one of {', '.join(METHODS)}.")
-    backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False)  # adapters inject into it
+    if method == "full" and recipe.runtime != "float32":
+        raise HubError(f"full fine-tuning trains the backbone's float weights; runtime {recipe.runtime!r} has none to "
+                       "train: use runtime float32, or train an adapter.")
+    # a private backbone (adapters inject into it), in the runtime the adapter is trained for
+    backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False, dtype=DTYPES[recipe.runtime])
     try:
         head = kind(task.kind).head.from_options(task.head, backbone.hidden_size, task.labels,
                                                  backbone.model.config.num_hidden_layers)
@@ -208,8 +213,10 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, recipe: TrainSpe
     def check(staging: Path) -> None:
         """Load the staged folder the way serving does and measure dev through the router."""
         staged = registry.model_copy(update={"tasks": [task.model_copy(update={"adapter": str(staging)})]})
-        # A private backbone: the staged adapter must not stay attached to the process's shared one.
-        report["metrics"] = evaluate_task(Hub(staged, share_backbones=False), task.name, dev_rows, progress=progress)
+        # A private backbone: the staged adapter must not stay attached to the process's shared one. Measured in the
+        # runtime it was trained for: the card's metrics are what `hub serve --dtype <runtime>` answers.
+        served = Hub(staged, share_backbones=False, dtype=recipe.runtime)
+        report["metrics"] = evaluate_task(served, task.name, dev_rows, progress=progress)
         report["adapter_bytes"] = AdapterFolder(staging).nbytes()  # PEFT + head files; the card is written next
         (staging / AdapterFolder.CARD).write_text(build_card(task, spec, report), encoding="utf-8")
 

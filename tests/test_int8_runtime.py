@@ -134,3 +134,46 @@ def test_gradients_pass_straight_through_an_int8_layer():
     assert inputs.grad is not None and torch.allclose(inputs.grad, reference.grad, atol=1e-6)
     with torch.no_grad():
         assert torch.equal(layer(inputs), layer.integer_forward(inputs))
+
+
+def test_an_adapter_trained_with_the_int8_backbone_is_validated_in_it(tiny_backbone_dir, tmp_path, monkeypatch):
+    """`train.runtime: int8`: the adapter trains through the int8 layers (straight-through gradients reach every LoRA
+    matrix), the card says which runtime it is for, and its metrics are what the int8 hub measures; `hub quantize`
+    measures it there again. Full fine-tuning has no float weights to train in int8: refused before any work."""
+    from hub.card import card_metrics, trained_runtime
+    from hub.data import load_split
+    from hub.evaluation import evaluate_task
+    from hub.quantize import quantize_task
+    from hub.registry import load_registry
+    from hub.training import fit_task, train_task
+    from conftest import tiny_registry, write_registry
+
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    from hub.methods import PeftTraining
+
+    wrapped = {}
+    original = PeftTraining.wrap
+    monkeypatch.setattr(PeftTraining, "wrap", lambda self, model, options: wrapped.setdefault(
+        "model", original(self, model, options)))
+    train_task(registry, "sentiment", progress=False, runtime="int8")
+    bases = [m for m in wrapped["model"].modules() if isinstance(m, Int8Linear)]
+    assert bases  # PEFT wrapped the int8 layers themselves
+    lora_b = [p for name, p in wrapped["model"].named_parameters() if "lora_B" in name]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # every B moved: gradients reached every layer
+
+    folder = registry.adapter_dir(registry.task("sentiment"))
+    assert trained_runtime(folder) == "int8"
+    assert "serve it with `--dtype int8`" in (folder / "README.md").read_text()
+    dev = load_split(registry, registry.task("sentiment"), "dev")
+    on_int8 = evaluate_task(hub.Hub(registry, share_backbones=False, dtype="int8"), "sentiment", dev, progress=False)
+    assert card_metrics(folder) == pytest.approx(on_int8, abs=1e-4)
+
+    served_in, hub_class = [], hub.service.Hub
+    monkeypatch.setattr("hub.service.Hub", lambda *args, **kwargs: served_in.append(kwargs.get("dtype")) or hub_class(
+        *args, **kwargs))
+    assert quantize_task(registry, "sentiment", "int8", progress=False)["metrics"] is not None
+    assert served_in == ["int8"] and trained_runtime(folder) == "int8"
+    with pytest.raises(HubError, match="full fine-tuning.*runtime float32"):
+        fit_task(registry, "sentiment", "full", progress=False, runtime="int8")
+    with pytest.raises(HubError, match="runtime='int4'"):
+        train_task(registry, "sentiment", progress=False, runtime="int4")
