@@ -55,6 +55,8 @@ def list_tasks(registry: RegistryOption = None) -> None:
         labels = f"{len(t['labels'])}: " + ", ".join(t["labels"]) if t["labels"] else "-"
         trained = "unavailable" if "unavailable" in t else "yes" if t["trained"] else "no"
         adapter = f"{t['method']}, {t['bytes']:,} B" if "method" in t else "-"
+        if t.get("runtime", "float32") != "float32":  # trained and validated for another backbone runtime
+            adapter += f", for --dtype {t['runtime']}"
         table.add_row(t["task"], t["kind"], t["language"], " + ".join(t["inputs"]), labels, t["metric"], trained,
                       adapter)
     out.print(table)

@@ -12,6 +12,7 @@ from heads import kind
 
 from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
+from .card import trained_runtime
 from .devices import resolve_device, resolve_dtype
 from .errors import AdapterError, HubError, InputError, TaskUnavailableError
 from .methods import method_for_peft_type
@@ -60,7 +61,8 @@ class Hub:
 
     def tasks(self) -> list[dict[str, Any]]:
         """What the registry serves: name, kind, language, backbone, inputs, labels, metric, trained, its adapter's
-        method and bytes on disk when trained (and `unavailable`: the reason, for a task that cannot be served)."""
+        method, bytes on disk and validated runtime when trained (and `unavailable`: the reason, for a task that
+        cannot be served)."""
         problems = self.unavailable()
         return [
             {
@@ -168,8 +170,9 @@ def _folder_state(folder: Path) -> tuple:
 
 
 def _adapter_summary(folder: Path) -> dict[str, Any]:
-    """A trained folder's adapter method and bytes on disk (nothing when it has no readable adapter config): read
-    from its files, no weights loaded."""
+    """A trained folder's adapter method, bytes on disk and the backbone runtime it was trained and validated for
+    (its card; `dtype` to serve it with), nothing when it has no readable adapter config: read from its files, no
+    weights loaded."""
     if not folder.is_dir():
         return {}
     adapter = AdapterFolder(folder)
@@ -177,4 +180,4 @@ def _adapter_summary(folder: Path) -> dict[str, Any]:
         method = method_for_peft_type(adapter.adapter_config().get("peft_type"), folder)
     except AdapterError:
         return {}
-    return {"method": method.name, "bytes": adapter.nbytes()}
+    return {"method": method.name, "bytes": adapter.nbytes(), "runtime": trained_runtime(folder)}

@@ -163,6 +163,8 @@ def test_an_adapter_trained_with_the_int8_backbone_is_validated_in_it(tiny_backb
 
     folder = registry.adapter_dir(registry.task("sentiment"))
     assert trained_runtime(folder) == "int8"
+    listed = {t["task"]: t for t in hub.Hub(registry).tasks()}
+    assert listed["sentiment"]["runtime"] == "int8" and listed["similarity"].get("runtime") in (None, "float32")
     assert "serve it with `--dtype int8`" in (folder / "README.md").read_text()
     dev = load_split(registry, registry.task("sentiment"), "dev")
     on_int8 = evaluate_task(hub.Hub(registry, share_backbones=False, dtype="int8"), "sentiment", dev, progress=False)
