@@ -271,11 +271,13 @@ class GcPauses:
             self.seconds += time.perf_counter() - self._started
 
 
-def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, device: torch.device) -> dict[str, Any]:
-    """Runs in its own process; memory is measured net of the interpreter and the imports above."""
+def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, device: torch.device,
+          dtype: str | None = None) -> dict[str, Any]:
+    """Runs in its own process; memory is measured net of the interpreter and the imports above. `dtype`: the
+    runtime of the hub probe (None: float32)."""
     base = _memory(device)
     if kind == "hub":  # B: the shared backbone + K adapters and heads, after serving the requests
-        served = hub.Hub.load(registry, device=device)
+        served = hub.Hub.load(registry, device=device, dtype=dtype)
         served.run_many(mixed_requests(texts, count))
         return {"net_memory": _memory(device) - base}
     if kind == "full":  # D: K full models and heads, after serving the same requests
@@ -358,9 +360,11 @@ def startup_tasks(folders: list[Path]) -> int:
     return max(first.values()) + 1
 
 
-def run_probe(kind: str, registry: Path, texts_file: Path, count: int, every: int, device: torch.device) -> dict[str, Any]:
+def run_probe(kind: str, registry: Path, texts_file: Path, count: int, every: int, device: torch.device,
+              dtype: str | None = None) -> dict[str, Any]:
     command = [sys.executable, __file__, "--probe", kind, "--probe-registry", str(registry), "--probe-texts", str(texts_file),
-               "--probe-count", str(count), "--probe-every", str(every), "--device", str(device)]
+               "--probe-count", str(count), "--probe-every", str(every), "--device", str(device),
+               *(["--probe-dtype", dtype] if dtype else [])]
     print(f"[probe] {kind} x {count} (fresh process)", flush=True)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -395,9 +399,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                  tuple(args.runtimes))
     gc.collect()
     probes = {}
-    if lora:  # D is LoRA's: B's memory is compared with it
+    if lora or args.runtimes:  # D is LoRA's: B's memory is compared with it; and each runtime's server memory
         probes["hub16"] = run_probe("hub", registries[16], texts_file, 16, 1, device)
+    if lora:
         probes["full16"] = run_probe("full", registries[16], texts_file, 16, 1, device)
+    for runtime in args.runtimes:
+        probes[f"hub16_{runtime}"] = run_probe("hub", registries[16], texts_file, 16, 1, device, runtime)
     for kind in ("ours_load", "ours_load_frozen", "ours_memory"):
         probes[kind] = run_probe(kind, registries[args.resident], texts_file, args.resident, args.every, device)
     if peft_reads(args.method, args.storage):
@@ -534,8 +541,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         fastest_b = min(["B16", *(f"B16_{r}" for r in runtimes)], key=median.__getitem__)
         summary["fastest"] = {"A": fastest_a, "B16": fastest_b, "ratio": ratio(fastest_b, fastest_a)}
         summary["ratios"] |= {f"B16_{r}/A_{r}": ratio(f"B16_{r}", f"A_{r}") for r in runtimes}
-    if "hub16" in probes:
+    if "full16" in probes:
         summary["memory_mb"] = {k: probes[k]["net_memory"] / 1e6 for k in ("hub16", "full16")}
+    if runtimes and "hub16" in probes:  # the server's memory in each runtime (results before this have none)
+        summary["runtime_memory_mb"] = {"float32": probes["hub16"]["net_memory"] / 1e6} | {
+            r: probes[f"hub16_{r}"]["net_memory"] / 1e6 for r in runtimes if f"hub16_{r}" in probes}
     if "peft_load" in probes:
         peft = probes["peft_load"]
         summary["load_ms"]["peft"] = [(n, s * 1000) for n, s in peft["seconds"]]
@@ -679,6 +689,16 @@ def memory_lines(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def runtime_memory_lines(s: dict[str, Any]) -> list[str]:
+    """The server's memory in each runtime: a process holding the backbone and 16 tasks after serving the requests."""
+    memory = s.get("runtime_memory_mb")
+    if not memory:
+        return []
+    return ["| runtime | server memory: backbone + 16 tasks after serving the requests (net of interpreter and imports) "
+            "| vs float32 |", "|---|---|---|",
+            *(f"| {name} | {mb:.0f} MB | {mb / memory['float32']:.2f} |" for name, mb in memory.items()), ""]
+
+
 def report(results: dict[str, Any], out: Path) -> str:
     s = summarize(results)
     label = {k: v.format(resident=results["resident"]) for k, v in LABELS.items() if k in s["per_second"]}
@@ -700,6 +720,7 @@ def report(results: dict[str, Any], out: Path) -> str:
         *(f"| {name} | {want} | {got} | {'yes' if ok else 'no'} |" for name, want, got, ok in targets_table(results, s)),
         "",
         *memory_lines(results, s),
+        *runtime_memory_lines(s),
         ("Every variant computes the same function: " if lora else "B gives each request's own answer: ") + "; ".join(
             f"{name}: same label on {c['same_label']:.1%}, largest score difference {c['max_score_diff']:.1e}" for name, c in results["checks"].items()) + ".",
     ]
@@ -815,6 +836,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-texts", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-every", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-dtype", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe or args.report_only:
         return args
@@ -836,7 +858,8 @@ def main() -> None:
     args = parse_args()
     if args.probe:
         texts = json.loads(args.probe_texts.read_text())
-        print(json.dumps(probe(args.probe, args.probe_registry, texts, args.probe_count, args.probe_every, resolve_device(args.device))))
+        print(json.dumps(probe(args.probe, args.probe_registry, texts, args.probe_count, args.probe_every,
+                               resolve_device(args.device), args.probe_dtype)))
         return
     if args.report_only:
         saved = json.loads(args.report_only.read_text(encoding="utf-8"))

@@ -43,12 +43,12 @@ def test_hub_peft_and_merged_full_models_give_the_same_answers(tmp_path):
     assert [served.run("t0001", text)["score"] for text in texts] != pytest.approx([r["score"] for r in plain], abs=1e-3)
 
 
-def in_process_probe(kind, registry, texts_file, count, every, device):
+def in_process_probe(kind, registry, texts_file, count, every, device, dtype=None):
     """serving.run_probe without the fresh process (seconds of imports each): the numbers mean nothing, the code runs."""
     import serving
 
     try:
-        return serving.probe(kind, registry, json.loads(texts_file.read_text()), count, every, device)
+        return serving.probe(kind, registry, json.loads(texts_file.read_text()), count, every, device, dtype)
     finally:
         gc.unfreeze()  # the frozen-load probe froze this test process's objects
 
@@ -115,6 +115,8 @@ def test_runtimes_add_a_and_b_per_runtime_and_the_fastest_pair(tmp_path, monkeyp
     text = serving.report(results, tmp_path / "runtimes")
     assert "| A: backbone alone, int8 |" in text and "| B: hub, 16 tasks mixed, int8 |" in text
     assert "/ fastest A (A: backbone alone" in text and "| B/A in int8 at K=16 | >= 0.95 |" in text
+    assert {"hub16", "hub16_int8"} <= set(results["probes"]) and "full16" not in results["probes"]  # IA3: no D
+    assert "| int8 | " in text and "server memory: backbone + 16 tasks" in text
 
 
 def test_peft_loads_the_written_folders_of_every_method_it_implements(tmp_path):
