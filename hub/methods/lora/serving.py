@@ -19,10 +19,11 @@ from .weights import LoraWeights
 class _Plan:
     """One forward pass: the batch's distinct adapters and, per row, the position of its own.
 
-    Each distinct adapter is widened once for the pass (an int8/int4 or narrower float adapter dequantized into the
-    served dtype). Adapters of one layout are then stacked and each layer's matrices gathered by row index: two
-    index_selects per layer, against a Python loop over the rows that was a third of the per-row step's time on the
-    CPU (benchmarks/serving.py). Adapters of different layouts (ranks, layers) are stacked per row instead."""
+    Each distinct adapter is widened for the pass (an int8/int4 or narrower float adapter dequantized into the served
+    dtype; BatchedLora keeps recent widened copies). Adapters of one layout are then stacked and each layer's matrices
+    gathered by row index: two index_selects per layer on every device (a Python loop over the rows, which the CPU
+    used to take, measured no faster there and was host-bound on a GPU). Adapters of different layouts (ranks,
+    layers) are stacked per row instead."""
 
     def __init__(self, adapters: list[LoraWeights | None], positions: list[int], gather: bool = True,
                  widen: Callable[[LoraWeights], LoraWeights] = LoraWeights.widened):
