@@ -41,7 +41,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from hub.adapter_folder import AdapterFolder  # noqa: E402
 from hub.atomic import atomic_file  # noqa: E402
 from hub.backbone import resolve_source  # noqa: E402
-from hub.bench.cells import append_cell  # noqa: E402
+from hub.bench.cells import append_cell, fingerprinted_spec  # noqa: E402
 from hub.bench.report import machine  # noqa: E402
 from hub.data import load_split, sample_rows  # noqa: E402
 from hub.evaluation import evaluate_runtime  # noqa: E402
@@ -114,7 +114,7 @@ def _fingerprint(registry: Registry, task: str, setting: Setting, budget: Budget
     """What a cell's training depends on besides its seed: a changed recipe, grid point or budget starts it afresh.
     Not the files it is scored from (`dtypes`: a new kind is scored in new cells only) nor the recipe's storage
     (the grid stores its own variants)."""
-    spec = registry.task(task).model_dump(mode="json")
+    spec = fingerprinted_spec(registry.task(task))
     spec["train"].pop("storage", None)
     parts = [spec, {k: v for k, v in setting.__dict__.items() if k != "dtypes"}, budget.of(task)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

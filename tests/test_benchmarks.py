@@ -69,3 +69,32 @@ def test_frontier_scores_every_stored_variant_and_resumes(trained_registry, tmp_
     assert (tmp_path / "frontier_en.png").stat().st_size > 0 and "| sentiment | ia3" in out.with_suffix(".md").read_text()
     monkeypatch.setattr(frontier, "run_cell", lambda *args: (_ for _ in ()).throw(AssertionError("retrained")))
     frontier.main(argv)  # every cell is in the log: nothing trains again
+
+
+def test_a_field_added_at_its_neutral_value_keeps_logged_cells_valid():
+    """`train.runtime` came after days of frontier and bench cells: at float32 (how they trained) it is left out
+    of fingerprints; int8 trains differently, so it counts."""
+    from hub.bench.cells import fingerprinted_spec
+    from hub.registry import load_registry
+
+    spec = load_registry(REPO / "registry.yaml").task("sst2")
+    assert "runtime" not in fingerprinted_spec(spec)["train"]
+    int8 = spec.model_copy(update={"train": spec.train.model_copy(update={"runtime": "int8"})})
+    assert fingerprinted_spec(int8)["train"]["runtime"] == "int8"
+
+
+def test_the_committed_frontier_table_is_built_from_cells_the_code_still_accepts():
+    """Every point of benchmarks/results/frontier.json comes from logged cells whose fingerprint still holds, so a
+    resumed run keeps them (a recipe change that invalidates them must rerun them, not silently drop them)."""
+    import json
+
+    import frontier
+    from hub.registry import load_registry
+
+    results = REPO / "benchmarks" / "results"
+    budget = frontier.Budget(2000, 2000, tuple(sorted(frontier.TASK_TRAIN_EXAMPLES.items())))
+    done = frontier.read_log(results / "frontier.cells.jsonl", load_registry(REPO / "registry.yaml"),
+                             frontier.grid(), budget)
+    points = json.loads((results / "frontier.json").read_text())["points"]
+    stale = sorted({(p["task"], p["setting"], seed) for p in points for seed in p["seeds"]} - set(done))
+    assert points and not stale, f"cells in the table that a rerun would train again: {stale}"

@@ -16,7 +16,7 @@ from ..data import load_split, sample_rows
 from ..errors import HubError
 from ..evaluation import evaluate_runtime
 from ..metrics import evaluate_metric
-from ..registry import Registry
+from ..registry import Registry, TaskSpec
 from .config import METHOD_NAMES, BenchConfig
 from .report import write_results
 
@@ -24,11 +24,25 @@ if TYPE_CHECKING:
     from ..training import Method
 
 
+# Recipe fields added after cells were logged, with the value that trains exactly as before they existed: at that
+# value they stay out of fingerprints, so adding a field does not throw away days of finished cells.
+TRAIN_FIELDS_ADDED_LATER: dict[str, Any] = {"runtime": "float32"}
+
+
+def fingerprinted_spec(spec: TaskSpec) -> dict[str, Any]:
+    """The task's registry entry as cell fingerprints hash it."""
+    dumped = spec.model_dump(mode="json")
+    for field, neutral in TRAIN_FIELDS_ADDED_LATER.items():
+        if dumped["train"].get(field) == neutral:
+            del dumped["train"][field]
+    return dumped
+
+
 def _fingerprint(config: BenchConfig, registry: Registry, task: str, method: str) -> str:
     """The budget plus the task's registry entry (and, for `registered`, its adapter's weights): a changed
     recipe, data path or retrained adapter starts the cell afresh."""
     spec = registry.task(task)
-    parts: list[Any] = [config.budget(), spec.model_dump(mode="json")]
+    parts: list[Any] = [config.budget(), fingerprinted_spec(spec)]
     if method == "registered":
         weights = AdapterFolder(registry.adapter_dir(spec)).weights_file()
         parts.append(hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None)
