@@ -11,7 +11,8 @@ needs it ~0: a row's answer must not depend on its neighbours (tests/test_router
 Runtimes: float32 and bfloat16 eager; int8 dynamic quantization of every linear layer with torch.ao (activations
 quantized per batch tensor, weights per tensor or per output channel); torchao's int8 dynamic activation (per
 token) x int8 weight, when torchao is installed (`pip install torchao`, no dependencies); the hub's own int8
-runtime (hub/int8.py: the same scheme through torch._int_mm).
+runtime (hub/int8.py: the same scheme through torch._int_mm); ONNX Runtime float32, int8 as its `quantize_dynamic`
+makes it, and int8 with a scale per token (benchmarks/onnx_backbone.py), when onnx and onnxruntime are installed.
 
     python benchmarks/backbone_runtimes.py             # writes benchmarks/results/backbone_runtimes.{md,json}
     python benchmarks/backbone_runtimes.py --rounds 3 --texts 128
@@ -24,6 +25,8 @@ import copy
 import json
 import platform
 import statistics
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -69,16 +72,36 @@ def hub_int8(model: nn.Module) -> nn.Module:
     return copied
 
 
-def runtimes(model: nn.Module) -> tuple[dict[str, nn.Module], dict[str, str]]:
+Encoder = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # tokenizer output -> last hidden state
+
+
+def _torch(model: nn.Module) -> Encoder:
+    return lambda batch: model(**batch).last_hidden_state
+
+
+def _onnx(model: nn.Module, tokenizer, folder: Path, kind: str, threads: int) -> Encoder:
+    import onnx_backbone
+
+    path = onnx_backbone.build(model, tokenizer, folder, (kind,))[kind]
+    run = onnx_backbone.session(path, threads)
+    return lambda batch: torch.from_numpy(run(batch))
+
+
+def runtimes(model: nn.Module, tokenizer, folder: Path, threads: int) -> tuple[dict[str, Encoder], dict[str, str]]:
     """Every runtime that builds here, and why the others did not."""
-    builders: dict[str, Callable[[], nn.Module]] = {
-        "float32 (eager)": lambda: model,
-        "bfloat16 (eager)": lambda: copy.deepcopy(model).to(torch.bfloat16),
-        "int8 torch.ao dynamic, per-tensor weights": lambda: torch_ao_int8(model, per_channel=False),
-        "int8 torch.ao dynamic, per-channel weights": lambda: torch_ao_int8(model, per_channel=True),
-        "int8 torchao dynamic (per-token activations, per-channel weights)": lambda: torchao_int8(model),
+    builders: dict[str, Callable[[], Encoder]] = {
+        "float32 (eager)": lambda: _torch(model),
+        "bfloat16 (eager)": lambda: _torch(copy.deepcopy(model).to(torch.bfloat16)),
+        "int8 torch.ao dynamic, per-tensor weights": lambda: _torch(torch_ao_int8(model, per_channel=False)),
+        "int8 torch.ao dynamic, per-channel weights": lambda: _torch(torch_ao_int8(model, per_channel=True)),
+        "int8 torchao dynamic (per-token activations, per-channel weights)": lambda: _torch(torchao_int8(model)),
         "int8 hub runtime (hub/int8.py: per-token activations, per-channel weights, torch._int_mm)":
-            lambda: hub_int8(model),
+            lambda: _torch(hub_int8(model)),
+        "ONNX Runtime float32": lambda: _onnx(model, tokenizer, folder, "float32", threads),
+        "ONNX Runtime int8 (its quantize_dynamic: per-tensor weights and activations)":
+            lambda: _onnx(model, tokenizer, folder, "int8", threads),
+        "ONNX Runtime int8 per token (onnx_backbone.py: per-token activations, per-channel weights)":
+            lambda: _onnx(model, tokenizer, folder, "int8_per_token", threads),
     }
     built, skipped = {}, {}
     for name, build in builders.items():
@@ -95,11 +118,11 @@ def batches(tokenizer, texts: list[str], size: int) -> list[dict[str, torch.Tens
             for i in range(0, len(ordered), size)]
 
 
-def hidden(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).last_hidden_state.float()
+def hidden(model: Encoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch).float()
 
 
-def closeness(model: nn.Module, reference: nn.Module, encoded: list[dict[str, torch.Tensor]]) -> float:
+def closeness(model: Encoder, reference: Encoder, encoded: list[dict[str, torch.Tensor]]) -> float:
     cosines = []
     for batch in encoded:
         cosine = nn.functional.cosine_similarity(hidden(model, batch), hidden(reference, batch), dim=-1)
@@ -107,7 +130,7 @@ def closeness(model: nn.Module, reference: nn.Module, encoded: list[dict[str, to
     return torch.cat(cosines).mean().item()
 
 
-def batch_dependence(model: nn.Module, tokenizer, probes: list[str], others: list[str]) -> float:
+def batch_dependence(model: Encoder, tokenizer, probes: list[str], others: list[str]) -> float:
     """Largest |change| of a probe's token states between encoding it alone and inside a batch of `others`."""
     worst = 0.0
     for probe in probes:
@@ -127,7 +150,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows = SST2_DEV.read_text(encoding="utf-8").splitlines()[1:]
     texts = [row.split("\t")[0] for row in rows][: args.texts]
     encoded = batches(backbone.tokenizer, texts, args.batch_size)
-    built, skipped = runtimes(backbone.model)
+    with tempfile.TemporaryDirectory(prefix="onnx-backbone-") as folder:
+        built, skipped = runtimes(backbone.model.eval(), backbone.tokenizer, Path(folder), args.threads)
+        return _measure(args, backbone, texts, encoded, built, skipped)
+
+
+def _measure(args: argparse.Namespace, backbone, texts: list[str], encoded: list[dict[str, torch.Tensor]],
+             built: dict[str, Encoder], skipped: dict[str, str]) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {name: [] for name in built}
     with torch.inference_mode():
         for model in built.values():
@@ -136,7 +165,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for name, model in built.items():
                 started = time.perf_counter()
                 for batch in encoded:
-                    model(**batch)
+                    model(batch)
                 seconds[name].append(time.perf_counter() - started)
         reference = built["float32 (eager)"]
         probes, others = texts[:8], texts[-31:]

@@ -14,6 +14,10 @@ the tables compare medians from this one run, as ratios (this machine is shared 
     --runtimes bfloat16 int8 (any of hub.devices' dtypes) adds, per runtime R, A_R (the backbone alone in R) and
            B16_R (the hub serving in R, K = 16); the target table then sets the fastest B at K = 16 against the
            fastest A of the run (issue 19: the hub against the fastest way to run its backbone here)
+    --onnx float32 int8 int8_per_token adds A_onnx_<kind>: the backbone alone in ONNX Runtime (benchmarks/onnx_backbone.py)
+           as further candidates for the fastest A; int8 (ONNX Runtime's own quantization, one activation scale per
+           batch) makes a row's output depend on its neighbours, so the table also sets B against the fastest A
+           that keeps rows independent, as the hub must
 Then, each in a fresh process: the time to load the n-th adapter (ours: a whole task, adapter + head,
 up to 1,000; PEFT `load_adapter` up to --peft-load-max) with the memory each resident adapter adds, and
 the memory of B and D at K = 16 (RSS after serving, net of the interpreter and imports). The disk and
@@ -34,7 +38,7 @@ memory only; PEFT's `load_adapter` is timed for any method PEFT implements.
 
 Writes benchmarks/results/serving_<targets>[_<device>].{md,json,png} for LoRA,
 serving_mix_<targets>[...] for the mix, serving_<method>_<options or "default">[...] for another method; --storage adds
-_<dtype>, --runtimes _<runtime> each, before the device.
+_<dtype>, --runtimes _<runtime> each, --onnx _onnx, before the device.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import onnx_backbone  # noqa: E402
 from serving_setup import (  # noqa: E402
     MIX,
     english_backbone,
@@ -165,6 +170,11 @@ class Variants:
         with torch.inference_mode():
             for _, inputs in sorted_batches(self.tokenizer, self.texts, self.device):
                 model(**inputs)
+
+    def onnx_alone(self, session: Callable[[dict[str, torch.Tensor]], Any]) -> None:
+        """A in ONNX Runtime: the same batches through an ONNX Runtime session of the backbone."""
+        for _, inputs in sorted_batches(self.tokenizer, self.texts, self.device):
+            session(inputs)
 
     def hub_mixed(self, name: str, k: int) -> list[dict]:
         return self.hubs[name].run_many(self.requests(k))
@@ -396,7 +406,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     lora = args.method == "lora" and peft_reads(args.method, args.storage)  # L, C, D build on PEFT's LoRA
     seconds, checks = throughput(texts, registries, args.resident, args.rounds, device, lora, float_registries,
-                                 tuple(args.runtimes))
+                                 tuple(args.runtimes), tuple(args.onnx), work / "onnx")
     gc.collect()
     probes = {}
     if lora or args.runtimes:  # D is LoRA's: B's memory is compared with it; and each runtime's server memory
@@ -413,7 +423,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     config = backbone.model.config
     head = adapter_folders(registries[16], 1)[0]
     return {"method": args.method, "options": args.options, "storage": args.storage, "runtimes": list(args.runtimes),
-            "methods": mix_methods() if args.method == MIX else [args.method],
+            "onnx": list(args.onnx), "methods": mix_methods() if args.method == MIX else [args.method],
             "targets": args.targets, "requests": len(texts), "rounds": args.rounds, "resident": args.resident,
             "device": str(device), "hardware": hardware(device),
             "backbone": {"source": entry["source"], "layers": config.num_hidden_layers, "hidden": config.hidden_size,
@@ -436,16 +446,19 @@ def command_line(args: argparse.Namespace) -> str:
                "--peft-load-max": (args.peft_load_max, None), "--rounds": (args.rounds, 9), "--requests": (args.requests, 256)}
     flags = [f"{flag} {value}" for flag, (value, default) in options.items() if value not in (default, None)]
     runtimes = ["--runtimes", *args.runtimes] if args.runtimes else []
-    return " ".join(["python benchmarks/serving.py", *flags, *runtimes, *(f"--option {item}" for item in args.option)])
+    onnx = ["--onnx", *args.onnx] if args.onnx else []
+    return " ".join(["python benchmarks/serving.py", *flags, *runtimes, *onnx, *(f"--option {item}" for item in args.option)])
 
 
 def throughput(texts: list[str], registries: dict[int, Path], resident: int, rounds: int, device: torch.device,
                lora: bool, float_registries: dict[int, Path] | None = None,
-               runtimes: tuple[str, ...] = ()) -> tuple[dict, dict]:
+               runtimes: tuple[str, ...] = (), onnx: tuple[str, ...] = (), onnx_folder: Path | None = None
+               ) -> tuple[dict, dict]:
     """Build every variant in this process, check they agree, time them in interleaved rounds. L, C and D need
     LoRA (PEFT's per-row LoRA and router, LoRA merged into full copies): another method's B is checked against
     the hub answering each request alone. `float_registries` (K -> the same adapters in float32 files) add B at
-    each K served from those, timed in the same rounds."""
+    each K served from those, timed in the same rounds. `onnx` kinds of the backbone alone in ONNX Runtime (graphs
+    written to `onnx_folder`) join the A variants."""
     hubs = {name: hub.Hub.load(registries[count], device=device) for name, count in (("16", 16), ("64", 64), ("resident", resident))}
     hubs |= {f"{count}_float32": hub.Hub.load(path, device=device) for count, path in (float_registries or {}).items()}
     hubs |= {f"16_{runtime}": hub.Hub.load(registries[16], device=device, dtype=runtime) for runtime in runtimes}
@@ -470,6 +483,11 @@ def throughput(texts: list[str], registries: dict[int, Path], resident: int, rou
         **{f"A_{runtime}": partial(variants.backbone_alone, f"16_{runtime}") for runtime in runtimes},
         **{f"B16_{runtime}": partial(variants.hub_mixed, f"16_{runtime}", 16) for runtime in runtimes},
     }
+    if onnx:
+        assert onnx_folder is not None
+        graphs = onnx_backbone.build(variants.backbone.model, variants.tokenizer, onnx_folder, onnx)
+        jobs |= {f"A_onnx_{kind}": partial(variants.onnx_alone, onnx_backbone.session(path, torch.get_num_threads()))
+                 for kind, path in graphs.items()}
     runtime_checks = {f"B16 in {runtime} vs float32": agreement(reference, variants.hub_mixed(f"16_{runtime}", 16))
                       for runtime in runtimes}  # not the same function: how close, measured
     if not lora:
@@ -536,10 +554,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                         "ours_mb": memory_ours["bytes_per_adapter"] / 1e6, "folder_mb": memory_ours["folder_bytes"] / 1e6},
     }
     runtimes = results.get("runtimes") or []  # results saved before runtimes were compared have none
-    if runtimes:  # the fastest of each kind by median time; their ratio within each round
-        fastest_a = min(["A", *(f"A_{r}" for r in runtimes)], key=median.__getitem__)
+    onnx = results.get("onnx") or []  # nor ONNX Runtime
+    if runtimes or onnx:  # the fastest of each kind by median time; their ratio within each round
+        candidates = ["A", *(f"A_{r}" for r in runtimes), *(f"A_onnx_{kind}" for kind in onnx)]
+        fastest_a = min(candidates, key=median.__getitem__)
         fastest_b = min(["B16", *(f"B16_{r}" for r in runtimes)], key=median.__getitem__)
         summary["fastest"] = {"A": fastest_a, "B16": fastest_b, "ratio": ratio(fastest_b, fastest_a)}
+        independent = min((a for a in candidates if a.removeprefix("A_onnx_") not in onnx_backbone.ROW_DEPENDENT
+                           or not a.startswith("A_onnx_")), key=median.__getitem__)
+        if independent != fastest_a:  # the fastest A a server mixing requests could use keeps rows independent
+            summary["fastest"] |= {"A_row_independent": independent,
+                                   "ratio_row_independent": ratio(fastest_b, independent)}
         summary["ratios"] |= {f"B16_{r}/A_{r}": ratio(f"B16_{r}", f"A_{r}") for r in runtimes}
     if "full16" in probes:
         summary["memory_mb"] = {k: probes[k]["net_memory"] / 1e6 for k in ("hub16", "full16")}
@@ -598,6 +623,10 @@ def targets_table(results: dict[str, Any], s: dict[str, Any]) -> list[tuple[str,
         fastest = s["fastest"]
         rows.append((f"fastest B at K=16 ({LABELS[fastest['B16']]}) / fastest A ({LABELS[fastest['A']]})", ">= 0.9",
                      f"{fastest['ratio']:.3f}", fastest["ratio"] >= 0.9))
+        if "A_row_independent" in fastest:
+            rows.append((f"... / the fastest A that keeps each row independent of its batch "
+                         f"({LABELS[fastest['A_row_independent']]})", ">= 0.9",
+                         f"{fastest['ratio_row_independent']:.3f}", fastest["ratio_row_independent"] >= 0.9))
         rows += [(f"B/A in {runtime} at K=16", ">= 0.95", f"{r[f'B16_{runtime}/A_{runtime}']:.3f}",
                   r[f"B16_{runtime}/A_{runtime}"] >= 0.95) for runtime in results["runtimes"]]
     if "B16/B16_float32" in r:
@@ -633,6 +662,9 @@ LABELS = {
 for _runtime in ("bfloat16", "float16", "int8"):
     LABELS[f"A_{_runtime}"] = f"A: backbone alone, {_runtime}"
     LABELS[f"B16_{_runtime}"] = f"B: hub, 16 tasks mixed, {_runtime}"
+LABELS |= {"A_onnx_float32": "A: backbone alone, ONNX Runtime float32",
+           "A_onnx_int8": "A: backbone alone, ONNX Runtime int8 (its quantize_dynamic: one activation scale per batch)",
+           "A_onnx_int8_per_token": "A: backbone alone, ONNX Runtime int8, a scale per token"}
 
 
 def lora_shape(targets: str) -> str:
@@ -821,6 +853,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="where every variant runs: cpu (default), cuda, cuda:N")
     parser.add_argument("--runtimes", nargs="+", default=[], choices=["bfloat16", "float16", "int8"],
                         help="also time A and B (K=16) in these runtimes, and B's fastest against A's fastest")
+    parser.add_argument("--onnx", nargs="+", default=[], choices=list(onnx_backbone.KINDS),
+                        help="also time the backbone alone in ONNX Runtime (CPU; needs onnx and onnxruntime) as A")
     parser.add_argument("--backbone", help="English backbone folder or Hub id (default: the shipped registry's, MiniLM-L6)")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=9)
@@ -848,9 +882,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.method in ("lora", MIX):
         args.targets = args.targets or "qv"
     try:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
     except hub.HubError as exc:
         parser.error(str(exc))
+    if args.onnx and device.type != "cpu":
+        parser.error("--onnx runs ONNX Runtime's CPU sessions: leave it out with --device " + str(args.device))
     return args
 
 
@@ -867,7 +903,7 @@ def main() -> None:
         print(report(saved, args.report_only.with_suffix("")))
         return
     device = resolve_device(args.device)
-    runtimes = "".join(f"_{runtime}" for runtime in args.runtimes)
+    runtimes = "".join(f"_{runtime}" for runtime in args.runtimes) + ("_onnx" if args.onnx else "")
     out = args.out or RESULTS / (f"serving_{shape_name(args)}{runtimes}" + ("" if device.type == "cpu" else f"_{device.type}"))
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.work_dir:

@@ -102,10 +102,11 @@ def test_runtimes_add_a_and_b_per_runtime_and_the_fastest_pair(tmp_path, monkeyp
     import serving
 
     monkeypatch.setattr(serving, "run_probe", in_process_probe)
-    args = serving.parse_args(["--method", "ia3", "--runtimes", "int8", "--requests", "16", "--rounds", "1",
-                               "--resident", "64"])
+    pytest.importorskip("onnxruntime")
+    args = serving.parse_args(["--method", "ia3", "--runtimes", "int8", "--onnx", "int8", "int8_per_token",
+                               "--requests", "16", "--rounds", "1", "--resident", "64"])
     assert serving.command_line(args) == ("python benchmarks/serving.py --method ia3 --resident 64 --rounds 1 "
-                                          "--requests 16 --runtimes int8")
+                                          "--requests 16 --runtimes int8 --onnx int8 int8_per_token")
     work = tmp_path / "work"
     work.mkdir()
     results = serving.measure(args, work)
@@ -117,6 +118,13 @@ def test_runtimes_add_a_and_b_per_runtime_and_the_fastest_pair(tmp_path, monkeyp
     assert "/ fastest A (A: backbone alone" in text and "| B/A in int8 at K=16 | >= 0.95 |" in text
     assert {"hub16", "hub16_int8"} <= set(results["probes"]) and "full16" not in results["probes"]  # IA3: no D
     assert "| int8 | " in text and "server memory: backbone + 16 tasks" in text
+    assert "| A: backbone alone, ONNX Runtime int8, a scale per token |" in text
+    # ONNX Runtime's own int8 lets a row's output depend on its batch: when it is the fastest A, B is also set
+    # against the fastest A that keeps rows independent
+    results["seconds"]["A_onnx_int8"] = [1e-6 for _ in results["seconds"]["A"]]
+    fastest = serving.summarize(results)["fastest"]
+    assert fastest["A"] == "A_onnx_int8" and fastest["A_row_independent"] != "A_onnx_int8"
+    assert "keeps each row independent of its batch" in serving.report(results, tmp_path / "fastest")
 
 
 def test_peft_loads_the_written_folders_of_every_method_it_implements(tmp_path):
