@@ -13,6 +13,10 @@ MatMul with a constant weight into QuantizeLinear over the tokens (axis 0 of [to
 and ONNX Runtime's fused `MatMulIntegerToFloat` (uint8 activations with zero point 128: the fast u8 x s8 kernel of
 x86; s8 x s8 ran 5x slower), then multiplies each token's scale back in.
 
+`export_row_lora` adds per-row LoRA: each row's down and up matrices of every adapted layer are graph inputs (what
+benchmarks/onnx_lora.py measures against the hub's PyTorch path). The int8 kinds quantize only MatMuls with a
+constant weight, so the adapters' products stay float32.
+
 Needs `pip install onnx onnxruntime` (the `onnx` extra of pyproject.toml).
 """
 
@@ -57,6 +61,67 @@ def export(model: nn.Module, tokenizer, path: Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, tuple(example[n] for n in INPUTS), str(path), dynamo=False,
                           input_names=list(INPUTS), output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=17)
+    return path
+
+
+class _RowLora(nn.Module):
+    """A linear layer plus each row's own LoRA update, its matrices graph inputs: x W^T + b + (x A_row) B_row."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.down: torch.Tensor | None = None  # [rows, in, r], set by the graph's forward
+        self.up: torch.Tensor | None = None  # [rows, r, out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.down is not None and self.up is not None
+        return self.base(x) + torch.matmul(torch.matmul(x, self.down), self.up)
+
+
+class _RowLoraGraph(_LastHiddenState):
+    """The backbone with per-row LoRA on `paths`: after the three BERT inputs, a down and an up matrix per path."""
+
+    def __init__(self, model: nn.Module, paths: list[str]):
+        super().__init__(model)
+        self.layers = []
+        for path in paths:
+            parent, _, name = path.rpartition(".")
+            layer = _RowLora(model.get_submodule(path))
+            setattr(model.get_submodule(parent), name, layer)
+            self.layers.append(layer)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                *matrices: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            layer.down, layer.up = matrices[2 * i], matrices[2 * i + 1]
+        return super().forward(input_ids, attention_mask, token_type_ids)
+
+
+def row_lora_inputs(paths: list[str]) -> list[str]:
+    """The graph inputs `export_row_lora` adds, in order: `<path>.down` [rows, in, r] and `<path>.up` [rows, r, out]."""
+    return [f"{path}.{part}" for path in paths for part in ("down", "up")]
+
+
+def export_row_lora(model: nn.Module, tokenizer, paths: list[str], path: Path) -> Path:
+    """The float32 backbone with per-row LoRA on the linear layers at `paths` as an ONNX graph (a copy of `model`
+    is changed, not `model`): each row's matrices are inputs, so one graph serves any mix of adapters and ranks."""
+    import copy
+    import warnings
+
+    graph = _RowLoraGraph(copy.deepcopy(model), paths).eval()
+    example = tokenizer(["an example", "a second, longer example"], return_tensors="pt", padding=True)
+    rows, rank = example["input_ids"].shape[0], 2
+    matrices = []
+    for layer in graph.layers:
+        matrices += [torch.zeros(rows, layer.base.in_features, rank), torch.zeros(rows, rank, layer.base.out_features)]
+    names = row_lora_inputs(paths)
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUTS, "last_hidden_state")}
+    axes |= {name: {0: "batch", 2 if name.endswith(".down") else 1: "rank"} for name in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (*(example[n] for n in INPUTS), *matrices), str(path), dynamo=False,
+                          input_names=[*INPUTS, *names], output_names=["last_hidden_state"], dynamic_axes=axes,
                           opset_version=17)
     return path
 
@@ -145,7 +210,8 @@ def build(model: nn.Module, tokenizer, folder: Path, kinds: tuple[str, ...] = KI
 
 
 def session(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], np.ndarray]:
-    """An ONNX Runtime CPU session: tokenizer output in, last hidden state [batch, sequence, hidden] out."""
+    """An ONNX Runtime CPU session: tokenizer output (and, for a per-row LoRA graph, each `row_lora_inputs` name's
+    matrices) in, last hidden state [batch, sequence, hidden] out."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -153,4 +219,4 @@ def session(path: Path, threads: int) -> Callable[[dict[str, torch.Tensor]], np.
     options.log_severity_level = 3  # its notes on the initializers the rewrite leaves unused are not ours to read
     runner = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in runner.get_inputs()]
-    return lambda batch: runner.run(None, {name: batch[name].cpu().numpy() for name in names})[0]
+    return lambda batch: runner.run(None, {name: batch[name].cpu().contiguous().numpy() for name in names})[0]

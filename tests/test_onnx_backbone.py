@@ -83,3 +83,37 @@ def test_onnx_runtimes_own_int8_lets_a_row_depend_on_its_batch(backbone, graphs)
     together, _ = states(run, tokenizer, TEXTS)
     assert (together[0, : mask.shape[1]][mask[0]] - alone[0][mask[0]]).abs().max() > 1e-4  # 10x the others' bound
     assert onnx_backbone.ROW_DEPENDENT == {"int8"}
+
+
+def test_per_row_lora_graph_gives_each_row_its_own_merged_model(backbone, tmp_path):
+    """`export_row_lora`: row i's output equals the backbone with row i's adapter merged into its weights (W + (AB)^T),
+    rows of different adapters (and a row without one: zero matrices) in one pass; int8 per token stays close."""
+    model, tokenizer = backbone
+    paths = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and not name.startswith("pooler")]
+    graph = onnx_backbone.export_row_lora(model, tokenizer, paths, tmp_path / "lora.onnx")
+    assert not any(isinstance(m, onnx_backbone._RowLora) for m in model.modules())  # a copy was changed
+    generator = torch.Generator().manual_seed(0)
+    adapters = [{path: (torch.randn(module.in_features, 4, generator=generator) * 0.1,
+                        torch.randn(4, module.out_features, generator=generator) * 0.1)
+                 for path, module in model.named_modules() if path in paths} for _ in range(2)]
+    adapters.append({path: (torch.zeros(m.in_features, 4), torch.zeros(4, m.out_features))
+                     for path, m in model.named_modules() if path in paths})
+    texts = TEXTS[:3]
+    batch = dict(tokenizer(texts, return_tensors="pt", padding=True))
+    for path in paths:
+        batch[f"{path}.down"] = torch.stack([a[path][0] for a in adapters])
+        batch[f"{path}.up"] = torch.stack([a[path][1] for a in adapters])
+    output = torch.as_tensor(onnx_backbone.session(graph, 1)(batch))
+    int8 = onnx_backbone.quantize_per_token(graph, tmp_path / "lora_int8.onnx")
+    output_int8 = torch.as_tensor(onnx_backbone.session(int8, 1)(batch))
+    for i, (text, adapter) in enumerate(zip(texts, adapters)):
+        merged = copy.deepcopy(model)
+        with torch.no_grad():
+            for path, (down, up) in adapter.items():
+                merged.get_submodule(path).weight += (down @ up).t()
+        alone, mask = states(torch_run(merged), tokenizer, [text])
+        row = output[i, : mask.shape[1]][mask[0]]
+        assert torch.allclose(row, alone[0][mask[0]], atol=1e-4), text
+        cosine = torch.nn.functional.cosine_similarity(output_int8[i, : mask.shape[1]][mask[0]], row, dim=-1)
+        assert cosine.min() > 0.98

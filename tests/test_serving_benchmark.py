@@ -170,3 +170,19 @@ def test_load_test_compares_exactly_except_float_noise():
     assert not same_answer(answer, {**answer, "entities": []})
     assert not same_answer({"score": 0.9}, {"score": 0.91})
     assert not same_answer({"value": 1.0}, {"value": "1.0"})
+
+
+@needs_shared_data  # the benchmark's requests are real GLUE dev texts
+def test_onnx_lora_benchmark_checks_every_per_row_pass_against_torch(tmp_path):
+    """benchmarks/onnx_lora.py at tiny sizes: ONNX Runtime's per-row LoRA graph gives what the hub's float32 hooks
+    give, and the table has every variant."""
+    pytest.importorskip("onnxruntime")
+    import onnx_lora
+
+    found = onnx_lora.main(["--texts", "16", "--rounds", "1", "--out", str(tmp_path / "onnx_lora")])
+    checks = found["checks_vs_torch_float32_lora"]
+    assert checks["L_onnx_float32"]["max_abs_diff"] < 1e-3 and checks["L_torch_float32"]["max_abs_diff"] == 0
+    assert checks["L_onnx_int8_per_token"]["token_cosine"] > 0.99 and checks["L_torch_bfloat16"]["token_cosine"] > 0.99
+    assert set(found["speed_vs_torch_float32"]) == set(onnx_lora.LABELS)
+    text = (tmp_path / "onnx_lora.md").read_text()
+    assert text.count("\n| L: ") == 5 and "The fastest ONNX Runtime pass with per-row LoRA" in text
