@@ -267,6 +267,21 @@ def _memory(device: torch.device) -> int:
     return psutil.Process().memory_info().rss
 
 
+def _resident_split() -> dict[str, int]:
+    """Resident bytes by kind (Linux, /proc/self/status): `anonymous` (heap, copies: only swap frees them) and `file`
+    (pages of mapped files, e.g. safetensors weights read in place: the kernel drops them under pressure and reads
+    them again on use). Empty where the kernel does not say."""
+    try:
+        lines = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    if "RssAnon" not in fields:
+        return {}
+    kilobytes = {name: int(fields[key].split()[0]) for name, key in (("anonymous", "RssAnon"), ("file", "RssFile"))}
+    return {name: 1024 * value for name, value in kilobytes.items()}
+
+
 class GcPauses:
     """A gc.callbacks hook adding up the time the garbage collector runs (its pauses stop every thread)."""
 
@@ -285,11 +300,14 @@ def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, d
           dtype: str | None = None) -> dict[str, Any]:
     """Runs in its own process; memory is measured net of the interpreter and the imports above. `dtype`: the
     runtime of the hub probe (None: float32)."""
-    base = _memory(device)
+    base, base_split = _memory(device), _resident_split()
     if kind == "hub":  # B: the shared backbone + K adapters and heads, after serving the requests
         served = hub.Hub.load(registry, device=device, dtype=dtype)
         served.run_many(mixed_requests(texts, count))
-        return {"net_memory": _memory(device) - base}
+        net = _memory(device) - base
+        if device.type != "cpu":
+            return {"net_memory": net}
+        return {"net_memory": net, **{f"net_{part}": held - base_split[part] for part, held in _resident_split().items()}}
     if kind == "full":  # D: K full models and heads, after serving the same requests
         from transformers import AutoTokenizer
 
@@ -571,6 +589,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if runtimes and "hub16" in probes:  # the server's memory in each runtime (results before this have none)
         summary["runtime_memory_mb"] = {"float32": probes["hub16"]["net_memory"] / 1e6} | {
             r: probes[f"hub16_{r}"]["net_memory"] / 1e6 for r in runtimes if f"hub16_{r}" in probes}
+        split = {"float32": probes["hub16"], **{r: probes.get(f"hub16_{r}", {}) for r in runtimes}}
+        if all("net_anonymous" in probe for probe in split.values()):  # results before the split have none
+            summary["runtime_memory_split_mb"] = {r: {"anonymous": probe["net_anonymous"] / 1e6,
+                                                      "file": probe["net_file"] / 1e6} for r, probe in split.items()}
     if "peft_load" in probes:
         peft = probes["peft_load"]
         summary["load_ms"]["peft"] = [(n, s * 1000) for n, s in peft["seconds"]]
@@ -726,9 +748,16 @@ def runtime_memory_lines(s: dict[str, Any]) -> list[str]:
     memory = s.get("runtime_memory_mb")
     if not memory:
         return []
+    split = s.get("runtime_memory_split_mb")
+    if not split:
+        return ["| runtime | server memory: backbone + 16 tasks after serving the requests (net of interpreter and "
+                "imports) | vs float32 |", "|---|---|---|",
+                *(f"| {name} | {mb:.0f} MB | {mb / memory['float32']:.2f} |" for name, mb in memory.items()), ""]
     return ["| runtime | server memory: backbone + 16 tasks after serving the requests (net of interpreter and imports) "
-            "| vs float32 |", "|---|---|---|",
-            *(f"| {name} | {mb:.0f} MB | {mb / memory['float32']:.2f} |" for name, mb in memory.items()), ""]
+            "| vs float32 | of which anonymous (heap, copies) | of which file pages (mapped weights: the kernel can "
+            "drop them) |", "|---|---|---|---|---|",
+            *(f"| {name} | {mb:.0f} MB | {mb / memory['float32']:.2f} | {split[name]['anonymous']:.0f} MB | "
+              f"{split[name]['file']:.0f} MB |" for name, mb in memory.items()), ""]
 
 
 def report(results: dict[str, Any], out: Path) -> str:

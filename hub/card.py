@@ -13,13 +13,24 @@ from huggingface_hub.repocard_data import EvalResult
 from heads import kind
 
 from .adapter_folder import AdapterFolder
+from .data.filters import describe
 from .errors import AdapterError
+from .learning_check import card_lines
 from .methods import PEFT_QUANTIZED_WEIGHTS, AdapterMethod, PeftTraining, method_named
 from .registry import BackboneSpec, TaskSpec
 
 REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples",
                "train_seconds", "command")
+# rows the data section dropped, per reason (only when some were); what a model that learned nothing would score
+OPTIONAL_KEYS = ("train_dropped", "eval_dropped", "learning_check")
 RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)  # build_card's recipe block
+
+
+def _dropped_note(report: dict[str, Any]) -> str:
+    """What the registry's data section dropped from the train and dev files (data.drop, null label_values)."""
+    notes = [f"{split} file: {describe(report[key])}" for split, key in (("train", "train_dropped"),
+                                                                           ("dev", "eval_dropped")) if report.get(key)]
+    return "".join(f"\n- {note}" for note in notes)
 
 
 def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -> str:
@@ -38,7 +49,8 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
         metrics=[task.metric],
         model_name=f"{task.name}-{method.name}",
         datasets=dataset_ids(task) or None,
-        bert_adapter_hub={**{key: report[key] for key in REPORT_KEYS}, "task": serving_fields(task)},
+        bert_adapter_hub={**{key: report[key] for key in REPORT_KEYS}, "task": serving_fields(task),
+                          **{key: report[key] for key in OPTIONAL_KEYS if report.get(key)}},
         eval_results=[
             EvalResult(
                 task_type=kind(task.kind).pipeline_tag or task.kind,
@@ -63,13 +75,13 @@ def build_card(task: TaskSpec, backbone: BackboneSpec, report: dict[str, Any]) -
 | metric | value |
 |---|---|
 {rows}
-
+{card_lines(report.get("learning_check"))}
 ## Size
 
 - adapter method: {method.title} (`{method.name}`); weights stored as {stored}, head as {storage["head"]}
 - trainable parameters: {trainable}
 - bytes on disk (adapter + head files, card excluded): {report['adapter_bytes']:,}
-- trained on {report['train_examples']:,} examples in {report['train_seconds']:.0f} s
+- trained on {report['train_examples']:,} examples in {report['train_seconds']:.0f} s{_dropped_note(report)}
 
 ## Recipe
 

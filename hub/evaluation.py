@@ -28,14 +28,18 @@ def predict_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int 
     return predictions
 
 
+def score_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int = 64, progress: bool = True,
+                  scorer: Scorer = compute_metric) -> tuple[dict[str, float], list, list]:
+    """(the task's official metric on `dataset`, primary first; the predictions; the references)."""
+    predictions = predict_runtime(runtime, dataset, max_batch_size, progress=progress)
+    references = [runtime.examples.reference(example) for example in dataset]
+    return scorer(runtime.spec.metric, predictions, references, runtime.spec.labels), predictions, references
+
+
 def evaluate_runtime(runtime: TaskRuntime, dataset: Dataset, max_batch_size: int = 64, progress: bool = True,
                      scorer: Scorer = compute_metric) -> dict[str, float]:
     """The task's official metric (primary first) on `dataset`; `scorer` computes it (default: hub.metrics)."""
-    spec = runtime.spec
-    predictions = predict_runtime(runtime, dataset, max_batch_size, progress=progress)
-    examples = runtime.examples
-    references = [examples.reference(example) for example in dataset]
-    return scorer(spec.metric, predictions, references, spec.labels)
+    return score_runtime(runtime, dataset, max_batch_size, progress, scorer)[0]
 
 
 def evaluate_task(hub: Hub, task: str, dataset: Dataset, progress: bool = True) -> dict[str, float]:

@@ -142,7 +142,10 @@ class DataSpec(_Strict):
     dev: str | None = None
     header: bool = True
     columns: dict[str, str | int] = {}
-    label_values: dict[str, str] | None = None
+    label_values: dict[str, str | None] | None = Field(
+        None, description="raw label value -> the task's label name; null drops the rows with that raw value")
+    drop: dict[str, list[str]] = Field(
+        {}, description="field (an input or `label`) -> raw values whose rows are dropped, e.g. {label: ['-']}")
     path: str | None = Field(None, description="Hub data set id (format: hf)")
     name: str | None = Field(None, description="Hub data set config (format: hf)")
     corpus: str | None = Field(None, description="package corpus name (format: package)")

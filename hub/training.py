@@ -31,11 +31,12 @@ from heads.codec import collate_extras, pad_lists
 from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
 from .card import build_card
-from .data import load_split, sample_rows
+from .data import read_split, sample_rows
 from .devices import DTYPES
 from .errors import DataError, HubError
-from .evaluation import evaluate_task
+from .evaluation import score_runtime
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
+from .learning_check import check_learning
 from .methods import method_named
 from .registry import Registry, TaskSpec, TrainSpec
 from .router import TaskRuntime
@@ -216,7 +217,12 @@ def _save(model: TaskModel, registry: Registry, task: TaskSpec, recipe: TrainSpe
         # A private backbone: the staged adapter must not stay attached to the process's shared one. Measured in the
         # runtime it was trained for: the card's metrics are what `hub serve --dtype <runtime>` answers.
         served = Hub(staged, share_backbones=False, dtype=recipe.runtime)
-        report["metrics"] = evaluate_task(served, task.name, dev_rows, progress=progress)
+        metrics, predictions, references = score_runtime(served.runtime(task.name), dev_rows, served.max_batch_size,
+                                                         progress)
+        report["metrics"] = metrics
+        check = check_learning(task, predictions, references, metrics)
+        if check is not None:
+            report["learning_check"] = check
         report["adapter_bytes"] = AdapterFolder(staging).nbytes()  # PEFT + head files; the card is written next
         (staging / AdapterFolder.CARD).write_text(build_card(task, spec, report), encoding="utf-8")
 
@@ -247,13 +253,14 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     task = registry.task(task_name)
     recipe = _recipe(task, overrides)
     torch.manual_seed(recipe.seed)
-    train_rows = sample_rows(load_split(registry, task, "train"), recipe.max_train_examples, recipe.seed)
+    train_split = read_split(registry, task, "train")
+    train_rows = sample_rows(train_split.examples, recipe.max_train_examples, recipe.seed)
     model, backbone = _build_model(registry, task, recipe, method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     trained = recipe.adapter.method if method == "lora" else method  # "lora": an adapter of the recipe's method
     print(f"[{task.name}] {trained}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
-          f"{len(train_rows):,} train examples")
+          f"{len(train_rows):,} train examples" + (f"; {train_split.dropped_note()}" if train_split.dropped else ""))
     spec = registry.backbone(task.backbone)
     found = kind(task.kind)
     codec = found.codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
@@ -263,6 +270,7 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
         "task": task.name, "dataset": (task.data.corpus or task.data.path or task.name) if task.data else task.name,
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
         "train_examples": len(train_rows), "train_seconds": round(seconds, 1),
+        **({"train_dropped": dict(train_split.dropped)} if train_split.dropped else {}),
         "head": model.head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
         "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
     }
@@ -274,11 +282,22 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
     fitted = fit_task(registry, task_name, "lora", progress, **overrides)
     task, report = fitted.task, fitted.report
-    dev_rows = sample_rows(load_split(registry, task, "dev"), fitted.recipe.max_eval_examples, fitted.recipe.seed)
+    dev_split = read_split(registry, task, "dev")
+    dev_rows = sample_rows(dev_split.examples, fitted.recipe.max_eval_examples, fitted.recipe.seed)
     report["eval_examples"] = len(dev_rows)
+    if dev_split.dropped:
+        report["eval_dropped"] = dict(dev_split.dropped)
+        print(f"[{task.name}] dev: {dev_split.dropped_note()}")
     target = Path(output) if output else registry.adapter_dir(task)
     _save(fitted.model, registry, task, fitted.recipe, dev_rows, report, target, progress)
     report["folder"] = str(target)
     print(f"[{task.name}] dev {task.metric}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items())
           + f"; adapter folder {target} ({report['adapter_bytes']:,} bytes)")
+    check = report.get("learning_check") or {}
+    if "majority_label" in check:
+        (name, value), = check["majority_baseline"].items()
+        print(f"[{task.name}] always answering {check['majority_label']!r} would score {name}={value:.4f}; the model "
+              f"answers {check['top_prediction']!r} for {check['top_prediction_share']:.0%} of the dev rows")
+    if "warning" in check:
+        print(f"[{task.name}] WARNING: {check['warning']}")
     return report

@@ -107,3 +107,42 @@ def test_hub_data_set_path_with_class_label_names(tmp_path, monkeypatch):
     train = load_split(registry, registry.task("t"), "train")
     assert train["label"] == ["positive", "negative"]
     assert load_split(registry, registry.task("t"), "dev")["sentence"] == ["fine"]
+
+
+def test_rows_dropped_by_a_null_label_value_and_by_data_drop_are_counted(tmp_path):
+    """An NLI file whose unlabelled rows hold '-' (SNLI's convention): `label_values: {"-": null}` drops them, and
+    `data.drop` drops by any field; the split says how many rows went, and why."""
+    from hub.data import read_split
+
+    (tmp_path / "nli.tsv").write_text("premise\thypothesis\tgold\n"
+                                      "a man\ta person\tentailment\n"
+                                      "a cat\ta dog\t-\n"
+                                      "\tempty premise\tcontradiction\n"
+                                      "two\tone\tcontradiction\n"
+                                      "x\ty\t-\n")
+    data = {"format": "tsv", "train": "nli.tsv", "columns": {"label": "gold"},
+            "label_values": {"-": None}, "drop": {"premise": [""]}}
+    registry = _registry(tmp_path, data, labels=("entailment", "contradiction"), inputs=("premise", "hypothesis"))
+    split = read_split(registry, registry.task("t"), "train")
+    assert split.examples["premise"] == ["a man", "two"]
+    assert dict(split.dropped) == {"label '-'": 2, "premise ''": 1}
+    assert split.dropped_note() == "3 rows dropped (label '-': 2, premise '': 1)"
+    without = _registry(tmp_path, {**data, "label_values": None, "drop": {}},
+                        labels=("entailment", "contradiction"), inputs=("premise", "hypothesis"))
+    with pytest.raises(DataError, match="label '-' is not one of the task's labels"):
+        read_split(without, without.task("t"), "train")
+
+
+def test_a_file_whose_every_row_is_dropped_says_so(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"sentence": "x", "label": "-"}\n')
+    registry = _registry(tmp_path, {"format": "jsonl", "train": "d.jsonl", "drop": {"label": ["-"]}})
+    with pytest.raises(DataError, match=r"holds no examples \(1 row dropped \(label '-': 1\)"):
+        load_split(registry, registry.task("t"), "train")
+
+
+def test_tagging_refuses_a_null_tag_with_the_fix(tmp_path):
+    (tmp_path / "d.conll").write_text("EU B-ORG\nrejects O\n\n")
+    registry = _registry(tmp_path, {"format": "conll", "train": "d.conll", "label_values": {"O": None}},
+                         labels=("ORG", "PER"), inputs=("text",), kind="tagging")
+    with pytest.raises(DataError, match="one tag per token; map each such tag to a label"):
+        load_split(registry, registry.task("t"), "train")

@@ -118,6 +118,10 @@ def test_runtimes_add_a_and_b_per_runtime_and_the_fastest_pair(tmp_path, monkeyp
     assert "/ fastest A (A: backbone alone" in text and "| B/A in int8 at K=16 | >= 0.95 |" in text
     assert {"hub16", "hub16_int8"} <= set(results["probes"]) and "full16" not in results["probes"]  # IA3: no D
     assert "| int8 | " in text and "server memory: backbone + 16 tasks" in text
+    if sys.platform == "linux":  # resident memory split into anonymous and file pages, adding up to the RSS
+        probe = results["probes"]["hub16_int8"]
+        assert abs(probe["net_anonymous"] + probe["net_file"] - probe["net_memory"]) < 8e6
+        assert "of which file pages" in text
     assert "| A: backbone alone, ONNX Runtime int8, a scale per token |" in text
     # ONNX Runtime's own int8 lets a row's output depend on its batch: when it is the fastest A, B is also set
     # against the fastest A that keeps rows independent

@@ -110,3 +110,30 @@ def test_a_storage_the_method_cannot_write_is_refused_before_training(tmp_path, 
         document["tasks"][0]["train"] = {"adapter": adapter, "storage": storage}
         with pytest.raises(HubError, match=message):
             load_registry(write_registry(tmp_path, document))
+
+
+def test_dropped_rows_are_reported_and_carded(tmp_path, tiny_backbone_dir, capsys):
+    """Rows a data section drops (here: unlabelled '-' rows, the NLI convention) are counted in the report, printed
+    by `hub train` and written to the card, for train and dev alike."""
+    import json
+
+    document = tiny_registry(tmp_path, tiny_backbone_dir)
+    data = tmp_path / "data"
+    for split, extra in (("train", 5), ("dev", 3)):
+        path = data / f"sent_{split}.jsonl"
+        lines = path.read_text().splitlines() + [json.dumps({"text": "no label", "label": "-"})] * extra
+        path.write_text("\n".join(lines) + "\n")
+    sentiment = next(t for t in document["tasks"] if t["name"] == "sentiment")
+    sentiment["data"]["label_values"] = {"-": None}
+    registry = load_registry(write_registry(tmp_path, document))
+    report = train_task(registry, "sentiment", progress=False, output=tmp_path / "out")
+    assert report["train_dropped"] == {"label '-'": 5} and report["eval_dropped"] == {"label '-'": 3}
+    assert report["train_examples"] == 96 and report["eval_examples"] == 40
+    printed = capsys.readouterr().out
+    assert "5 rows dropped (label '-': 5)" in printed and "dev: 3 rows dropped" in printed
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "- train file: 5 rows dropped (label '-': 5)" in card
+    assert "- dev file: 3 rows dropped (label '-': 3)" in card
+    from hub.card import card_report
+
+    assert card_report(tmp_path / "out")["train_dropped"] == {"label '-'": 5}  # kept for refreshed cards

