@@ -37,8 +37,20 @@ def _fail(exc: HubError) -> None:
     raise typer.Exit(code=2)
 
 
-def _hub(registry: Path | None, device: str | None = None, dtype: str | None = None) -> Hub:
-    return Hub.load(registry or default_registry_path(), device=device, dtype=dtype)
+def _hub(registry: Path | None, device: str | None = None, dtype: str | None = None,
+         adapter: tuple[str, Path] | None = None) -> Hub:
+    """The Hub over `registry`; `adapter` (task, folder) serves that task from another trained folder."""
+    if adapter is None:
+        return Hub.load(registry or default_registry_path(), device=device, dtype=dtype)
+    from .registry import load_registry, with_adapter
+
+    loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
+    return Hub(with_adapter(loaded, *adapter), device=device, dtype=dtype)
+
+
+AdapterFolderOption = Annotated[Path | None, typer.Option(
+    "--adapter", help="serve the task from this trained folder (e.g. one `hub train --output` wrote) instead of the "
+                      "registry's")]
 
 
 @app.command("list")
@@ -74,10 +86,11 @@ def run(
     registry: RegistryOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    adapter: AdapterFolderOption = None,
 ) -> None:
     """Answer one input and print the result as JSON."""
     try:
-        hub = _hub(registry, device, dtype)
+        hub = _hub(registry, device, dtype, (task, adapter) if adapter else None)
         result = hub.run(task, texts[0] if len(texts) == 1 else tuple(texts))
     except HubError as exc:
         _fail(exc)
@@ -139,17 +152,18 @@ def _mapping(option: str, text: str | None) -> dict[str, Any] | None:
 def evaluate(
     task: Annotated[str, typer.Argument(help="task name in the registry")],
     registry: RegistryOption = None,
-    max_eval_examples: Annotated[int | None, typer.Option(help="first N dev rows only")] = None,
+    max_eval_examples: Annotated[int | None, typer.Option(
+        help="a sample of N dev rows, drawn with the recipe's seed (the same rows `hub train` scores)")] = None,
+    adapter: AdapterFolderOption = None,
 ) -> None:
     """Measure a trained task on its dev split (the card's metric) and print it as JSON."""
-    from .data import load_split
+    from .data import load_split, sample_rows
     from .evaluation import evaluate_task
 
     try:
-        hub = _hub(registry)
-        dev = load_split(hub.registry, hub.registry.task(task), "dev")
-        if max_eval_examples:
-            dev = dev.select(range(min(max_eval_examples, len(dev))))
+        hub = _hub(registry, adapter=(task, adapter) if adapter else None)
+        spec = hub.registry.task(task)
+        dev = sample_rows(load_split(hub.registry, spec, "dev"), max_eval_examples, spec.train.seed)
         print(json.dumps({"task": task, "examples": len(dev), **evaluate_task(hub, task, dev)}))
     except HubError as exc:
         _fail(exc)

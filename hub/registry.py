@@ -294,6 +294,21 @@ def parse_registry(raw: Any, path: Path, strict_adapters: bool = True) -> Regist
     return registry
 
 
+def with_adapter(registry: Registry, task_name: str, folder: Path) -> Registry:
+    """The registry with task `task_name` served from the adapter folder `folder` (e.g. one `hub train --output`
+    wrote), checked against the task's entry as the registry's own folders are."""
+    task = registry.task(task_name)
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise RegistryError(f"--adapter {folder}: no such folder; give the folder `hub train --output` wrote.")
+    index = registry.tasks.index(task)
+    tasks = [*registry.tasks[:index], task.model_copy(update={"adapter": str(folder)}), *registry.tasks[index + 1:]]
+    copied = registry.model_copy(update={"tasks": tasks, "adapter_problems": {
+        name: problem for name, problem in registry.adapter_problems.items() if name != task_name}})
+    _check_adapter_folder(copied, index, tasks[index], registry.path)
+    return copied
+
+
 def _check_references(registry: Registry, path: Path, strict_adapters: bool = True) -> None:
     groups = (("backbones", [b.name for b in registry.backbones]), ("tasks", [t.name for t in registry.tasks]))
     for group, names in groups:

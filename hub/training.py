@@ -289,6 +289,8 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
         report["eval_dropped"] = dict(dev_split.dropped)
         print(f"[{task.name}] dev: {dev_split.dropped_note()}")
     target = Path(output) if output else registry.adapter_dir(task)
+    if output:  # the card's reproduce command writes where this run wrote
+        report["command"] += f" --output {shlex.quote(str(output))}"
     _save(fitted.model, registry, task, fitted.recipe, dev_rows, report, target, progress)
     report["folder"] = str(target)
     print(f"[{task.name}] dev {task.metric}: " + ", ".join(f"{k}={v:.4f}" for k, v in report["metrics"].items())

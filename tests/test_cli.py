@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import yaml
 from typer.testing import CliRunner
 
 from hub.cli import app
@@ -129,3 +130,50 @@ def test_train_with_another_adapter_method_and_its_reproduce_command(tmp_path, t
                          ("{method:ia3}", "reads as one key")):
         refused = runner.invoke(app, ["train", "sentiment", "--registry", str(path), "--adapter", bad])
         assert refused.exit_code == 2 and message in refused.output, refused.output
+
+
+def test_run_and_eval_serve_a_folder_trained_elsewhere(tmp_path, trained_registry):
+    """`--adapter FOLDER`: a folder `hub train --output` wrote is served without editing the registry; the eval sample
+    is drawn with the recipe's seed (the rows `hub train` scores), not the file's first rows."""
+    import shutil
+
+    from hub.data import load_split, sample_rows
+    from hub.registry import load_registry
+
+    elsewhere = tmp_path / "elsewhere" / "sentiment-v2"
+    shutil.copytree(trained_registry.parent / "adapters" / "sentiment", elsewhere)
+    document = yaml.safe_load(trained_registry.read_text())
+    for task in document["tasks"]:
+        task["adapter"] = str(tmp_path / "untrained" / task["name"])  # the registry's own folders do not exist
+        for split in ("train", "dev"):
+            if task.get("data", {}).get(split):
+                task["data"][split] = str(trained_registry.parent / task["data"][split])
+    (tmp_path / "untrained").mkdir()
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump(document))
+    plain = runner.invoke(app, ["run", "sentiment", "good movie", "-r", str(registry)])
+    assert plain.exit_code == 2 and "no trained adapter" in plain.output
+    served = runner.invoke(app, ["run", "sentiment", "good movie", "-r", str(registry), "--adapter", str(elsewhere)])
+    assert served.exit_code == 0, served.output
+    reference = runner.invoke(app, ["run", "sentiment", "good movie", "-r", str(trained_registry)])
+    assert json.loads(served.stdout) == json.loads(reference.stdout)
+    evaluated = runner.invoke(app, ["eval", "sentiment", "-r", str(registry), "--adapter", str(elsewhere),
+                                    "--max-eval-examples", "7"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["examples"] == 7
+    loaded = load_registry(registry)
+    spec = loaded.task("sentiment")
+    dev = load_split(loaded, spec, "dev")
+    assert sample_rows(dev, 7, spec.train.seed)["text"] != dev.select(range(7))["text"]  # a sample, not the head
+    missing = runner.invoke(app, ["run", "sentiment", "good", "-r", str(registry), "--adapter", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no such folder" in " ".join(missing.output.split())
+    wrong = runner.invoke(app, ["run", "similarity", "a", "b", "-r", str(registry), "--adapter", str(elsewhere)])
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output  # a classification folder for a regression task
+
+
+def test_the_cards_reproduce_command_writes_where_the_run_wrote(tmp_path, tiny_backbone_dir):
+    path = write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir))
+    out = tmp_path / "my out"
+    trained = runner.invoke(app, ["train", "sentiment", "-r", str(path), "--epochs", "1", "--output", str(out)])
+    assert trained.exit_code == 0, trained.output
+    assert f"--output '{out}'" in (out / "README.md").read_text()
