@@ -81,8 +81,11 @@ def list_tasks(registry: RegistryOption = None) -> None:
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help="task name, e.g. sst2")],
-    texts: Annotated[list[str], typer.Argument(help="one text; two for a pair task or QA (question, context); "
-                                               "several = pre-split tokens for tagging")],
+    texts: Annotated[list[str] | None, typer.Argument(help="one text; two for a pair task or QA (question, context); "
+                                                      "several = pre-split tokens for tagging")] = None,
+    json_input: Annotated[str | None, typer.Option(
+        "--json", help="the input as JSON, in any form hub.run takes, e.g. a relation's "
+                       '\'{"text": "...", "head": [0, 4], "tail": [9, 14]}\' (instead of TEXTS)')] = None,
     registry: RegistryOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
@@ -90,11 +93,27 @@ def run(
 ) -> None:
     """Answer one input and print the result as JSON."""
     try:
+        request = _request(texts, json_input)
         hub = _hub(registry, device, dtype, (task, adapter) if adapter else None)
-        result = hub.run(task, texts[0] if len(texts) == 1 else tuple(texts))
+        result = hub.run(task, request)
     except HubError as exc:
         _fail(exc)
     print(json.dumps(result, ensure_ascii=False))
+
+
+def _request(texts: list[str] | None, json_input: str | None) -> Any:
+    """`hub run`'s input: its texts (one; a pair or QA as a tuple; tokens) or --json's value."""
+    if (texts is None) == (json_input is None):
+        raise HubError("give the input as TEXTS or as --json (one of the two), e.g. `hub run sst2 \"Loved it\"` or "
+                       "`hub run semeval2010 --json '{\"text\": \"...\", \"head\": [0, 4], \"tail\": [9, 14]}'`.")
+    if json_input is None:
+        assert texts is not None
+        return texts[0] if len(texts) == 1 else tuple(texts)
+    try:
+        return json.loads(json_input)
+    except json.JSONDecodeError as exc:
+        raise HubError(f"--json {json_input!r} is not JSON ({exc.msg} at character {exc.pos}); quote the whole value "
+                       "for the shell: --json '{\"text\": \"...\", \"head\": [0, 4], \"tail\": [9, 14]}'.") from None
 
 
 @app.command()
@@ -426,7 +445,8 @@ def demo(registry: RegistryOption = None, device: DeviceOption = None, dtype: Dt
         language = hub.registry.backbone(task.backbone).language
         assert task.example is not None  # `served` holds only tasks with an example
         example = task.example if isinstance(task.example, str) else " | ".join(
-            task.example.values() if isinstance(task.example, dict) else task.example)
+            (v if isinstance(v, str) else json.dumps(v) for v in task.example.values())
+            if isinstance(task.example, dict) else task.example)  # a relation's spans as [start, end]
         table.add_row(task.name, language, example, json.dumps(shown, ensure_ascii=False))
     out.print(table)
 

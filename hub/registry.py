@@ -166,8 +166,9 @@ class TaskSpec(_Strict):
     inputs: list[str] = ["text"]
     metric: str = Field("", description="a metric of hub.metrics (default: the kind's)")
     description: str = ""
-    example: str | list[str] | dict[str, str] | None = Field(
-        None, description="a sample input (a list of two for pairs, a dict for QA), used by `hub demo` and the card")
+    example: str | list[str] | dict[str, Any] | None = Field(
+        None, description="a sample input in any form `hub.run` takes (a list of two for pairs, a dict for QA, {text, "
+                          "head: [start, end], tail: [start, end]} for relations), used by `hub demo` and the card")
     max_length: int | None = Field(None, ge=8, le=4096,
                                    description="tokens per row for this task (default: the backbone's)")
     head: dict[str, Any] = {}
@@ -212,7 +213,7 @@ class TaskSpec(_Strict):
         return self
 
     @property
-    def example_input(self) -> str | tuple[str, ...] | dict[str, str] | None:
+    def example_input(self) -> str | tuple[str, ...] | dict[str, Any] | None:
         """`example` in the form `hub.run` takes (a tuple for pairs)."""
         return tuple(self.example) if isinstance(self.example, list) else self.example
 

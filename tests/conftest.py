@@ -167,6 +167,7 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
          "data": {"format": "conll", "train": "data/tag_train.conll", "dev": "data/tag_dev.conll"}},
         {"name": "relations", "backbone": "tiny", "kind": "relation", "labels": ["Beats(e1,e2)", "Beats(e2,e1)", "Other"],
          "metric": "semeval_macro_f1", "train": {**fast, "epochs": 4},
+         "example": {"text": "good beats dull", "head": [0, 4], "tail": [11, 15]},  # spans, as hub.run takes them
          "data": {"format": "semeval", "train": "data/rel_train.txt", "dev": "data/rel_dev.txt"}},
     ]
     return {

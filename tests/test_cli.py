@@ -60,6 +60,25 @@ def test_demo_and_run_for_every_task_kind(trained_registry):
     assert json.loads(tokens.output)["tokens"] == ["good", "movie"]
     relation = runner.invoke(app, ["run", "relations", "<e1>good</e1> beats <e2>dull</e2>", "--registry", str(trained_registry)])
     assert json.loads(relation.output)["label"] in ("Beats(e1,e2)", "Beats(e2,e1)", "Other")
+    assert "relations" in demo.output  # its registry example gives the entities as spans
+
+
+def test_run_takes_every_input_form_the_api_takes_as_json(trained_registry):
+    """`hub run TASK --json ...`: a relation's spans, which no text argument can carry; the same answer as hub.run."""
+    import hub
+
+    request = {"text": "good beats dull", "head": [0, 4], "tail": [11, 15]}
+    spans = runner.invoke(app, ["run", "relations", "--json", json.dumps(request), "-r", str(trained_registry)])
+    assert spans.exit_code == 0, spans.output
+    assert json.loads(spans.stdout) == hub.Hub.load(trained_registry).run("relations", request)
+    marked = runner.invoke(app, ["run", "relations", "--json", '"<e1>good</e1> beats <e2>dull</e2>"', "-r",
+                                 str(trained_registry)])
+    assert json.loads(marked.stdout)["label"] == json.loads(spans.stdout)["label"]
+    for args, message in ((["--json", "{text: 1}"], "is not JSON"), (["good", "--json", "{}"], "one of the two"),
+                          ([], "one of the two"), (["no markers here"], "'head': [start, end]")):
+        failed = runner.invoke(app, ["run", "relations", *args, "-r", str(trained_registry)])
+        flat = " ".join(failed.output.split())
+        assert failed.exit_code == 2 and message in flat and "Traceback" not in flat, (args, flat)
 
 
 def test_serve_refuses_bad_preloads_and_limits_before_starting(trained_registry, monkeypatch):
