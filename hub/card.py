@@ -22,14 +22,17 @@ from .registry import BackboneSpec, TaskSpec
 REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples",
                "train_seconds", "command")
 # rows the data section dropped, per reason (only when some were); what a model that learned nothing would score
-OPTIONAL_KEYS = ("train_dropped", "eval_dropped", "learning_check")
+OPTIONAL_KEYS = ("train_dropped", "eval_dropped", "train_notes", "learning_check")
 RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)  # build_card's recipe block
 
 
 def _dropped_note(report: dict[str, Any]) -> str:
-    """What the registry's data section dropped from the train and dev files (data.drop, null label_values)."""
+    """What the train and dev files lost (data.drop, null label_values, rows a reader left out) and how the train
+    file's rows were read (a reader's notes)."""
     notes = [f"{split} file: {describe(report[key])}" for split, key in (("train", "train_dropped"),
                                                                            ("dev", "eval_dropped")) if report.get(key)]
+    notes += [f"train file: {count:,} row{'s' if count != 1 else ''}: {note}"
+              for note, count in (report.get("train_notes") or {}).items()]
     return "".join(f"\n- {note}" for note in notes)
 
 

@@ -261,6 +261,8 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     trained = recipe.adapter.method if method == "lora" else method  # "lora": an adapter of the recipe's method
     print(f"[{task.name}] {trained}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
           f"{len(train_rows):,} train examples" + (f"; {train_split.dropped_note()}" if train_split.dropped else ""))
+    if train_split.notes:
+        print(f"[{task.name}] train file: {train_split.notes_line()}")
     spec = registry.backbone(task.backbone)
     found = kind(task.kind)
     codec = found.codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
@@ -271,6 +273,7 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
         "train_examples": len(train_rows), "train_seconds": round(seconds, 1),
         **({"train_dropped": dict(train_split.dropped)} if train_split.dropped else {}),
+        **({"train_notes": dict(train_split.notes)} if train_split.notes else {}),
         "head": model.head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
         "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
     }

