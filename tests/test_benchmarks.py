@@ -72,15 +72,18 @@ def test_frontier_scores_every_stored_variant_and_resumes(trained_registry, tmp_
 
 
 def test_a_field_added_at_its_neutral_value_keeps_logged_cells_valid():
-    """`train.runtime` came after days of frontier and bench cells: at float32 (how they trained) it is left out
-    of fingerprints; int8 trains differently, so it counts."""
+    """`train.runtime` and `data.drop` came after days of frontier and bench cells: at float32 / {} (how they
+    trained) they are left out of fingerprints; int8 or a drop list trains differently, so they count."""
     from hub.bench.cells import fingerprinted_spec
     from hub.registry import load_registry
 
     spec = load_registry(REPO / "registry.yaml").task("sst2")
-    assert "runtime" not in fingerprinted_spec(spec)["train"]
+    assert "runtime" not in fingerprinted_spec(spec)["train"] and "drop" not in fingerprinted_spec(spec)["data"]
     int8 = spec.model_copy(update={"train": spec.train.model_copy(update={"runtime": "int8"})})
     assert fingerprinted_spec(int8)["train"]["runtime"] == "int8"
+    assert spec.data is not None
+    dropping = spec.model_copy(update={"data": spec.data.model_copy(update={"drop": {"label": ["-"]}})})
+    assert fingerprinted_spec(dropping)["data"]["drop"] == {"label": ["-"]}
 
 
 def test_the_committed_frontier_table_is_built_from_cells_the_code_still_accepts():
