@@ -132,6 +132,10 @@ class ExampleCodec:
     def reference(self, example: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def serving_mismatch(self, examples: Sequence[dict[str, Any]]) -> str | None:
+        """Why training examples cannot look like what serving will see (then training stops with the fix), or None."""
+        return None
+
 
 def collate_extras(inputs: Sequence[ExtraInput], extras: Sequence[dict[str, list[int]]],
                    width: int) -> dict[str, torch.Tensor]:

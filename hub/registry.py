@@ -6,6 +6,7 @@ field and the fix (spaCy-style config errors).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -146,6 +147,19 @@ class DataSpec(_Strict):
         None, description="raw label value -> the task's label name; null drops the rows with that raw value")
     drop: dict[str, list[str]] = Field(
         {}, description="field (an input or `label`) -> raw values whose rows are dropped, e.g. {label: ['-']}")
+    token_pattern: str | None = Field(
+        None, description="tagging: a regular expression each token must match; its first group (or the whole match) "
+                          "is the token, e.g. '^(.)' keeps the character of a 'character+digit' column")
+
+    @field_validator("token_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"token_pattern {pattern!r} is not a regular expression ({exc})") from None
+        return pattern
     path: str | None = Field(None, description="Hub data set id (format: hf)")
     name: str | None = Field(None, description="Hub data set config (format: hf)")
     corpus: str | None = Field(None, description="package corpus name (format: package)")

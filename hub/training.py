@@ -266,7 +266,11 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     spec = registry.backbone(task.backbone)
     found = kind(task.kind)
     codec = found.codec(task, model.head, backbone.tokenizer, backbone.max_length(spec, task.max_length), spec.language)
-    train_set = _tokenize(train_rows, task, found.examples(codec))
+    examples = found.examples(codec)
+    mismatch = examples.serving_mismatch(train_rows)  # training must see what serving will
+    if mismatch:
+        raise DataError(f"task {task.name!r}: {mismatch}")
+    train_set = _tokenize(train_rows, task, examples)
     seconds = _fit(model, train_set, recipe, _Collator(model.head), progress)
     report: dict[str, Any] = {
         "task": task.name, "dataset": (task.data.corpus or task.data.path or task.name) if task.data else task.name,

@@ -146,3 +146,24 @@ def test_tagging_refuses_a_null_tag_with_the_fix(tmp_path):
                          labels=("ORG", "PER"), inputs=("text",), kind="tagging")
     with pytest.raises(DataError, match="one tag per token; map each such tag to a label"):
         load_split(registry, registry.task("t"), "train")
+
+
+def test_token_pattern_keeps_the_token_of_a_column_that_carries_more(tmp_path):
+    """A character CoNLL column whose characters carry a position digit ('中1'): data.token_pattern keeps the token."""
+    (tmp_path / "d.conll").write_text("中1 B-ORG\n国2 I-ORG\n好1 O\n\n", encoding="utf-8")
+    data = {"format": "conll", "train": "d.conll", "token_pattern": "^(.)"}
+    registry = _registry(tmp_path, data, labels=("B-ORG", "I-ORG", "O"), inputs=("text",), kind="tagging")
+    assert load_split(registry, registry.task("t"), "train")[0]["tokens"] == ["中", "国", "好"]
+    emptying = _registry(tmp_path, {**data, "token_pattern": r"(\d*)$"}, labels=("B-ORG", "I-ORG", "O"), inputs=("text",),
+                         kind="tagging")
+    (tmp_path / "d.conll").write_text("中 B-ORG\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="leaves nothing under data.token_pattern"):
+        load_split(emptying, emptying.task("t"), "train")
+
+
+def test_a_token_pattern_that_is_no_regular_expression_is_refused(tmp_path):
+    from hub.errors import RegistryError
+
+    with pytest.raises(RegistryError, match="is not a regular expression"):
+        _registry(tmp_path, {"format": "conll", "train": "d.conll", "token_pattern": "(unclosed"},
+                  labels=("ORG", "PER"), inputs=("text",), kind="tagging")

@@ -137,3 +137,25 @@ def test_dropped_rows_are_reported_and_carded(tmp_path, tiny_backbone_dir, capsy
     from hub.card import card_report
 
     assert card_report(tmp_path / "out")["train_dropped"] == {"label '-'": 5}  # kept for refreshed cards
+
+
+def test_training_refuses_tokens_serving_never_produces(tmp_path, tiny_backbone_dir):
+    """A character-split task (head.words: chars) whose token column carries a position digit ('g1'): training would
+    learn tokens it is never served, so it stops and names data.token_pattern; with the pattern it trains."""
+    from hub.errors import DataError
+
+    document = tiny_registry(tmp_path, tiny_backbone_dir)
+    lines = ["g1 B-GOOD", "o2 I-GOOD", "o3 I-GOOD", "d4 I-GOOD", "x1 O", ""] * 20
+    (tmp_path / "data" / "chars.conll").write_text("\n".join(lines) + "\n")
+    entities = next(t for t in document["tasks"] if t["name"] == "entities")
+    entities["head"] = {**entities["head"], "words": "chars"}
+    entities["data"] = {"format": "conll", "train": "data/chars.conll", "dev": "data/chars.conll"}
+    entities["train"] = {**entities["train"], "epochs": 1}
+    registry = load_registry(write_registry(tmp_path, document))
+    with pytest.raises(DataError, match=r"100%\) are longer than one character \(e.g. 'g1'.*data.token_pattern"):
+        train_task(registry, "entities", progress=False, output=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    entities["data"]["token_pattern"] = "^(.)"
+    registry = load_registry(write_registry(tmp_path, document))
+    report = train_task(registry, "entities", progress=False, output=tmp_path / "chars")
+    assert report["train_examples"] == 20 and (tmp_path / "chars" / "head.safetensors").is_file()

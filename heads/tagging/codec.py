@@ -22,6 +22,7 @@ from .head import LABEL_POSITIONS, TaggingConfig, TaggingHead
 from .schemes import Scheme, repair_tags, spans, subword_tags, tags_for_spans, without_overlaps, word_tag
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+MULTI_CHAR_TOLERANCE = 0.05  # a character-split task's training tokens may hold this share of longer ones (numbers)
 
 
 @dataclass
@@ -45,6 +46,10 @@ class TaggingCodec(Codec):
     @property
     def all_subwords(self) -> bool:
         return self._config.label_all_subwords
+
+    def splits_chars(self) -> bool:
+        """Whether served text is split into characters (Chinese, or head.words: chars)."""
+        return self._split_chars()
 
     def _split_chars(self) -> bool:
         mode = self._config.words
@@ -212,6 +217,24 @@ class TaggingExamples(ExampleCodec):
     """Examples as `tokens` + word `tags`, or `text` + character `spans` (mapped onto the codec's words)."""
 
     codec: TaggingCodec
+
+    def serving_mismatch(self, examples: Sequence[dict[str, Any]]) -> str | None:
+        """Pre-split tokens that serving never produces: longer than one character where served text is split into
+        characters (e.g. a CoNLL column whose characters carry a position digit), which would train the model on
+        'character+digit' tokens and serve it bare characters."""
+        if not self.codec.splits_chars():
+            return None
+        tokens = [token for example in examples for token in example.get("tokens") or []]
+        long = [token for token in tokens if len(token) > 1]
+        if not tokens or len(long) <= MULTI_CHAR_TOLERANCE * len(tokens):
+            return None
+        shown = ", ".join(repr(token) for token in list(dict.fromkeys(long))[:5])
+        return (f"{len(long):,} of {len(tokens):,} training tokens ({len(long) / len(tokens):.0%}) are longer than one "
+                f"character (e.g. {shown}), but this task splits served text into characters (head.words: chars, or "
+                "auto for Chinese), so the model would learn tokens it is never served. If the token column carries "
+                "more than the token (a suffix such as a position digit), keep the token with data.token_pattern, "
+                "e.g. '^(.)' (the first group of a regular expression is the token); if the tokens are words, set "
+                "head.words: tokenizer.")
 
     def words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:
         """A data-set example as words + word tags; character spans are mapped onto the codec's words."""

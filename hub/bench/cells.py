@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 # Registry fields added after cells were logged (section, field), with the value that reads and trains exactly as
 # before they existed: at that value they stay out of fingerprints, so adding a field does not throw away days of
 # finished cells (tests/test_benchmarks.py holds the committed frontier table to this).
-FIELDS_ADDED_LATER: dict[tuple[str, str], Any] = {("train", "runtime"): "float32", ("data", "drop"): {}}
+FIELDS_ADDED_LATER: dict[tuple[str, str], Any] = {("train", "runtime"): "float32", ("data", "drop"): {},
+                                                 ("data", "token_pattern"): None}
 
 
 def fingerprinted_spec(spec: TaskSpec) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from heads.rows import NOTED, SKIPPED
 
 from ..errors import DataError
 from ..registry import Registry, TaskSpec
-from .filters import describe, drop_rows
+from .filters import clean_tokens, describe, drop_rows
 from .sources import read_rows
 
 
@@ -65,6 +65,7 @@ def read_split(registry: Registry, task: TaskSpec, split: str) -> Split:
                         "add one (see README: 'Add your own task').")
     rows, source = read_rows(registry, task, split)
     rows, dropped = drop_rows(rows, task, source)
+    rows = clean_tokens(rows, task.data, source)
     read = kind(task.kind).read_examples(rows, task, source)
     dropped += Counter(example[SKIPPED] for example in read if SKIPPED in example)
     notes = Counter(note for example in read for note in example.pop(NOTED, []))

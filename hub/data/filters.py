@@ -1,4 +1,4 @@
-"""Rows a task drops before its kind reads them, declared in the registry, counted per reason.
+"""Rows a task drops before its kind reads them, declared in the registry, counted per reason; and tokens it cleans.
 
 Two ways, both YAML:
 - `data.label_values` mapping a raw label to null: `{"-": null}` drops the unlabelled rows of an NLI file;
@@ -11,6 +11,7 @@ whole sentences for one token; such a task is told so.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -67,3 +68,28 @@ def describe(dropped: Counter[str] | dict[str, int]) -> str:
         return ""
     parts = ", ".join(f"{reason}: {count:,}" for reason, count in sorted(dropped.items(), key=lambda kv: -kv[1]))
     return f"{total:,} row{'s' if total != 1 else ''} dropped ({parts})"
+
+
+def clean_tokens(rows: list[Any], data: DataSpec, source: str) -> list[Any]:
+    """Each row's tokens as `data.token_pattern` keeps them: the first group of the pattern's first match (or the
+    whole match), e.g. '^(.)' for a CoNLL column whose characters carry a position digit ('中1' -> '中')."""
+    if data.token_pattern is None:
+        return rows
+    pattern = re.compile(data.token_pattern)
+    key = "tokens" if data.format == "conll" else data.columns.get("tokens", "tokens")
+    cleaned = []
+    for index, row in enumerate(rows):
+        tokens = row.get(key) if isinstance(row, dict) else None
+        if not isinstance(tokens, list):
+            raise DataError(f"{source}, row {index + 1}: data.token_pattern cleans a token column (tagging), and this "
+                            f"row has no {key!r} list; remove token_pattern or set data.columns.tokens.")
+        kept = []
+        for token in tokens:
+            found = pattern.search(str(token))
+            value = (found.group(1) if pattern.groups else found.group(0)) if found else None
+            if not value:
+                raise DataError(f"{source}, row {index + 1}: token {token!r} leaves nothing under data.token_pattern "
+                                f"{data.token_pattern!r}; fix the pattern (its first group is the token).")
+            kept.append(value)
+        cleaned.append({**row, key: kept})
+    return cleaned
