@@ -22,7 +22,8 @@ from .registry import BackboneSpec, TaskSpec
 REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_examples", "eval_examples",
                "train_seconds", "command")
 # rows the data section dropped, per reason (only when some were); what a model that learned nothing would score
-OPTIONAL_KEYS = ("train_dropped", "eval_dropped", "train_notes", "learning_check")
+OPTIONAL_KEYS = ("train_dropped", "eval_dropped", "train_notes", "learning_check", "train_steps", "planned_steps",
+                 "stopped_by_time_budget")
 RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)  # build_card's recipe block
 
 
@@ -33,6 +34,9 @@ def _dropped_note(report: dict[str, Any]) -> str:
                                                                            ("dev", "eval_dropped")) if report.get(key)]
     notes += [f"train file: {count:,} row{'s' if count != 1 else ''}: {note}"
               for note, count in (report.get("train_notes") or {}).items()]
+    if report.get("stopped_by_time_budget"):
+        notes.append(f"stopped at its time budget ({report['stopped_by_time_budget']:g} s) after "
+                     f"{report['train_steps']:,} of {report['planned_steps']:,} steps")
     return "".join(f"\n- {note}" for note in notes)
 
 

@@ -126,6 +126,9 @@ def train(
     batch_size: Annotated[int | None, typer.Option()] = None,
     max_train_examples: Annotated[int | None, typer.Option()] = None,
     max_eval_examples: Annotated[int | None, typer.Option()] = None,
+    max_train_seconds: Annotated[float | None, typer.Option(
+        help="a time budget: stop training after this many seconds, then evaluate and write the folder as usual")]
+    = None,
     seed: Annotated[int | None, typer.Option()] = None,
     adapter: Annotated[str | None, typer.Option(
         help="the adapter method and options instead of the recipe's, as a YAML mapping: '{method: ia3}', "
@@ -143,7 +146,8 @@ def train(
         train_task(
             load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples, seed=seed, adapter=_mapping("--adapter", adapter), runtime=runtime,
+            max_eval_examples=max_eval_examples, max_train_seconds=max_train_seconds, seed=seed,
+            adapter=_mapping("--adapter", adapter), runtime=runtime,
         )
     except HubError as exc:
         _fail(exc)

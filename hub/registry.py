@@ -76,6 +76,9 @@ class TrainSpec(_Strict):
     batch_size: int = Field(default=32, ge=1)
     max_train_examples: int | None = Field(default=None, ge=1)
     max_eval_examples: int | None = Field(default=None, ge=1)
+    max_train_seconds: float | None = Field(
+        default=None, gt=0, description="a time budget: training stops after this many seconds and the folder is "
+                                        "still evaluated and written (the card says so)")
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
     seed: int = 42

@@ -41,6 +41,7 @@ from .methods import method_named
 from .registry import Registry, TaskSpec, TrainSpec
 from .router import TaskRuntime
 from .service import Hub
+from .training_clock import TrainingClock
 
 Method = Literal["lora", "full", "probe"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -164,8 +165,10 @@ def _imbalance(head: Head, recipe: TrainSpec, train_set: Dataset) -> list[float]
     return example_weights(labels, power)
 
 
-def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Collator, progress: bool) -> float:
-    """Run transformers' Trainer over the adapter + head parameters; returns seconds spent."""
+def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Collator, progress: bool,
+         task: str) -> tuple[float, dict[str, Any]]:
+    """Run transformers' Trainer over the adapter + head parameters; returns seconds spent and the clock's report
+    (steps done and planned, the estimate, whether the time budget stopped it)."""
     weights = _imbalance(model.head, recipe, train_set)
     steps = math.ceil(math.ceil(len(train_set) / recipe.batch_size) * recipe.epochs)
     groups = [
@@ -174,6 +177,7 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=recipe.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
+    clock = TrainingClock(task, steps, recipe.max_train_seconds, progress)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
@@ -187,14 +191,14 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
         hf_logging.set_verbosity_error()
         try:
             common = {"model": model, "args": args, "train_dataset": train_set, "optimizers": (optimizer, scheduler),
-                      "data_collator": collator}
+                      "data_collator": collator, "callbacks": [clock]}
             trainer = (Trainer(**common) if weights is None
                        else ResamplingTrainer(**common, example_weights=weights, seed=recipe.seed))
             trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
     model.eval()
-    return time.time() - started
+    return time.time() - started, clock.report()
 
 
 def _save(model: TaskModel, registry: Registry, task: TaskSpec, recipe: TrainSpec, dev_rows: Dataset,
@@ -271,11 +275,15 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     if mismatch:
         raise DataError(f"task {task.name!r}: {mismatch}")
     train_set = _tokenize(train_rows, task, examples)
-    seconds = _fit(model, train_set, recipe, _Collator(model.head), progress)
+    seconds, clock = _fit(model, train_set, recipe, _Collator(model.head), progress, task.name)
+    if "stopped_by_time_budget" in clock:
+        print(f"[{task.name}] stopped at the time budget ({recipe.max_train_seconds:g} s) after "
+              f"{clock['train_steps']:,} of {clock['planned_steps']:,} steps; the folder is written and evaluated as "
+              "trained so far")
     report: dict[str, Any] = {
         "task": task.name, "dataset": (task.data.corpus or task.data.path or task.name) if task.data else task.name,
         "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
-        "train_examples": len(train_rows), "train_seconds": round(seconds, 1),
+        "train_examples": len(train_rows), "train_seconds": round(seconds, 1), **clock,
         **({"train_dropped": dict(train_split.dropped)} if train_split.dropped else {}),
         **({"train_notes": dict(train_split.notes)} if train_split.notes else {}),
         "head": model.head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),

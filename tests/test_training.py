@@ -159,3 +159,31 @@ def test_training_refuses_tokens_serving_never_produces(tmp_path, tiny_backbone_
     registry = load_registry(write_registry(tmp_path, document))
     report = train_task(registry, "entities", progress=False, output=tmp_path / "chars")
     assert report["train_examples"] == 20 and (tmp_path / "chars" / "head.safetensors").is_file()
+
+
+def test_a_time_budget_stops_training_and_still_writes_a_valid_folder(tmp_path, tiny_backbone_dir, capsys):
+    """`train.max_train_seconds` (`hub train --max-train-seconds`): training stops at the budget, the folder is
+    evaluated and written as usual, and the report and the card say after how many of the planned steps."""
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    report = train_task(registry, "sentiment", progress=False, max_train_seconds=1e-6, epochs=3,
+                        output=tmp_path / "budget")
+    assert report["stopped_by_time_budget"] == 1e-6 and report["train_steps"] == 1 and report["planned_steps"] == 18
+    assert set(report["metrics"]) == {"accuracy"} and (tmp_path / "budget" / "adapter_model.safetensors").is_file()
+    assert "stopped at the time budget (1e-06 s) after 1 of 18 steps" in capsys.readouterr().out
+    assert "- stopped at its time budget (1e-06 s) after 1 of 18 steps" in (tmp_path / "budget" / "README.md").read_text()
+    full = train_task(registry, "sentiment", progress=False, epochs=1, output=tmp_path / "full")
+    assert full["train_steps"] == full["planned_steps"] == 6 and "stopped_by_time_budget" not in full
+    assert full["estimated_seconds"] > 0  # measured over the first 5 steps
+
+
+def test_the_training_clock_estimates_from_its_first_steps():
+    from types import SimpleNamespace
+
+    from hub.training_clock import TrainingClock
+
+    clock = TrainingClock("t", planned_steps=100, budget_seconds=None, progress=False)
+    control = SimpleNamespace(should_training_stop=False)
+    for step in range(1, 6):
+        clock.on_step_end(None, SimpleNamespace(global_step=step), control)
+    assert clock.estimated_seconds is not None and clock.estimated_seconds >= 0 and not control.should_training_stop
+    assert clock.report() == {"train_steps": 5, "planned_steps": 100, "estimated_seconds": round(clock.estimated_seconds, 1)}
