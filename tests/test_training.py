@@ -187,3 +187,17 @@ def test_the_training_clock_estimates_from_its_first_steps():
         clock.on_step_end(None, SimpleNamespace(global_step=step), control)
     assert clock.estimated_seconds is not None and clock.estimated_seconds >= 0 and not control.should_training_stop
     assert clock.report() == {"train_steps": 5, "planned_steps": 100, "estimated_seconds": round(clock.estimated_seconds, 1)}
+
+
+def test_training_refuses_word_tokens_the_vocabulary_cannot_read(tmp_path, tiny_backbone_dir):
+    """Split into words, tokens the backbone reads only as its unknown token (here a script its vocabulary lacks)."""
+    from hub.errors import DataError
+
+    document = tiny_registry(tmp_path, tiny_backbone_dir)
+    lines = ["ДОБРО B-GOOD", "ФИЛЬМ O", "good O", ""] * 20
+    (tmp_path / "data" / "cyrillic.conll").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    entities = next(t for t in document["tasks"] if t["name"] == "entities")
+    entities["data"] = {"format": "conll", "train": "data/cyrillic.conll", "dev": "data/cyrillic.conll"}
+    registry = load_registry(write_registry(tmp_path, document))
+    with pytest.raises(DataError, match=r"40 of 60 training tokens \(67%\) are unknown to the backbone's vocabulary"):
+        train_task(registry, "entities", progress=False, output=tmp_path / "never")

@@ -23,6 +23,8 @@ from .schemes import Scheme, repair_tags, spans, subword_tags, tags_for_spans, w
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 MULTI_CHAR_TOLERANCE = 0.05  # a character-split task's training tokens may hold this share of longer ones (numbers)
+UNKNOWN_TOLERANCE = 0.2  # a word-split task's tokens may hold this share the vocabulary reads as unknown (rare scripts)
+UNKNOWN_SAMPLE = 20_000  # tokens checked for it
 
 
 @dataclass
@@ -221,10 +223,11 @@ class TaggingExamples(ExampleCodec):
     def serving_mismatch(self, examples: Sequence[dict[str, Any]]) -> str | None:
         """Pre-split tokens that serving never produces: longer than one character where served text is split into
         characters (e.g. a CoNLL column whose characters carry a position digit), which would train the model on
-        'character+digit' tokens and serve it bare characters."""
-        if not self.codec.splits_chars():
-            return None
+        'character+digit' tokens and serve it bare characters; or, split into words, tokens the backbone's
+        vocabulary mostly cannot read (the unknown token: a wrong column, another script or encoding)."""
         tokens = [token for example in examples for token in example.get("tokens") or []]
+        if not self.codec.splits_chars():
+            return self._unknown_tokens(tokens[:UNKNOWN_SAMPLE])
         long = [token for token in tokens if len(token) > 1]
         if not tokens or len(long) <= MULTI_CHAR_TOLERANCE * len(tokens):
             return None
@@ -235,6 +238,21 @@ class TaggingExamples(ExampleCodec):
                 "more than the token (a suffix such as a position digit), keep the token with data.token_pattern, "
                 "e.g. '^(.)' (the first group of a regular expression is the token); if the tokens are words, set "
                 "head.words: tokenizer.")
+
+    def _unknown_tokens(self, tokens: list[str]) -> str | None:
+        unknown_id = self.codec.tokenizer.unk_token_id
+        if not tokens or unknown_id is None:
+            return None
+        pieces = self.codec.tokenizer(tokens, add_special_tokens=False)["input_ids"]
+        unknown = [token for token, ids in zip(tokens, pieces) if ids and all(i == unknown_id for i in ids)]
+        if len(unknown) <= UNKNOWN_TOLERANCE * len(tokens):
+            return None
+        shown = ", ".join(repr(token) for token in list(dict.fromkeys(unknown))[:5])
+        share = len(unknown) / len(tokens)
+        return (f"{len(unknown):,} of {len(tokens):,} training tokens ({share:.0%}) are unknown to the backbone's "
+                f"vocabulary (e.g. {shown}), so the model would learn from the unknown token alone. "
+                "Check data.columns.tokens (the token column), the file's encoding, and that the backbone reads this "
+                "language; clean a token column that carries more than the token with data.token_pattern.")
 
     def words_and_tags(self, example: dict[str, Any]) -> tuple[list[str], list[str]]:
         """A data-set example as words + word tags; character spans are mapped onto the codec's words."""
