@@ -3,8 +3,9 @@ time scores, and how often the model gives its own most frequent answer. Adapter
 predicting one class (an NLI task at chance, a relation task at its majority class) and a bare metric does not say
 so; `hub train` prints this, warns, and writes it to the card.
 
-For tasks whose answer is one label per row (classification, relation) and for regression (a constant prediction).
-Other kinds (spans, tags, answers) are not checked yet.
+For tasks whose answer is one label per row (classification, relation), a tag per word (tagging: the baseline tags
+every word with the dev set's most frequent tag, 'O' for NER) and regression (a constant prediction). Span and QA
+answers are not checked yet.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def check_learning(task: TaskSpec, predictions: Sequence[Any], references: Seque
         return _labels(task, predictions, references, metrics)
     if task.labels is None and all(isinstance(p, (int, float)) for p in predictions):
         return _values(task, predictions, references)
+    if task.labels is not None and _word_tags(predictions) and _word_tags(references):
+        return _tags(task, predictions, references, metrics)
     return None
 
 
@@ -39,21 +42,43 @@ def _labels(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any
     majority, majority_count = Counter(references).most_common(1)[0]
     top, top_count = Counter(predictions).most_common(1)[0]
     baseline = compute_metric(task.metric, [majority] * len(references), references, task.labels)
+    return _verdict(task, metrics, baseline, majority, majority_count / len(references), top,
+                    top_count / len(predictions), "rows")
+
+
+def _verdict(task: TaskSpec, metrics: dict[str, float], baseline: dict[str, float], majority: Any,
+             majority_share: float, top: Any, top_share: float, unit: str) -> dict[str, Any]:
     primary = next(iter(metrics))
     found: dict[str, Any] = {
-        "majority_label": majority, "majority_share": majority_count / len(references),
-        "majority_baseline": {primary: baseline[primary]}, "top_prediction": top,
-        "top_prediction_share": top_count / len(predictions)}
+        "majority_label": majority, "majority_share": majority_share, "majority_baseline": {primary: baseline[primary]},
+        "top_prediction": top, "top_prediction_share": top_share, "unit": unit}
     reasons = []
     if metrics[primary] <= baseline[primary]:
         reasons.append(f"its {primary} {metrics[primary]:.4f} is no better than always answering {majority!r} "
                        f"({baseline[primary]:.4f})")
-    if found["top_prediction_share"] >= TOP_SHARE > found["majority_share"]:
-        reasons.append(f"it answers {top!r} for {found['top_prediction_share']:.0%} of the dev rows, where "
-                       f"{majority!r} is {found['majority_share']:.0%} of them")
+    if top_share >= TOP_SHARE > majority_share:
+        reasons.append(f"it answers {top!r} for {top_share:.0%} of the dev {unit}, where {majority!r} is "
+                       f"{majority_share:.0%} of them")
     if reasons:
         found["warning"] = f"task {task.name!r} may have learned little: {'; '.join(reasons)}. Try: {HELP}."
     return found
+
+
+def _word_tags(sequences: Sequence[Any]) -> bool:
+    """Lists of tags, one per word (a span task's lists of spans are not)."""
+    return (all(isinstance(s, list) and all(isinstance(t, str) for t in s) for s in sequences)
+            and any(len(s) for s in sequences))
+
+
+def _tags(task: TaskSpec, predictions: Sequence[list[str]], references: Sequence[list[str]],
+          metrics: dict[str, float]) -> dict[str, Any]:
+    """`_labels` over words: the baseline tags every word with the dev set's most frequent tag."""
+    majority, majority_count = Counter(t for tags in references for t in tags).most_common(1)[0]
+    top, top_count = Counter(t for tags in predictions for t in tags).most_common(1)[0]
+    words = sum(len(tags) for tags in references)
+    baseline = compute_metric(task.metric, [[majority] * len(tags) for tags in references], references, task.labels)
+    return _verdict(task, metrics, baseline, majority, majority_count / words, top,
+                    top_count / sum(len(tags) for tags in predictions), "words")
 
 
 def _values(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
@@ -72,10 +97,11 @@ def card_lines(check: dict[str, Any] | None) -> str:
         return ""
     if "majority_label" in check:
         (name, value), = check["majority_baseline"].items()
+        unit = check.get("unit", "rows")  # checks recorded before tagging was checked are over rows
         lines = [f"- always answering the dev set's most frequent label {check['majority_label']!r} "
-                 f"({check['majority_share']:.0%} of it) would score {name} {value:.4f}",
+                 f"({check['majority_share']:.0%} of its {unit}) would score {name} {value:.4f}",
                  f"- the model's most frequent answer: {check['top_prediction']!r}, on "
-                 f"{check['top_prediction_share']:.0%} of the dev rows"]
+                 f"{check['top_prediction_share']:.0%} of the dev {unit}"]
     else:
         lines = [f"- standard deviation of the predictions: {check['prediction_std']:.3g} (dev labels: "
                  f"{check['reference_std']:.3g})"]

@@ -314,7 +314,7 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     if "majority_label" in check:
         (name, value), = check["majority_baseline"].items()
         print(f"[{task.name}] always answering {check['majority_label']!r} would score {name}={value:.4f}; the model "
-              f"answers {check['top_prediction']!r} for {check['top_prediction_share']:.0%} of the dev rows")
+              f"answers {check['top_prediction']!r} for {check['top_prediction_share']:.0%} of the dev {check['unit']}")
     if "warning" in check:
         print(f"[{task.name}] WARNING: {check['warning']}")
     return report

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hub.card import card_report
 from hub.learning_check import check_learning
+from hub.metrics import compute_metric
 from hub.registry import load_registry, parse_registry
 from hub.training import train_task
 
@@ -55,8 +56,23 @@ def test_a_regression_that_predicts_one_value_is_flagged():
                                            [0.0, 1, 2, 3, 4, 5, 1, 2], {"pearson_spearman": 1.0})
 
 
+def test_a_tagger_that_tags_every_word_o_is_flagged():
+    """Per word: tagging every word 'O' (the dev set's most frequent tag) is the baseline; entity F1 scores it 0."""
+    task = _task("entity_f1", ("O", "B-PER", "I-PER"))
+    references = [["B-PER", "I-PER", "O", "O"], ["O", "O", "B-PER", "O"]]
+    all_o = [["O"] * 4, ["O"] * 4]
+    found = check_learning(task, all_o, references, compute_metric("entity_f1", all_o, references, task.labels))
+    (primary, value), = found["majority_baseline"].items()
+    assert found["majority_label"] == "O" and value == 0.0
+    assert found["unit"] == "words" and found["top_prediction_share"] == 1.0 and "no better than" in found["warning"]
+    good = check_learning(task, references, references, compute_metric("entity_f1", references, references, task.labels))
+    assert "warning" not in good
+
+
 def test_other_kinds_are_not_checked():
-    assert check_learning(_task(), [["O", "B-PER"]], [["O", "O"]], {"accuracy": 0.0}) is None
+    spans = [[[0, 4, "PER"]], []]
+    assert check_learning(_task(), spans, [[[0, 4, "PER"]], []], {"accuracy": 0.0}) is None  # span answers
+    assert check_learning(_task(), [{"answer": "x"}], [{"answer": "x"}], {"accuracy": 1.0}) is None  # QA
 
 
 def test_an_undertrained_task_warns_on_screen_and_in_its_card(tmp_path, tiny_backbone_dir, capsys):
@@ -73,6 +89,7 @@ def test_an_undertrained_task_warns_on_screen_and_in_its_card(tmp_path, tiny_bac
     printed = capsys.readouterr().out
     assert "always answering 'positive' would score accuracy=0.9000" in printed and "WARNING: task 'sentiment'" in printed
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "always answering the dev set's most frequent label 'positive' (90% of it) would score accuracy 0.9000" in card
+    assert ("always answering the dev set's most frequent label 'positive' (90% of its rows) would score accuracy "
+            "0.9000") in card
     assert "**Warning:** task 'sentiment' may have learned little" in card
     assert card_report(tmp_path / "out")["learning_check"]["majority_label"] == "positive"
