@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import platform
 import statistics
@@ -79,16 +80,22 @@ def _torch(model: nn.Module) -> Encoder:
     return lambda batch: model(**batch).last_hidden_state
 
 
-def _onnx(model: nn.Module, tokenizer, folder: Path, kind: str, threads: int) -> Encoder:
+def _onnx(graphs: Callable[[], dict[str, Path]], kind: str, threads: int) -> Encoder:
     import onnx_backbone
 
-    path = onnx_backbone.build(model, tokenizer, folder, (kind,))[kind]
-    run = onnx_backbone.session(path, threads)
+    run = onnx_backbone.session(graphs()[kind], threads)
     return lambda batch: torch.from_numpy(run(batch))
 
 
 def runtimes(model: nn.Module, tokenizer, folder: Path, threads: int) -> tuple[dict[str, Encoder], dict[str, str]]:
     """Every runtime that builds here, and why the others did not."""
+
+    @functools.cache
+    def graphs() -> dict[str, Path]:  # every ONNX kind from one export
+        import onnx_backbone
+
+        return onnx_backbone.build(model, tokenizer, folder)
+
     builders: dict[str, Callable[[], Encoder]] = {
         "float32 (eager)": lambda: _torch(model),
         "bfloat16 (eager)": lambda: _torch(copy.deepcopy(model).to(torch.bfloat16)),
@@ -97,11 +104,11 @@ def runtimes(model: nn.Module, tokenizer, folder: Path, threads: int) -> tuple[d
         "int8 torchao dynamic (per-token activations, per-channel weights)": lambda: _torch(torchao_int8(model)),
         "int8 hub runtime (hub/int8.py: per-token activations, per-channel weights, torch._int_mm)":
             lambda: _torch(hub_int8(model)),
-        "ONNX Runtime float32": lambda: _onnx(model, tokenizer, folder, "float32", threads),
+        "ONNX Runtime float32": lambda: _onnx(graphs, "float32", threads),
         "ONNX Runtime int8 (its quantize_dynamic: per-tensor weights and activations)":
-            lambda: _onnx(model, tokenizer, folder, "int8", threads),
+            lambda: _onnx(graphs, "int8", threads),
         "ONNX Runtime int8 per token (onnx_backbone.py: per-token activations, per-channel weights)":
-            lambda: _onnx(model, tokenizer, folder, "int8_per_token", threads),
+            lambda: _onnx(graphs, "int8_per_token", threads),
     }
     built, skipped = {}, {}
     for name, build in builders.items():
@@ -193,8 +200,6 @@ def markdown(found: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)

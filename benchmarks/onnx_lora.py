@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnx_backbone  # noqa: E402
-from serving import sorted_batches  # noqa: E402
+from serving import sorted_batches, timed_rounds  # noqa: E402
 from serving_setup import english_backbone, glue_texts, mixed_requests, write_registry  # noqa: E402
 
 import hub  # noqa: E402
@@ -113,21 +110,6 @@ def closeness(outputs: list[torch.Tensor], reference: list[torch.Tensor], batche
     return {"max_abs_diff": worst, "token_cosine": torch.cat(cosines).mean().item()}
 
 
-def timed(jobs: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    """Every job once per round in a fresh random order: seconds per run."""
-    for job in jobs.values():
-        job()  # warm up
-    seconds: dict[str, list[float]] = {name: [] for name in jobs}
-    order, shuffle = list(jobs), random.Random(0).shuffle
-    for _ in tqdm(range(rounds), desc="timed rounds", unit="round"):
-        shuffle(order)
-        for name in order:
-            started = time.perf_counter()
-            jobs[name]()
-            seconds[name].append(time.perf_counter() - started)
-    return seconds
-
-
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     backbone, entry = english_backbone()
@@ -154,7 +136,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         jobs[f"L_onnx_{kind}"] = lambda s=lora: runs.onnx_lora(s)
     reference = jobs["L_torch_float32"]()
     checks = {name: closeness(jobs[name](), reference, batches) for name in jobs if name.startswith("L_")}
-    seconds = timed(jobs, args.rounds)
+    seconds = timed_rounds(jobs, args.rounds, torch.device("cpu"))
     speed = {name: statistics.median(f / s for f, s in zip(seconds["A_torch_float32"], seconds[name]))
              for name in jobs}
     lora_vs_alone = {name: statistics.median(a / lo for a, lo in zip(seconds["A" + name[1:]], seconds[name]))

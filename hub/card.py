@@ -13,7 +13,7 @@ from huggingface_hub.repocard_data import EvalResult
 from heads import kind
 
 from .adapter_folder import AdapterFolder
-from .data.filters import describe
+from .data.filters import describe, note_lines
 from .errors import AdapterError
 from .learning_check import card_lines
 from .methods import PEFT_QUANTIZED_WEIGHTS, AdapterMethod, PeftTraining, method_named
@@ -32,8 +32,7 @@ def _dropped_note(report: dict[str, Any]) -> str:
     file's rows were read (a reader's notes)."""
     notes = [f"{split} file: {describe(report[key])}" for split, key in (("train", "train_dropped"),
                                                                            ("dev", "eval_dropped")) if report.get(key)]
-    notes += [f"train file: {count:,} row{'s' if count != 1 else ''}: {note}"
-              for note, count in (report.get("train_notes") or {}).items()]
+    notes += [f"train file: {line}" for line in note_lines(report.get("train_notes") or {})]
     if report.get("stopped_by_time_budget"):
         notes.append(f"stopped at its time budget ({report['stopped_by_time_budget']:g} s) after "
                      f"{report['train_steps']:,} of {report['planned_steps']:,} steps")

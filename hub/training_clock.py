@@ -24,6 +24,10 @@ class TrainingClock(TrainerCallback):
         self.estimated_seconds: float | None = None
         self.stopped_by_budget = False
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.started = time.perf_counter()  # the Trainer is built: from here on it trains
+        return control
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self.steps = state.global_step
         elapsed = time.perf_counter() - self.started

@@ -51,9 +51,6 @@ class TaggingCodec(Codec):
 
     def splits_chars(self) -> bool:
         """Whether served text is split into characters (Chinese, or head.words: chars)."""
-        return self._split_chars()
-
-    def _split_chars(self) -> bool:
         mode = self._config.words
         return mode == "chars" or (mode == "auto" and self.language.lower().startswith(("zh", "ja")))
 
@@ -85,7 +82,7 @@ class TaggingCodec(Codec):
         raise InputError(f"{usage}; got {'None' if value is None else type(value).__name__}.")
 
     def words(self, text: str) -> tuple[list[str], list[tuple[int, int]]]:
-        if self._split_chars():
+        if self.splits_chars():
             found = [(ch, (i, i + 1)) for i, ch in enumerate(text) if not ch.isspace()]
         else:
             backend = getattr(self.tokenizer, "backend_tokenizer", None)
@@ -186,7 +183,7 @@ class TaggingCodec(Codec):
     def place(self, request: TaggingRequest, start: int, end: int) -> dict[str, Any]:
         """Words start..end (exclusive) as text with character offsets; token indices for pre-split input."""
         if request.offsets is None:
-            text = ("" if self._split_chars() else " ").join(request.words[start:end])
+            text = ("" if self.splits_chars() else " ").join(request.words[start:end])
             return {"text": text, "start": start, "end": end}
         assert request.text is not None  # offsets come with the text they point into
         first, last = request.offsets[start][0], request.offsets[end - 1][1]

@@ -36,7 +36,7 @@ from heads.rows import NOTED, SKIPPED
 
 from ..errors import DataError
 from ..registry import Registry, TaskSpec
-from .filters import clean_tokens, describe, drop_rows
+from .filters import clean_tokens, describe, drop_rows, note_lines
 from .sources import read_rows
 
 
@@ -55,7 +55,7 @@ class Split:
 
     def notes_line(self) -> str:
         """'N rows: head occurs more than once (the first used): N', or ''."""
-        return "; ".join(f"{count:,} row{'s' if count != 1 else ''}: {note}" for note, count in self.notes.items())
+        return "; ".join(note_lines(self.notes))
 
 
 def read_split(registry: Registry, task: TaskSpec, split: str) -> Split:

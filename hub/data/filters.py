@@ -61,6 +61,11 @@ def _reason(row: Any, reasons: dict[str, set[str]], data: DataSpec, source: str,
     return None
 
 
+def note_lines(notes: Counter[str] | dict[str, int]) -> list[str]:
+    """'N rows: how they were read' per note of a reader (heads/rows.py)."""
+    return [f"{count:,} row{'s' if count != 1 else ''}: {note}" for note, count in notes.items()]
+
+
 def describe(dropped: Counter[str] | dict[str, int]) -> str:
     """'12 rows dropped (label '-': 10, premise '': 2)', or '' when none were."""
     total = sum(dropped.values())
