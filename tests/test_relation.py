@@ -150,3 +150,20 @@ def test_a_head_column_without_a_tail_column_says_what_to_set(tmp_path):
                                              "columns": {"head": "e1", "text": "sentence", "label": "rel"}})
     with pytest.raises(DataError, match="give both data.columns.head and data.columns.tail"):
         load_split(registry, registry.task("t"), "train")
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"s": "Ann met Bob .", "h": "Bob", "hs": -5, "t": "Ann", "r": "Other"}, "holds -5, not a character offset"),
+    ({"s": "Ann met Bob .", "h": "Bob", "hs": "x", "t": "Ann", "r": "Other"}, "holds 'x', not a character offset"),
+    ({"s": "Ann met Bob", "h": [0, 3], "t": [50, 60], "r": "Other"}, r"tail span \[50, 60\] is empty or outside"),
+    ({"s": "Ann met Bob", "h": [3, 3], "t": [8, 11], "r": "Other"}, r"head span \[3, 3\] is empty or outside"),
+])
+def test_bad_offsets_and_spans_stop_with_the_row(tmp_path, row, message):
+    """A negative or non-numeric offset, or a span outside its text, is a broken row (not a mention to look for)."""
+    import json
+
+    (tmp_path / "r.jsonl").write_text(json.dumps(row) + "\n")
+    registry = _relation_registry(tmp_path, {"format": "jsonl", "train": "r.jsonl", "columns": {
+        "text": "s", "head": "h", "head_start": "hs", "tail": "t", "label": "r"}})
+    with pytest.raises(DataError, match=f"example 1: .*{message}"):
+        load_split(registry, registry.task("t"), "train")

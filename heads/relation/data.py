@@ -93,15 +93,21 @@ def _offset(value: Any) -> int | None:
     if value is MISSING or value in ("", None):
         return None
     try:
-        return int(value)
+        offset = int(value)
     except (TypeError, ValueError):
-        raise InputError(f"an offset column holds {value!r}, not a character offset") from None
+        offset = -1
+    if offset < 0:
+        raise InputError(f"an offset column holds {value!r}, not a character offset (0 or more)")
+    return offset
 
 
 def _locate(name: str, text: str, value: Any, start: int | None, avoid: Span | None) -> tuple[Span, bool]:
     """(the entity's span, whether its mention occurs more than once in the text)."""
     if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (int(value[0]), int(value[1])), False
+        start, end = int(value[0]), int(value[1])
+        if not 0 <= start < end <= len(text):
+            raise InputError(f"the {name} span [{start}, {end}] is empty or outside the text (length {len(text)})")
+        return (start, end), False
     if not isinstance(value, str) or not value:
         raise InputError(f"the {name} must be a [start, end] span or a mention string; got {value!r}")
     if start is not None:

@@ -71,7 +71,7 @@ def read_split(registry: Registry, task: TaskSpec, split: str) -> Split:
     notes = Counter(note for example in read for note in example.pop(NOTED, []))
     examples = [example for example in read if SKIPPED not in example]
     if not examples:
-        because = f" ({describe(dropped)}: data.drop / null data.label_values)" if dropped else ""
+        because = f" ({describe(dropped)})" if dropped else ""
         raise DataError(f"task {task.name!r}: {source} holds no examples{because}.")
     return Split(Dataset.from_list(examples), source, dropped, notes)
 
