@@ -11,7 +11,7 @@
 Why own code for `int8_per_token`: ONNX Runtime's quantizer has no per-token activation scale. The rewrite turns each
 MatMul with a constant weight into QuantizeLinear over the tokens (axis 0 of [tokens, features], a scale per token)
 and ONNX Runtime's fused `MatMulIntegerToFloat` (uint8 activations with zero point 128: the fast u8 x s8 kernel of
-x86; s8 x s8 ran 5x slower), then multiplies each token's scale back in.
+x86; s8 x s8 ran several times slower in an ad-hoc trial), then multiplies each token's scale back in.
 
 `export_row_lora` adds per-row LoRA: each row's down and up matrices of every adapted layer are graph inputs (what
 benchmarks/onnx_lora.py measures against the hub's PyTorch path). The int8 kinds quantize only MatMuls with a
@@ -51,7 +51,8 @@ class _LastHiddenState(nn.Module):
 def export(model: nn.Module, tokenizer, path: Path) -> Path:
     """The float32 backbone as an ONNX graph with a dynamic batch and sequence length. torch's TorchScript exporter
     (`dynamo=False`): ONNX Runtime's int8 kinds ran 1.3x faster from its graph than from the dynamo exporter's here
-    (int8 3.42 vs 2.56, per token 3.29 vs 2.50 times eager float32; float32 alike), and the fastest is the reference."""
+    (int8 3.42 vs 2.56, per token 3.29 vs 2.50 times eager float32, float32 alike, in one ad-hoc interleaved trial,
+    not a shipped benchmark), and the fastest is the reference."""
     import warnings
 
     example = tokenizer(["an example", "a second, longer example"], return_tensors="pt", padding=True)
