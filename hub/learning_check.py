@@ -4,15 +4,17 @@ predicting one class (an NLI task at chance, a relation task at its majority cla
 so; `hub train` prints this, warns, and writes it to the card.
 
 For tasks whose answer is one label per row (classification, relation), a tag per word (tagging: the baseline tags
-every word with the dev set's most frequent tag, 'O' for NER) and regression (a constant prediction). Span and QA
-answers are not checked yet.
+every word with the dev set's most frequent tag, 'O' for NER), regression (a constant prediction), and whole answers
+per row: a span task's set of spans (the baseline answers the dev set's most frequent set, usually none: F1 0) and
+a QA task's answer text (the baseline answers its most frequent gold answer; a model that answers nothing for
+nearly every question is flagged by its answer share).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from .metrics import compute_metric
@@ -34,6 +36,12 @@ def check_learning(task: TaskSpec, predictions: Sequence[Any], references: Seque
         return _values(task, predictions, references)
     if task.labels is not None and _word_tags(predictions) and _word_tags(references):
         return _tags(task, predictions, references, metrics)
+    if _span_sets(predictions) and _span_sets(references):
+        return _answers(task, predictions, references, metrics, "rows", _span_key, _span_value, _span_shown)
+    if all(isinstance(p, str) for p in predictions) and _gold_texts(references):
+        return _answers(task, predictions, references, metrics, "questions", lambda answer: answer,
+                        lambda answer: answer, lambda answer: repr(answer) if answer else "nothing (no answer)",
+                        gold=lambda golds: golds[0])
     return None
 
 
@@ -47,17 +55,22 @@ def _labels(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any
 
 
 def _verdict(task: TaskSpec, metrics: dict[str, float], baseline: dict[str, float], majority: Any,
-             majority_share: float, top: Any, top_share: float, unit: str) -> dict[str, Any]:
+             majority_share: float, top: Any, top_share: float, unit: str, answers: bool = False) -> dict[str, Any]:
+    """The numbers and the warning. `answers`: majority and top are whole answers already written out for a reader
+    ('nothing (no span)'), not labels."""
     primary = next(iter(metrics))
     found: dict[str, Any] = {
         "majority_label": majority, "majority_share": majority_share, "majority_baseline": {primary: baseline[primary]},
         "top_prediction": top, "top_prediction_share": top_share, "unit": unit}
+    if answers:
+        found["answers"] = True
+    shown_majority, shown_top = (majority, top) if answers else (repr(majority), repr(top))
     reasons = []
     if metrics[primary] <= baseline[primary]:
-        reasons.append(f"its {primary} {metrics[primary]:.4f} is no better than always answering {majority!r} "
+        reasons.append(f"its {primary} {metrics[primary]:.4f} is no better than always answering {shown_majority} "
                        f"({baseline[primary]:.4f})")
     if top_share >= TOP_SHARE > majority_share:
-        reasons.append(f"it answers {top!r} for {top_share:.0%} of the dev {unit}, where {majority!r} is "
+        reasons.append(f"it answers {shown_top} for {top_share:.0%} of the dev {unit}, where {shown_majority} is "
                        f"{majority_share:.0%} of them")
     if reasons:
         found["warning"] = f"task {task.name!r} may have learned little: {'; '.join(reasons)}. Try: {HELP}."
@@ -81,6 +94,41 @@ def _tags(task: TaskSpec, predictions: Sequence[list[str]], references: Sequence
                     top_count / sum(len(tags) for tags in predictions), "words")
 
 
+def _span_sets(sequences: Sequence[Any]) -> bool:
+    """Lists of [start, end, label] spans, one list per row (span NER's answers)."""
+    return all(isinstance(row, list) and all(isinstance(span, (list, tuple)) and len(span) == 3
+                                             and isinstance(span[2], str) for span in row) for row in sequences)
+
+
+def _gold_texts(references: Sequence[Any]) -> bool:
+    """Lists of acceptable answer texts, one list per question (QA's references)."""
+    return all(isinstance(r, list) and r and all(isinstance(t, str) for t in r) for r in references)
+
+
+def _span_key(spans: Sequence[Sequence[Any]]) -> tuple:
+    return tuple(sorted(tuple(span) for span in spans))
+
+
+def _span_value(key: tuple) -> list[list[Any]]:
+    return [list(span) for span in key]
+
+
+def _span_shown(key: tuple) -> str:
+    return "nothing (no span)" if not key else repr(_span_value(key))
+
+
+def _answers(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any], metrics: dict[str, float],
+             unit: str, key: Callable[[Any], Hashable], value: Callable[[Any], Any], shown: Callable[[Any], str],
+             gold: Callable[[Any], Any] = lambda reference: reference) -> dict[str, Any]:
+    """`_labels` over whole answers: `key` makes one hashable, `value` turns a key back into an answer the metric
+    takes, `shown` writes it for a reader, `gold` picks a reference's answer (QA: the first acceptable text)."""
+    majority, majority_count = Counter(key(gold(r)) for r in references).most_common(1)[0]
+    top, top_count = Counter(key(p) for p in predictions).most_common(1)[0]
+    baseline = compute_metric(task.metric, [value(majority)] * len(references), references, task.labels)
+    return _verdict(task, metrics, baseline, shown(majority), majority_count / len(references), shown(top),
+                    top_count / len(predictions), unit, answers=True)
+
+
 def _values(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
     spread = statistics.pstdev(float(p) for p in predictions)
     target_spread = statistics.pstdev(float(r) for r in references)
@@ -91,6 +139,13 @@ def _values(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any
     return found
 
 
+def shown_answers(check: dict[str, Any]) -> tuple[str, str]:
+    """The check's majority answer and the model's most frequent one, written for a reader."""
+    if check.get("answers"):  # whole answers, written out when checked
+        return check["majority_label"], check["top_prediction"]
+    return repr(check["majority_label"]), repr(check["top_prediction"])
+
+
 def card_lines(check: dict[str, Any] | None) -> str:
     """The check as card lines under the dev metrics ('' when there was none)."""
     if not check:
@@ -98,10 +153,11 @@ def card_lines(check: dict[str, Any] | None) -> str:
     if "majority_label" in check:
         (name, value), = check["majority_baseline"].items()
         unit = check.get("unit", "rows")  # checks recorded before tagging was checked are over rows
-        lines = [f"- always answering the dev set's most frequent label {check['majority_label']!r} "
+        majority, top = shown_answers(check)
+        what = "answer" if "answers" in check else "label"
+        lines = [f"- always answering the dev set's most frequent {what} {majority} "
                  f"({check['majority_share']:.0%} of its {unit}) would score {name} {value:.4f}",
-                 f"- the model's most frequent answer: {check['top_prediction']!r}, on "
-                 f"{check['top_prediction_share']:.0%} of the dev {unit}"]
+                 f"- the model's most frequent answer: {top}, on {check['top_prediction_share']:.0%} of the dev {unit}"]
     else:
         lines = [f"- standard deviation of the predictions: {check['prediction_std']:.3g} (dev labels: "
                  f"{check['reference_std']:.3g})"]

@@ -22,7 +22,7 @@ import torch
 from datasets import Dataset
 from pydantic import ValidationError
 from torch import nn
-from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
+from transformers import ProgressCallback, Trainer, TrainingArguments, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from heads import Codec, ExampleCodec, Head, Row, kind
@@ -36,12 +36,12 @@ from .devices import DTYPES
 from .errors import DataError, HubError
 from .evaluation import score_runtime
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
-from .learning_check import check_learning
+from .learning_check import check_learning, shown_answers
 from .methods import method_named
 from .registry import Registry, TaskSpec, TrainSpec
 from .router import TaskRuntime
 from .service import Hub
-from .training_clock import TrainingClock
+from .training_clock import EstimatingProgress, TrainingClock
 
 Method = Literal["lora", "full", "probe"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -194,6 +194,9 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
                       "data_collator": collator, "callbacks": [clock]}
             trainer = (Trainer(**common) if weights is None
                        else ResamplingTrainer(**common, example_weights=weights, seed=recipe.seed))
+            if progress:  # the same bar, with the clock's estimate in it
+                trainer.remove_callback(ProgressCallback)
+                trainer.add_callback(EstimatingProgress(clock))
             trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -313,8 +316,9 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     check = report.get("learning_check") or {}
     if "majority_label" in check:
         (name, value), = check["majority_baseline"].items()
-        print(f"[{task.name}] always answering {check['majority_label']!r} would score {name}={value:.4f}; the model "
-              f"answers {check['top_prediction']!r} for {check['top_prediction_share']:.0%} of the dev {check['unit']}")
+        majority, top = shown_answers(check)
+        print(f"[{task.name}] always answering {majority} would score {name}={value:.4f}; the model "
+              f"answers {top} for {check['top_prediction_share']:.0%} of the dev {check['unit']}")
     if "warning" in check:
         print(f"[{task.name}] WARNING: {check['warning']}")
     return report

@@ -1,6 +1,6 @@
 """How long training will take, and a time budget: a transformers TrainerCallback that measures the first steps,
-estimates the whole run from them (shown beside the progress bar and recorded in the card), and stops training at
-`train.max_train_seconds` so that `hub train` still evaluates and writes a valid folder."""
+estimates the whole run from them (printed, shown in the progress bar and recorded in the card), and stops training
+at `train.max_train_seconds` so that `hub train` still evaluates and writes a valid folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
 ESTIMATE_AFTER = 5  # steps measured before the estimate (the first one also pays for warm-up)
 
@@ -51,3 +51,23 @@ class TrainingClock(TrainerCallback):
         if self.stopped_by_budget:
             found["stopped_by_time_budget"] = self.budget_seconds
         return found
+
+
+class EstimatingProgress(ProgressCallback):
+    """transformers' training bar, with the clock's estimate of the whole run and the time budget in its postfix (the
+    bar's own remaining time follows the step rate of the moment; the budget may stop the run before the bar ends)."""
+
+    def __init__(self, clock: TrainingClock):
+        super().__init__()
+        self.clock = clock
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        super().on_step_end(args, state, control, **kwargs)
+        if self.training_bar is not None and self.clock.estimated_seconds is not None:
+            self.training_bar.set_postfix_str(self.postfix(), refresh=False)
+        return control
+
+    def postfix(self) -> str:
+        estimate = f"whole run ≈ {self.clock.estimated_seconds:.0f} s"
+        budget = self.clock.budget_seconds
+        return estimate if budget is None else f"{estimate}, budget {budget:.0f} s"

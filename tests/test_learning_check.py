@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from hub.card import card_report
-from hub.learning_check import check_learning
+from hub.learning_check import card_lines, check_learning
 from hub.metrics import compute_metric
 from hub.registry import load_registry, parse_registry
 from hub.training import train_task
@@ -69,10 +69,41 @@ def test_a_tagger_that_tags_every_word_o_is_flagged():
     assert "warning" not in good
 
 
-def test_other_kinds_are_not_checked():
-    spans = [[[0, 4, "PER"]], []]
-    assert check_learning(_task(), spans, [[[0, 4, "PER"]], []], {"accuracy": 0.0}) is None  # span answers
-    assert check_learning(_task(), [{"answer": "x"}], [{"answer": "x"}], {"accuracy": 1.0}) is None  # QA
+def _answer_task(kind, metric, labels=None):
+    task = {"name": "t", "backbone": "b", "kind": kind, "inputs": ["text"] if kind == "span_ner" else
+            ["question", "context"], "metric": metric, **({"labels": list(labels)} if labels else {})}
+    registry = parse_registry({"backbones": [{"name": "b", "source": "x", "language": "en"}], "tasks": [task]},
+                              Path("registry.yaml"))
+    return registry.task("t")
+
+
+def test_a_span_task_that_finds_nothing_is_flagged():
+    """Span NER: the baseline answers the dev set's most frequent span set (here none: F1 0)."""
+    task = _answer_task("span_ner", "span_f1", ("PER", "LOC"))
+    references = [[[0, 4, "PER"]], [], [[2, 5, "LOC"], [7, 9, "PER"]], [], []]
+    nothing = [[] for _ in references]
+    found = check_learning(task, nothing, references, compute_metric("span_f1", nothing, references, task.labels))
+    assert found["majority_label"] == "nothing (no span)" and found["majority_baseline"] == {"f1": 0.0}
+    assert found["top_prediction"] == "nothing (no span)" and found["top_prediction_share"] == 1.0
+    assert "no better than always answering nothing (no span)" in found["warning"]
+    assert "would score f1 0.0000" in card_lines(found) and "most frequent answer nothing (no span)" in card_lines(found)
+    good = check_learning(task, references, references, compute_metric("span_f1", references, references, task.labels))
+    assert "warning" not in good and good["top_prediction"] == "nothing (no span)" and good["top_prediction_share"] == 0.6
+    tuples = [[tuple(span) for span in row] for row in references]  # a head may answer tuples
+    assert "warning" not in check_learning(task, tuples, references, {"f1": 1.0})
+
+
+def test_a_qa_task_that_answers_nothing_is_flagged():
+    """QA: a model that answers nothing for nearly every question, where the gold answers differ."""
+    task = _answer_task("qa", "squad")
+    references = [[f"answer {i}", f"the answer {i}"] for i in range(40)]
+    empty = [""] * 40
+    found = check_learning(task, empty, references, compute_metric("squad", empty, references))
+    assert found["top_prediction"] == "nothing (no answer)" and found["unit"] == "questions"
+    assert found["majority_baseline"]["f1"] > 0  # 'answer 0' shares the token 'answer' with every gold answer
+    assert "it answers nothing (no answer) for 100% of the dev questions" in found["warning"]
+    good = [r[0] for r in references]
+    assert "warning" not in check_learning(task, good, references, compute_metric("squad", good, references))
 
 
 def test_an_undertrained_task_warns_on_screen_and_in_its_card(tmp_path, tiny_backbone_dir, capsys):
@@ -93,3 +124,15 @@ def test_an_undertrained_task_warns_on_screen_and_in_its_card(tmp_path, tiny_bac
             "0.9000") in card
     assert "**Warning:** task 'sentiment' may have learned little" in card
     assert card_report(tmp_path / "out")["learning_check"]["majority_label"] == "positive"
+
+
+def test_span_and_qa_training_reports_carry_the_check(tmp_path, tiny_backbone_dir, capsys):
+    """The served answers of real span and QA tasks reach the check: the screen and the card show whole answers."""
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    for task, unit in (("spans", "rows"), ("reader", "questions")):
+        report = train_task(registry, task, progress=False, learning_rate=1e-9, output=tmp_path / task)
+        check = report["learning_check"]
+        assert check["answers"] is True and check["unit"] == unit and 0 < check["top_prediction_share"] <= 1
+        printed = capsys.readouterr().out
+        assert f"[{task}] always answering {check['majority_label']} would score" in printed
+        assert f"most frequent answer {check['majority_label']}" in (tmp_path / task / "README.md").read_text()

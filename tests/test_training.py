@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -187,6 +189,16 @@ def test_the_training_clock_estimates_from_its_first_steps():
         clock.on_step_end(None, SimpleNamespace(global_step=step), control)
     assert clock.estimated_seconds is not None and clock.estimated_seconds >= 0 and not control.should_training_stop
     assert clock.report() == {"train_steps": 5, "planned_steps": 100, "estimated_seconds": round(clock.estimated_seconds, 1)}
+
+
+def test_the_training_bar_shows_the_estimate_and_the_budget(tmp_path, tiny_backbone_dir, capsys):
+    """With progress on, transformers' training bar carries the clock's estimate of the whole run and the budget."""
+    registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
+    train_task(registry, "sentiment", progress=True, epochs=1, max_train_seconds=900, output=tmp_path / "bar")
+    captured = capsys.readouterr()
+    bar = [line for line in captured.err.replace("\r", "\n").splitlines() if "6/6" in line]
+    assert bar and re.search(r"whole run ≈ \d+ s, budget 900 s", bar[-1]), captured.err[-2000:]
+    assert re.search(r"\[sentiment\] about \d+ s for 6 steps", captured.out + captured.err)
 
 
 def test_training_refuses_word_tokens_the_vocabulary_cannot_read(tmp_path, tiny_backbone_dir):
