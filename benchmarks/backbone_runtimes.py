@@ -11,7 +11,8 @@ needs it ~0: a row's answer must not depend on its neighbours (tests/test_router
 Runtimes: float32 and bfloat16 eager; int8 dynamic quantization of every linear layer with torch.ao (activations
 quantized per batch tensor, weights per tensor or per output channel); torchao's int8 dynamic activation (per
 token) x int8 weight, when torchao is installed (`pip install torchao`, no dependencies); the hub's own int8
-runtime (hub/int8.py: the same scheme through torch._int_mm); ONNX Runtime float32, int8 as its `quantize_dynamic`
+runtime (hub/int8.py: the same scheme through torch._int_mm); float32, bfloat16 and the hub's int8 through
+torch.compile (hub/compiled.py, as `hub serve --compile` runs them); ONNX Runtime float32, int8 as its `quantize_dynamic`
 makes it, and int8 with a scale per token (benchmarks/onnx_backbone.py), when onnx and onnxruntime are installed.
 
     python benchmarks/backbone_runtimes.py             # writes benchmarks/results/backbone_runtimes.{md,json}
@@ -41,6 +42,8 @@ from tqdm.auto import tqdm
 import hub
 from hub.atomic import atomic_file
 from hub.backbone import load_backbone
+from hub.compiled import compile_model
+from hub.compiled import limits as compiled_limits
 from hub.int8 import quantize_linear_layers
 from hub.registry import load_registry
 
@@ -80,6 +83,17 @@ def _torch(model: nn.Module) -> Encoder:
     return lambda batch: model(**batch).last_hidden_state
 
 
+def _compiled(model: nn.Module) -> Encoder:
+    """`model` (a copy of it) through torch.compile as `Hub(compile=True)` runs it (hub/compiled.py)."""
+    forward = compile_model(model, "en")
+
+    def encode(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with compiled_limits():
+            return forward(**batch).last_hidden_state
+
+    return encode
+
+
 def _onnx(graphs: Callable[[], dict[str, Path]], kind: str, threads: int) -> Encoder:
     import onnx_backbone
 
@@ -104,6 +118,9 @@ def runtimes(model: nn.Module, tokenizer, folder: Path, threads: int) -> tuple[d
         "int8 torchao dynamic (per-token activations, per-channel weights)": lambda: _torch(torchao_int8(model)),
         "int8 hub runtime (hub/int8.py: per-token activations, per-channel weights, torch._int_mm)":
             lambda: _torch(hub_int8(model)),
+        "float32, torch.compile": lambda: _compiled(copy.deepcopy(model)),
+        "bfloat16, torch.compile": lambda: _compiled(copy.deepcopy(model).to(torch.bfloat16)),
+        "int8 hub runtime, torch.compile (hub/compiled.py)": lambda: _compiled(hub_int8(model)),
         "ONNX Runtime float32": lambda: _onnx(graphs, "float32", threads),
         "ONNX Runtime int8 (its quantize_dynamic: per-tensor weights and activations)":
             lambda: _onnx(graphs, "int8", threads),

@@ -9,6 +9,7 @@ round, in interleaved rounds (ratio = median of the within-round ratios; this ma
     python benchmarks/precision.py                    # bfloat16 vs float32 on the CPU
     python benchmarks/precision.py --device cuda      # bfloat16 and float16 vs float32 on a GPU
     python benchmarks/precision.py --registry my.yaml # your own registry's trained tasks
+    python benchmarks/precision.py --dtype bfloat16 --dtype int8 --dtype int8+compile   # torch.compile too
 
 Dev sets come from ../shared/data and the embedded packages; a task whose data is missing is skipped,
 named in the report. Writes benchmarks/results/precision[_<device>].{md,json,png} (--out: elsewhere).
@@ -35,6 +36,7 @@ from hub.errors import HubError
 from hub.metrics import compute_metric
 
 RESULTS = Path(__file__).resolve().parent / "results"
+COMPILED = "+compile"  # after a --dtype: that runtime through torch.compile (hub/compiled.py)
 
 
 def dev_requests(served: hub.Hub, examples: int, seed: int) -> tuple[dict[str, tuple[list, list]], dict[str, str]]:
@@ -90,9 +92,10 @@ def _same(prediction: Any, baseline: Any) -> bool:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
-    names = list(dict.fromkeys(["float32", *(dtype_name(resolve_dtype(d, device)) for d in args.dtype)]))
+    names = list(dict.fromkeys(["float32", *(runtime_name(d, device) for d in args.dtype)]))
     registry = args.registry or hub.default_registry_path()
-    hubs = {name: hub.Hub.load(registry, device=device, dtype=name) for name in names}
+    hubs = {name: hub.Hub.load(registry, device=device, dtype=name.removesuffix(COMPILED), compile=name.endswith(COMPILED))
+            for name in names}
     samples, skipped = dev_requests(hubs["float32"], args.examples, args.seed)
     if not samples:
         raise SystemExit(f"no task has dev data here: {skipped}")
@@ -116,6 +119,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": compare(hubs["float32"], samples, answers, "float32"),
         "command": command_line(args),
     }
+
+
+def runtime_name(option: str, device: torch.device) -> str:
+    """A --dtype value as the report names it: the dtype's own name, COMPILED kept after it."""
+    dtype, compiled, _ = option.partition(COMPILED)
+    return dtype_name(resolve_dtype(dtype, device)) + compiled
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -194,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--registry", default=None, help="registry YAML (default: the shipped registry.yaml)")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N, mps, auto")
     parser.add_argument("--dtype", action="append", default=None,
-                        help="precision to compare with float32 (repeat); default bfloat16, and float16 on a GPU")
+                        help="precision to compare with float32 (repeat); default bfloat16, and float16 on a GPU; "
+                             f"DTYPE{COMPILED} for that precision through torch.compile")
     parser.add_argument("--examples", type=int, default=200, help="dev examples per task (fixed random sample)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

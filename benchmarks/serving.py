@@ -11,8 +11,8 @@ the tables compare medians from this one run, as ratios (this machine is shared 
     L      the LoRA step alone (a backbone pass with per-row adapters): ours vs PEFT `adapter_names`
     C      the naive router: PEFT `set_adapter` per request, batch size 1, heads included (K = 64)
     D      one full fine-tuned model per task (its LoRA merged into its own backbone) + head (K = 16)
-    --runtimes bfloat16 int8 (any of hub.devices' dtypes) adds, per runtime R, A_R (the backbone alone in R) and
-           B16_R (the hub serving in R, K = 16); the target table then sets the fastest B at K = 16 against the
+    --runtimes bfloat16 int8 (any of hub.devices' dtypes; DTYPE+compile for it through torch.compile, hub/compiled.py)
+           adds, per runtime R, A_R (the backbone alone in R) and B16_R (the hub serving in R, K = 16); the target table then sets the fastest B at K = 16 against the
            fastest A of the run (issue 19: the hub against the fastest way to run its backbone here)
     --onnx float32 int8 int8_per_token adds A_onnx_<kind>: the backbone alone in ONNX Runtime (benchmarks/onnx_backbone.py)
            as further candidates for the fastest A; int8 (ONNX Runtime's own quantization, one activation scale per
@@ -84,8 +84,9 @@ from hub.adapter_folder import AdapterFolder  # noqa: E402
 from hub.methods import METHODS  # noqa: E402
 from hub.methods.lora.weights import read_lora_weights  # noqa: E402
 from hub.safetensors_header import read_safetensors_header  # noqa: E402
-from hub.backbone import resolve_source  # noqa: E402
+from hub.backbone import load_backbone, resolve_source  # noqa: E402
 from hub.backbone import head_features  # noqa: E402
+from hub.compiled import limits as compiled_limits  # noqa: E402
 from hub.devices import resolve_device  # noqa: E402
 from hub.memory import release_free_memory  # noqa: E402
 from hub.registry import load_registry  # noqa: E402
@@ -94,6 +95,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STORAGE_CHOICES = {dtype for method in METHODS.values() for dtype in method.storage_dtypes}
 FLOAT_FILES = ("float32", "float16", "bfloat16")  # what PEFT reads (int8 / int4 files are the hub's own layout)
 MAX_LENGTH, BATCH = 128, 64
+COMPILED = "+compile"  # after a dtype in --runtimes: that runtime through torch.compile
 hf_logging.disable_progress_bar()  # transformers' per-model "Loading weights" bars would bury ours
 
 
@@ -160,16 +162,28 @@ class Variants:
         self.texts, self.hubs, self.peft, self.full = texts, hubs, peft, full
         self.backbone = next(iter(hubs.values())).runtime(task_name(0)).backbone
         self.tokenizer, self.device = self.backbone.tokenizer, self.backbone.device
+        self._hookless_models: dict[str, Callable[..., Any]] = {}
 
     def requests(self, k: int) -> list[tuple[str, str]]:
         return mixed_requests(self.texts, k)
 
     def backbone_alone(self, hub_name: str = "16") -> None:
-        """A: the backbone `hub_name`'s Hub serves on (its runtime), no adapters, no heads."""
-        model = self.hubs[hub_name].runtime(task_name(0)).backbone.model
-        with torch.inference_mode():
+        """A: the backbone `hub_name`'s Hub serves on (its runtime), no adapters, no heads. A compiled runtime's A is
+        a copy of its own, compiled without the adapters' hooks: each hook is a graph break (hub/compiled.py), which
+        the backbone alone does not pay."""
+        backbone = self.hubs[hub_name].runtime(task_name(0)).backbone
+        model = backbone.model if backbone.compiled is None else self._hookless(hub_name)
+        with torch.inference_mode(), compiled_limits():
             for _, inputs in sorted_batches(self.tokenizer, self.texts, self.device):
                 model(**inputs)
+
+    def _hookless(self, hub_name: str) -> Callable[..., Any]:
+        if hub_name not in self._hookless_models:
+            served = self.hubs[hub_name]
+            spec = served.registry.backbone("en")
+            self._hookless_models[hub_name] = load_backbone(spec, served.registry, shared=False, device=served.device,
+                                                            dtype=served.dtype, compile=True).compiled
+        return self._hookless_models[hub_name]
 
     def onnx_alone(self, session: Callable[[dict[str, torch.Tensor]], Any]) -> None:
         """A in ONNX Runtime: the same batches through an ONNX Runtime session of the backbone."""
@@ -296,13 +310,21 @@ class GcPauses:
             self.seconds += time.perf_counter() - self._started
 
 
+def runtime_options(runtime: str | None) -> dict[str, Any]:
+    """Hub options for a runtime name of --runtimes: a dtype, with COMPILED after it for torch.compile."""
+    if runtime is None:
+        return {}
+    dtype, compiled, _ = runtime.partition(COMPILED)
+    return {"dtype": dtype, "compile": bool(compiled)}
+
+
 def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, device: torch.device,
           dtype: str | None = None) -> dict[str, Any]:
     """Runs in its own process; memory is measured net of the interpreter and the imports above. `dtype`: the
     runtime of the hub probe (None: float32)."""
     base, base_split = _memory(device), _resident_split()
     if kind == "hub":  # B: the shared backbone + K adapters and heads, after serving the requests
-        served = hub.Hub.load(registry, device=device, dtype=dtype)
+        served = hub.Hub.load(registry, device=device, **runtime_options(dtype))
         served.run_many(mixed_requests(texts, count))
         net = _memory(device) - base
         if device.type != "cpu":
@@ -479,7 +501,8 @@ def throughput(texts: list[str], registries: dict[int, Path], resident: int, rou
     written to `onnx_folder`) join the A variants."""
     hubs = {name: hub.Hub.load(registries[count], device=device) for name, count in (("16", 16), ("64", 64), ("resident", resident))}
     hubs |= {f"{count}_float32": hub.Hub.load(path, device=device) for count, path in (float_registries or {}).items()}
-    hubs |= {f"16_{runtime}": hub.Hub.load(registries[16], device=device, dtype=runtime) for runtime in runtimes}
+    hubs |= {f"16_{runtime}": hub.Hub.load(registries[16], device=device, **runtime_options(runtime))
+             for runtime in runtimes}
     for name, served in hubs.items():
         for i in tqdm(range(len(served.registry.tasks)), desc=f"hub {name}: load tasks", unit="task", leave=False):
             served.runtime(task_name(i))
@@ -681,9 +704,10 @@ LABELS = {
 }
 
 
-for _runtime in ("bfloat16", "float16", "int8"):
-    LABELS[f"A_{_runtime}"] = f"A: backbone alone, {_runtime}"
-    LABELS[f"B16_{_runtime}"] = f"B: hub, 16 tasks mixed, {_runtime}"
+RUNTIMES = ("bfloat16", "float16", "int8", *(f"{dtype}{COMPILED}" for dtype in ("float32", "bfloat16", "int8")))
+for _runtime in RUNTIMES:
+    LABELS[f"A_{_runtime}"] = f"A: backbone alone, {_runtime.replace(COMPILED, ', torch.compile')}"
+    LABELS[f"B16_{_runtime}"] = f"B: hub, 16 tasks mixed, {_runtime.replace(COMPILED, ', torch.compile')}"
 LABELS |= {"A_onnx_float32": "A: backbone alone, ONNX Runtime float32",
            "A_onnx_int8": "A: backbone alone, ONNX Runtime int8 (its quantize_dynamic: one activation scale per batch)",
            "A_onnx_int8_per_token": "A: backbone alone, ONNX Runtime int8, a scale per token"}
@@ -880,7 +904,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="store every folder as `hub train` does with train.storage: the adapter in this dtype "
                              "(float16 for a method without it: int8 and int4 are LoRA's), heads float16; default float32")
     parser.add_argument("--device", help="where every variant runs: cpu (default), cuda, cuda:N")
-    parser.add_argument("--runtimes", nargs="+", default=[], choices=["bfloat16", "float16", "int8"],
+    parser.add_argument("--runtimes", nargs="+", default=[], choices=RUNTIMES,
                         help="also time A and B (K=16) in these runtimes, and B's fastest against A's fastest")
     parser.add_argument("--onnx", nargs="+", default=[], choices=list(onnx_backbone.KINDS),
                         help="also time the backbone alone in ONNX Runtime (CPU; needs onnx and onnxruntime) as A")
@@ -932,7 +956,7 @@ def main() -> None:
         print(report(saved, args.report_only.with_suffix("")))
         return
     device = resolve_device(args.device)
-    runtimes = "".join(f"_{runtime}" for runtime in args.runtimes) + ("_onnx" if args.onnx else "")
+    runtimes = "".join(f"_{runtime.replace(COMPILED, '_compile')}" for runtime in args.runtimes) + ("_onnx" if args.onnx else "")
     out = args.out or RESULTS / (f"serving_{shape_name(args)}{runtimes}" + ("" if device.type == "cpu" else f"_{device.type}"))
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.work_dir:

@@ -6,7 +6,7 @@ import gc
 import importlib.util
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,8 @@ from transformers.utils import logging as hf_logging
 
 from heads.codec import Row, pad_lists
 
+from .compiled import compile_model
+from .compiled import limits as compiled_limits
 from .errors import BackboneError
 from .int8 import quantize_linear_layers
 from .methods import METHODS, AdapterWeights, RowHook, linear_layer
@@ -41,6 +43,7 @@ class Backbone:
     tokenizer: PreTrainedTokenizerBase
     lock: threading.RLock = field(default_factory=threading.RLock)  # one forward pass (or hook change) at a time
     row_hooks: dict[str, RowHook] = field(default_factory=dict)  # adapter method -> its hook on this model
+    compiled: Callable[..., Any] | None = None  # `model` through torch.compile (hub.compiled): it runs the passes
 
     def row_hook(self, method: str) -> RowHook:
         """The per-row hook of adapter method `method` on this backbone (made on first use; a lock-free read after)."""
@@ -69,7 +72,11 @@ class Backbone:
         """
         batch = {k: v.to(self.device) for k, v in pad_rows(rows, self.tokenizer.pad_token_id or 0).items()}
         with self.lock, self._adapters(adapters or []):
-            out = self.model(**model_inputs(batch), output_hidden_states=all_layers)
+            if self.compiled is None:
+                out = self.model(**model_inputs(batch), output_hidden_states=all_layers)
+            else:
+                with compiled_limits():
+                    out = self.compiled(**model_inputs(batch), output_hidden_states=all_layers)
         return head_features(out, batch["attention_mask"], all_layers)
 
     @contextmanager
@@ -134,33 +141,34 @@ def resolve_source(spec: BackboneSpec, registry: Registry | None = None) -> str:
     return source  # a Hub id, e.g. bert-base-uncased
 
 
-_LOADED: dict[tuple[str, str | None, str, str], Backbone] = {}
-_LOAD_LOCKS: dict[tuple[str, str | None, str, str], threading.Lock] = {}
+_LOADED: dict[tuple[str, str | None, str, str, bool], Backbone] = {}
+_LOAD_LOCKS: dict[tuple[str, str | None, str, str, bool], threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
 _CPU = torch.device("cpu")
 
 
 def load_backbone(spec: BackboneSpec, registry: Registry | None = None, shared: bool = True,
-                  device: torch.device = _CPU, dtype: torch.dtype = torch.float32) -> Backbone:
-    """The frozen backbone for `spec` on `device`, in `dtype` (see hub.devices). Shared ones are loaded
-    once per process, device and dtype; training asks for a private one.
+                  device: torch.device = _CPU, dtype: torch.dtype = torch.float32, compile: bool = False) -> Backbone:
+    """The frozen backbone for `spec` on `device`, in `dtype` (see hub.devices), its forward through torch.compile
+    if `compile` (hub.compiled). Shared ones are loaded once per process, device, dtype and compile; training asks
+    for a private one.
 
     One lock per source: loading the Chinese backbone does not hold up tasks of the English one.
     """
     location = resolve_source(spec, registry)
     if not shared:
-        return _load(spec, location, device, dtype)
-    key = (location, spec.revision, str(device), str(dtype))
+        return _load(spec, location, device, dtype, compile)
+    key = (location, spec.revision, str(device), str(dtype), compile)
     with _LOCKS_LOCK:
         lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     with lock:
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, location, device, dtype)
+            _LOADED[key] = _load(spec, location, device, dtype, compile)
             gc.collect()  # a full collection now, in a slow load, not in the first requests (benchmarks/serving.py)
         return _LOADED[key]
 
 
-def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.dtype) -> Backbone:
+def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.dtype, compile: bool) -> Backbone:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -184,7 +192,8 @@ def _load(spec: BackboneSpec, location: str, device: torch.device, dtype: torch.
     model.to(device=device, dtype=torch.float32 if dtype == torch.int8 else dtype)
     if dtype == torch.int8:
         quantize_linear_layers(model)
-    return Backbone(location=location, model=model, tokenizer=thread_safe(tokenizer))
+    return Backbone(location=location, model=model, tokenizer=thread_safe(tokenizer),
+                    compiled=compile_model(model, spec.name) if compile else None)
 
 
 def thread_safe(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -30,6 +30,9 @@ DeviceOption = Annotated[str | None, typer.Option("--device", help="where the mo
 DtypeOption = Annotated[str | None, typer.Option("--dtype", help="backbone + adapter precision: float32 (default), "
                                                     "bfloat16 (GPUs; CPUs with AVX512-BF16 or AMX), float16 (GPUs) or "
                                                     "int8 (CPU: the backbone's linear layers in int8, hub/int8.py)")]
+CompileOption = Annotated[bool, typer.Option("--compile", help="run the backbone through torch.compile (the int8 CPU "
+                                             "runtime's fastest form; loading takes the compile, tens of seconds; "
+                                             "needs a C++ compiler)")]
 
 
 def _fail(exc: HubError) -> None:
@@ -38,14 +41,14 @@ def _fail(exc: HubError) -> None:
 
 
 def _hub(registry: Path | None, device: str | None = None, dtype: str | None = None,
-         adapter: tuple[str, Path] | None = None) -> Hub:
+         adapter: tuple[str, Path] | None = None, compile: bool = False) -> Hub:
     """The Hub over `registry`; `adapter` (task, folder) serves that task from another trained folder."""
     if adapter is None:
-        return Hub.load(registry or default_registry_path(), device=device, dtype=dtype)
+        return Hub.load(registry or default_registry_path(), device=device, dtype=dtype, compile=compile)
     from .registry import load_registry, with_adapter
 
     loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
-    return Hub(with_adapter(loaded, *adapter), device=device, dtype=dtype)
+    return Hub(with_adapter(loaded, *adapter), device=device, dtype=dtype, compile=compile)
 
 
 AdapterFolderOption = Annotated[Path | None, typer.Option(
@@ -89,12 +92,13 @@ def run(
     registry: RegistryOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    compile: CompileOption = False,
     adapter: AdapterFolderOption = None,
 ) -> None:
     """Answer one input and print the result as JSON."""
     try:
         request = _request(texts, json_input)
-        hub = _hub(registry, device, dtype, (task, adapter) if adapter else None)
+        hub = _hub(registry, device, dtype, (task, adapter) if adapter else None, compile)
         result = hub.run(task, request)
     except HubError as exc:
         _fail(exc)
@@ -393,6 +397,7 @@ def serve(
                                         "(default: they are unavailable; `hub fetch TASK` downloads them)")] = False,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
+    compile: CompileOption = False,
 ) -> None:
     """Serve every task over HTTP (FastAPI + uvicorn): POST /v1/run, GET /v1/tasks, /health, /metrics, /docs."""
     import uvicorn
@@ -402,7 +407,7 @@ def serve(
     try:
         hub = Hub.load(registry or default_registry_path(), max_batch_size=max_batch_size, max_tasks=cache_tasks,
                        max_bytes=int(cache_mb * 1e6) if cache_mb else None, device=device, dtype=dtype,
-                       allow_fetch=fetch)
+                       allow_fetch=fetch, compile=compile)
         _preload(hub, preload or [])
         # The preloaded tasks live as long as the server: take them out of the garbage collector's full
         # scans (dozens of objects per task, mostly its head's modules).
@@ -435,10 +440,11 @@ def _preload(hub: Hub, names: list[str]) -> None:
 
 
 @app.command()
-def demo(registry: RegistryOption = None, device: DeviceOption = None, dtype: DtypeOption = None) -> None:
+def demo(registry: RegistryOption = None, device: DeviceOption = None, dtype: DtypeOption = None,
+         compile: CompileOption = False) -> None:
     """Answer every trained task's registry `example`, all in one mixed batch."""
     try:
-        hub = _hub(registry, device, dtype)
+        hub = _hub(registry, device, dtype, compile=compile)
         served = [t for t in hub.registry.tasks if t.example is not None and hub.registry.adapter_dir(t).is_dir()]
         results = hub.run_many([(t.name, t.example_input) for t in served])
     except HubError as exc:

@@ -499,7 +499,7 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         status = "starting" if batcher is None else "stalled" if batcher.busy_seconds() > limits.ready_stall_s else "ok"
         return {"status": status, "queued_items": batcher.queued if batcher else 0,
                 "loaded_tasks": hub.cache.stats()["resident_tasks"], "device": str(hub.device),
-                "dtype": dtype_name(hub.dtype),
+                "dtype": dtype_name(hub.dtype), "compiled": hub.compile,
                 "unavailable_tasks": {task: public_message(why, root) for task, why in hub.unavailable().items()}}
 
     @app.get("/health/live", summary="Liveness: the process answers")

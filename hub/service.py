@@ -27,11 +27,13 @@ class Hub:
 
     def __init__(self, registry: Registry, max_batch_size: int = 64, share_backbones: bool = True,
                  max_tasks: int | None = None, max_bytes: int | None = None, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, allow_fetch: bool = True):
+                 dtype: str | torch.dtype | None = None, allow_fetch: bool = True, compile: bool = False):
         """`max_tasks` / `max_bytes` bound the loaded tasks (adapter weights + heads; least recently used go first).
         `device`: where backbones, adapters and heads live ('cpu' by default, 'cuda', 'cuda:1', 'auto', ...).
         `dtype`: the precision of backbones and adapters ('float32' by default, 'bfloat16', 'float16').
-        `allow_fetch`: a `hub:` entry without its folder is downloaded on first use (False: it is unavailable)."""
+        `allow_fetch`: a `hub:` entry without its folder is downloaded on first use (False: it is unavailable).
+        `compile`: every backbone's forward through torch.compile (hub.compiled: the int8 CPU runtime's fastest form;
+        loading a backbone then takes the compile, and answers may differ from the eager ones in the last bits)."""
         if max_batch_size < 1:
             raise HubError(f"max_batch_size={max_batch_size}: a batch needs at least one row.")
         self.device = resolve_device(device)
@@ -40,6 +42,7 @@ class Hub:
         self.share_backbones = share_backbones
         self.max_batch_size = max_batch_size
         self.allow_fetch = allow_fetch
+        self.compile = compile
         self.cache = RuntimeCache(self._load, max_tasks=max_tasks, max_bytes=max_bytes)
         # task -> (its folder's state, why it failed to load)
         self._failures: dict[str, tuple[tuple, AdapterError]] = {}
@@ -130,7 +133,8 @@ class Hub:
         with self._backbones_lock:
             if name not in self._backbones:
                 self._backbones[name] = load_backbone(self.registry.backbone(name), self.registry,
-                                                      shared=self.share_backbones, device=self.device, dtype=self.dtype)
+                                                      shared=self.share_backbones, device=self.device, dtype=self.dtype,
+                                                      compile=self.compile)
             return self._backbones[name]
 
     def run(self, task: str, inputs: Any) -> dict[str, Any] | list[dict[str, Any]]:

@@ -237,3 +237,27 @@ def assert_same_result(a: dict, b: dict) -> None:
         assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
     else:
         assert a["value"] == pytest.approx(b["value"], abs=1e-4)
+
+
+METHOD_TASKS = ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations")
+
+
+@pytest.fixture(scope="session")
+def methods_registry(tmp_path_factory, tiny_backbone_dir):
+    """The tiny tasks, each trained with one method, in turn over every registered method (each used at least once)."""
+    from hub.methods import METHODS
+    from hub.registry import load_registry
+    from hub.training import train_task
+
+    folder = tmp_path_factory.mktemp("methods")
+    document = tiny_registry(folder, tiny_backbone_dir)
+    names = sorted(METHODS)
+    assert len(names) <= len(METHOD_TASKS)
+    for i, task in enumerate(document["tasks"]):
+        task["train"] = {k: v for k, v in task["train"].items() if k != "lora"}
+        task["train"]["adapter"] = {"method": names[i % len(names)]}
+    path = write_registry(folder, document)
+    registry = load_registry(path)
+    for task in METHOD_TASKS:
+        train_task(registry, task, progress=False)
+    return path

@@ -16,27 +16,8 @@ from hub.methods import METHODS, PeftTraining
 from hub.registry import load_registry
 from hub.training import train_task
 
+from conftest import METHOD_TASKS as TASKS
 from conftest import assert_same_result, random_request, tiny_registry, write_registry
-
-TASKS = ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations")
-
-
-@pytest.fixture(scope="module")
-def methods_registry(tmp_path_factory, tiny_backbone_dir):
-    """The tiny tasks, each trained with one method, in turn over every registered method (each used at least once)."""
-    folder = tmp_path_factory.mktemp("methods")
-    document = tiny_registry(folder, tiny_backbone_dir)
-    names = sorted(METHODS)
-    assert len(names) <= len(TASKS)
-    for i, task in enumerate(document["tasks"]):
-        task["train"] = {k: v for k, v in task["train"].items() if k != "lora"}
-        task["train"]["adapter"] = {"method": names[i % len(names)]}
-    path = write_registry(folder, document)
-    registry = load_registry(path)
-    for task in TASKS:
-        train_task(registry, task, progress=False)
-    return path
-
 
 def _method_of(registry_path, task):
     return hub.Hub.load(registry_path).runtime(task).adapter.method

@@ -46,7 +46,8 @@ def test_tasks_health_metrics_and_docs(client):
     assert tasks["sentiment"]["loaded"] and not tasks["relations"]["loaded"] and tasks["relations"]["trained"]
     assert tasks["paraphrase"]["inputs"] == ["first", "second"]
     assert client.get("/health").json() == {"status": "ok", "queued_items": 0, "loaded_tasks": 2, "device": "cpu",
-                                           "dtype": "float32", "unavailable_tasks": {}}
+                                           "dtype": "float32", "compiled": False,
+                                           "unavailable_tasks": {}}
     metrics = client.get("/metrics").text
     for line in ('hub_http_requests_total{status="200"} 1.0', 'hub_items_total{task="sentiment"} 1.0',
                  "hub_batch_items_count 1.0", "hub_adapter_cache_misses_total 2.0", "hub_adapter_cache_resident_tasks 2.0",

@@ -30,6 +30,13 @@ def distinct_rows(adapters: Sequence[T | None]) -> tuple[list[T | None], list[in
     return order, rows
 
 
+def opaque(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """`hook` run eagerly inside a compiled backbone (hub.compiled): a graph break, so the pass's plan, Python objects
+    made anew every pass, is never traced and guarded on (which would compile again in every pass). Eager passes
+    call it as it is."""
+    return torch._dynamo.disable(hook)
+
+
 class LayerHooks(Generic[Weights]):
     """Forward hooks on one backbone's layers, active only inside `rows(...)`. The caller serializes passes
     (Backbone.lock): the running pass's plan is an attribute. A method says which layers (`targets`) an adapter
@@ -68,7 +75,7 @@ class LayerHooks(Generic[Weights]):
 
     def register(self, layer: nn.Linear, target: Any) -> Any:
         """Put the hook for `target` on `layer` (default: a forward hook on its output)."""
-        return layer.register_forward_hook(self.hook(target))
+        return layer.register_forward_hook(opaque(self.hook(target)))
 
     def hook(self, target: Any) -> Callable[..., Any]:
         raise NotImplementedError

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..rows import LayerHooks
+from ..rows import LayerHooks, opaque
 from .weights import IA3Weights
 
 
@@ -39,8 +39,8 @@ class BatchedIA3(LayerHooks[IA3Weights]):
 
     def register(self, layer: nn.Linear, target: tuple[str, bool]) -> Any:
         path, at_input = target
-        return (layer.register_forward_pre_hook(self._scale_input(path)) if at_input
-                else layer.register_forward_hook(self._scale_output(path)))
+        return (layer.register_forward_pre_hook(opaque(self._scale_input(path))) if at_input
+                else layer.register_forward_hook(opaque(self._scale_output(path))))
 
     def plan(self, adapters: list[IA3Weights | None], positions: list[int]) -> _Plan:
         return _Plan(adapters, positions)
