@@ -5,6 +5,7 @@ traced), the int8 runtime keeps rows independent of their batch, and a machine t
 from __future__ import annotations
 
 import random
+import shutil
 
 import pytest
 import torch
@@ -15,6 +16,10 @@ from hub.errors import BackboneError
 
 from conftest import METHOD_TASKS, assert_same_result, random_request
 from test_int8_runtime import assert_mixed_as_alone_and_near
+
+
+needs_compiler = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")),
+                                    reason="torch.compile on the CPU needs a C++ compiler (gcc or clang); none on PATH")
 
 
 def _mix(seed: int, count: int = 40) -> list:
@@ -30,6 +35,7 @@ def compiled_methods_hub(methods_registry):
     return hub.Hub.load(methods_registry, compile=True)
 
 
+@needs_compiler
 def test_a_compiled_hub_answers_every_method_and_kind_as_the_eager_hub(compiled_methods_hub, methods_registry):
     eager = hub.Hub.load(methods_registry)
     requests = _mix(0)
@@ -40,6 +46,7 @@ def test_a_compiled_hub_answers_every_method_and_kind_as_the_eager_hub(compiled_
         assert_same_result(a, b)
 
 
+@needs_compiler
 def test_new_mixes_of_tasks_compile_nothing_new(compiled_methods_hub):
     """Each pass plans its rows anew (Python objects); were the hooks traced, every pass would compile again. A pass
     compiles once per form of its inputs (one row or several, rows with attention blocks or not, all layers'
@@ -59,6 +66,7 @@ def test_new_mixes_of_tasks_compile_nothing_new(compiled_methods_hub):
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+@needs_compiler
 def test_a_compiled_int8_hub_keeps_rows_independent_and_near_eager_int8(trained_registry):
     """int8 compiled: fused kernels round a little differently from eager, so answers may flip at the int8 rounding
     of borderline tokens; a row still answers as alone, and as eager int8 within the int8 tolerance."""
@@ -79,6 +87,7 @@ def test_a_machine_that_cannot_compile_is_told_why_at_load(trained_registry, mon
         served.run("sentiment", "good movie")
 
 
+@needs_compiler
 def test_the_command_line_serves_compiled(trained_registry):
     from typer.testing import CliRunner
 
