@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 import hub
 from hub.atomic import atomic_file
 from hub.data import load_split, sample_rows
+from hub.compiled import SUFFIX as COMPILED
+from hub.compiled import runtime_options
 from hub.devices import dtype_name, resolve_device, resolve_dtype
 from hub.errors import HubError
 from hub.metrics import compute_metric
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COMPILED = "+compile"  # after a --dtype: that runtime through torch.compile (hub/compiled.py)
 
 
 def dev_requests(served: hub.Hub, examples: int, seed: int) -> tuple[dict[str, tuple[list, list]], dict[str, str]]:
@@ -94,8 +95,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     names = list(dict.fromkeys(["float32", *(runtime_name(d, device) for d in args.dtype)]))
     registry = args.registry or hub.default_registry_path()
-    hubs = {name: hub.Hub.load(registry, device=device, dtype=name.removesuffix(COMPILED), compile=name.endswith(COMPILED))
-            for name in names}
+    hubs = {name: hub.Hub.load(registry, device=device, **runtime_options(name)) for name in names}
     samples, skipped = dev_requests(hubs["float32"], args.examples, args.seed)
     if not samples:
         raise SystemExit(f"no task has dev data here: {skipped}")

@@ -86,7 +86,9 @@ from hub.methods.lora.weights import read_lora_weights  # noqa: E402
 from hub.safetensors_header import read_safetensors_header  # noqa: E402
 from hub.backbone import load_backbone, resolve_source  # noqa: E402
 from hub.backbone import head_features  # noqa: E402
+from hub.compiled import SUFFIX as COMPILED  # noqa: E402
 from hub.compiled import limits as compiled_limits  # noqa: E402
+from hub.compiled import runtime_options  # noqa: E402
 from hub.devices import resolve_device  # noqa: E402
 from hub.memory import release_free_memory  # noqa: E402
 from hub.registry import load_registry  # noqa: E402
@@ -95,7 +97,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STORAGE_CHOICES = {dtype for method in METHODS.values() for dtype in method.storage_dtypes}
 FLOAT_FILES = ("float32", "float16", "bfloat16")  # what PEFT reads (int8 / int4 files are the hub's own layout)
 MAX_LENGTH, BATCH = 128, 64
-COMPILED = "+compile"  # after a dtype in --runtimes: that runtime through torch.compile
 hf_logging.disable_progress_bar()  # transformers' per-model "Loading weights" bars would bury ours
 
 
@@ -310,21 +311,13 @@ class GcPauses:
             self.seconds += time.perf_counter() - self._started
 
 
-def runtime_options(runtime: str | None) -> dict[str, Any]:
-    """Hub options for a runtime name of --runtimes: a dtype, with COMPILED after it for torch.compile."""
-    if runtime is None:
-        return {}
-    dtype, compiled, _ = runtime.partition(COMPILED)
-    return {"dtype": dtype, "compile": bool(compiled)}
-
-
 def probe(kind: str, registry: Path, texts: list[str], count: int, every: int, device: torch.device,
           dtype: str | None = None) -> dict[str, Any]:
     """Runs in its own process; memory is measured net of the interpreter and the imports above. `dtype`: the
     runtime of the hub probe (None: float32)."""
     base, base_split = _memory(device), _resident_split()
     if kind == "hub":  # B: the shared backbone + K adapters and heads, after serving the requests
-        served = hub.Hub.load(registry, device=device, **runtime_options(dtype))
+        served = hub.Hub.load(registry, device=device, **(runtime_options(dtype) if dtype else {}))
         served.run_many(mixed_requests(texts, count))
         net = _memory(device) - base
         if device.type != "cpu":

@@ -23,6 +23,13 @@ from .errors import BackboneError
 # methods in one generic decorator (a single code object called with different arguments), and graph breaks at the
 # hooks split a pass into many frames: torch's default (8) sent some of them back to eager.
 RECOMPILE_LIMIT = 64
+SUFFIX = "+compile"  # after a dtype in a runtime name ('int8+compile', as the benchmarks take them)
+
+
+def runtime_options(runtime: str) -> dict[str, Any]:
+    """Hub options for a runtime name: a dtype, with SUFFIX after it for its forward through torch.compile."""
+    dtype, compiled, _ = runtime.partition(SUFFIX)
+    return {"dtype": dtype, "compile": bool(compiled)}
 
 
 def compile_model(model: nn.Module, name: str) -> Callable[..., Any]:

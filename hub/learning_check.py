@@ -31,27 +31,38 @@ def check_learning(task: TaskSpec, predictions: Sequence[Any], references: Seque
     if not predictions:
         return None
     if task.labels is not None and all(isinstance(p, Hashable) and not isinstance(p, tuple) for p in predictions):
-        return _labels(task, predictions, references, metrics)
+        return _one_per_row(task, predictions, references, metrics, "rows")
     if task.labels is None and all(isinstance(p, (int, float)) for p in predictions):
         return _values(task, predictions, references)
     if task.labels is not None and _word_tags(predictions) and _word_tags(references):
         return _tags(task, predictions, references, metrics)
     if _span_sets(predictions) and _span_sets(references):
-        return _answers(task, predictions, references, metrics, "rows", _span_key, _span_value, _span_shown)
+        return _one_per_row(task, predictions, references, metrics, "rows", key=_span_key, value=_span_value,
+                            shown=_span_shown)
     if all(isinstance(p, str) for p in predictions) and _gold_texts(references):
-        return _answers(task, predictions, references, metrics, "questions", lambda answer: answer,
-                        lambda answer: answer, lambda answer: repr(answer) if answer else "nothing (no answer)",
-                        gold=lambda golds: golds[0])
+        return _one_per_row(task, predictions, references, metrics, "questions",
+                            shown=lambda answer: repr(answer) if answer else "nothing (no answer)",
+                            gold=lambda golds: golds[0])
     return None
 
 
-def _labels(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any],
-            metrics: dict[str, float]) -> dict[str, Any]:
-    majority, majority_count = Counter(references).most_common(1)[0]
-    top, top_count = Counter(predictions).most_common(1)[0]
-    baseline = compute_metric(task.metric, [majority] * len(references), references, task.labels)
+def _same(value: Any) -> Any:
+    return value
+
+
+def _one_per_row(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any], metrics: dict[str, float],
+                 unit: str, key: Callable[[Any], Hashable] = _same, value: Callable[[Any], Any] = _same,
+                 shown: Callable[[Any], str] | None = None, gold: Callable[[Any], Any] = _same) -> dict[str, Any]:
+    """One answer per row: a label, or a whole answer (a span set, an answer text). `key` makes an answer hashable,
+    `value` turns a key back into an answer the metric takes, `gold` picks a reference's answer (QA: the first
+    acceptable text), `shown` writes a whole answer for a reader (None: a label, shown as its repr)."""
+    majority, majority_count = Counter(key(gold(r)) for r in references).most_common(1)[0]
+    top, top_count = Counter(key(p) for p in predictions).most_common(1)[0]
+    baseline = compute_metric(task.metric, [value(majority)] * len(references), references, task.labels)
+    if shown is not None:
+        majority, top = shown(majority), shown(top)
     return _verdict(task, metrics, baseline, majority, majority_count / len(references), top,
-                    top_count / len(predictions), "rows")
+                    top_count / len(predictions), unit, answers=shown is not None)
 
 
 def _verdict(task: TaskSpec, metrics: dict[str, float], baseline: dict[str, float], majority: Any,
@@ -64,7 +75,7 @@ def _verdict(task: TaskSpec, metrics: dict[str, float], baseline: dict[str, floa
         "top_prediction": top, "top_prediction_share": top_share, "unit": unit}
     if answers:
         found["answers"] = True
-    shown_majority, shown_top = (majority, top) if answers else (repr(majority), repr(top))
+    shown_majority, shown_top = shown_answers(found)
     reasons = []
     if metrics[primary] <= baseline[primary]:
         reasons.append(f"its {primary} {metrics[primary]:.4f} is no better than always answering {shown_majority} "
@@ -85,7 +96,7 @@ def _word_tags(sequences: Sequence[Any]) -> bool:
 
 def _tags(task: TaskSpec, predictions: Sequence[list[str]], references: Sequence[list[str]],
           metrics: dict[str, float]) -> dict[str, Any]:
-    """`_labels` over words: the baseline tags every word with the dev set's most frequent tag."""
+    """`_one_per_row` over words: the baseline tags every word with the dev set's most frequent tag."""
     majority, majority_count = Counter(t for tags in references for t in tags).most_common(1)[0]
     top, top_count = Counter(t for tags in predictions for t in tags).most_common(1)[0]
     words = sum(len(tags) for tags in references)
@@ -115,18 +126,6 @@ def _span_value(key: tuple) -> list[list[Any]]:
 
 def _span_shown(key: tuple) -> str:
     return "nothing (no span)" if not key else repr(_span_value(key))
-
-
-def _answers(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any], metrics: dict[str, float],
-             unit: str, key: Callable[[Any], Hashable], value: Callable[[Any], Any], shown: Callable[[Any], str],
-             gold: Callable[[Any], Any] = lambda reference: reference) -> dict[str, Any]:
-    """`_labels` over whole answers: `key` makes one hashable, `value` turns a key back into an answer the metric
-    takes, `shown` writes it for a reader, `gold` picks a reference's answer (QA: the first acceptable text)."""
-    majority, majority_count = Counter(key(gold(r)) for r in references).most_common(1)[0]
-    top, top_count = Counter(key(p) for p in predictions).most_common(1)[0]
-    baseline = compute_metric(task.metric, [value(majority)] * len(references), references, task.labels)
-    return _verdict(task, metrics, baseline, shown(majority), majority_count / len(references), shown(top),
-                    top_count / len(predictions), unit, answers=True)
 
 
 def _values(task: TaskSpec, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
