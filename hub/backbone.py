@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +50,9 @@ class Backbone:
         if hook is None:
             with self.lock:  # a pass in flight finishes first
                 hook = self.row_hooks.setdefault(method, METHODS[method].row_hook(self.model))
+                if self.compiled is not None and not all(h.traced for h in self.row_hooks.values()):
+                    for each in self.row_hooks.values():  # one method's hooks break the graph: all do (untrace)
+                        each.untrace()
         return hook
 
     def attach(self, weights: AdapterWeights) -> None:
@@ -81,14 +83,17 @@ class Backbone:
 
     @contextmanager
     def _adapters(self, adapters: Sequence[AdapterWeights | None]) -> Iterator[None]:
-        """Each method's hook active for its rows (None for the rows of other methods or of no adapter)."""
-        methods: dict[str, list[AdapterWeights | None]] = defaultdict(lambda: [None] * len(adapters))
+        """Each method's hook active for its rows (None for the rows of other methods or of no adapter). A compiled
+        pass enters every hooked method, those without rows too: a traced hook's plan then has the same form
+        whatever the mix (LayerHooks.traced), so a new mix of tasks compiles nothing new."""
+        every_method = self.row_hooks if self.compiled is not None else {}
+        methods: dict[str, list[AdapterWeights | None]] = {method: [None] * len(adapters) for method in every_method}
         for i, adapter in enumerate(adapters):
             if adapter is not None:
-                methods[adapter.method][i] = adapter
+                methods.setdefault(adapter.method, [None] * len(adapters))[i] = adapter
         with ExitStack() as stack:
             for method, per_row in methods.items():
-                stack.enter_context(self.row_hook(method).rows(per_row))
+                stack.enter_context(self.row_hook(method).rows(per_row, every_layer=self.compiled is not None))
             yield
 
     @property

@@ -3,9 +3,13 @@ run the int8 backbone on the CPU (benchmarks/backbone_runtimes.py, benchmarks/se
 inductor fuses what eager PyTorch runs as separate passes over the activations: each linear layer's per-token
 quantization, its rescaling, the bias, GELU and layer norm.
 
-Per-row adapter hooks stay eager (hub.methods.rows.opaque): each is a graph break, so a pass's plan (Python objects
-that change every pass) is never traced or guarded on. Shapes are dynamic: one compiled graph serves every batch
-size and length; a single-row batch and each new set of hooked layers compile once more.
+LoRA's per-row hooks are traced into the graph (hub.methods.lora.serving._Plan): they read only tensors, and every
+compiled pass plans every hooked layer, so a pass is guarded on the same plan whatever its mix of tasks, and inductor
+fuses each update into what reads the layer's output. The other methods' hooks stay eager (hub.methods.rows.opaque):
+each is a graph break, so their plans (Python objects made anew every pass) are never traced or guarded on; a
+backbone serving one of them makes LoRA's hooks opaque too (LayerHooks.untrace), since graph breaks in every layer
+would otherwise compile traced hooks once per layer. Shapes are dynamic: one compiled graph serves every batch size
+and length; a single-row batch, a pass with one adapter and each new set of hooked layers compile once more.
 """
 
 from __future__ import annotations

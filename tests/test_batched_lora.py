@@ -76,24 +76,34 @@ def test_mixed_rows_equal_peft_adapter_names(tiny_backbone_dir, peft_folders, na
     assert not torch.allclose(plain, ours)
 
 
-def test_gathering_from_stacked_adapters_equals_the_per_row_stack(tiny_backbone_dir, peft_folders):
-    """Stacked adapters with rows gathered by index (the default) give each row what the per-row stack gives."""
-    from hub.methods.lora.serving import _Plan
+def test_one_stack_of_a_layout_equals_the_stack_layer_by_layer(tiny_backbone_dir, peft_folders):
+    """Adapters of one layout stacked once (views per layer, the default) give each layer what stacking it layer by
+    layer gives; different layouts are stacked layer by layer, padded to the largest rank, zeros where one lacks a
+    layer."""
+    from hub.methods.lora.serving import _one_layout, _own_layers, _Plan, _stacked_by_layer, _views_of_one_stack
 
     backbone = _backbone(tiny_backbone_dir)
     same_shape = [load_lora(backbone, f"all8_{i}", peft_folders["all8"], "tiny") for i in range(3)]
     for adapter, scale in zip(same_shape, (1.0, -2.0, 0.5)):  # three different adapters of one layout
         adapter.buffer.mul_(scale)
-    positions = [2, 0, 0, 1, 2]
-    gathered, per_row = _Plan(same_shape, positions, gather=True), _Plan(same_shape, positions, gather=False)
-    assert gathered.stacked is not None and per_row.stacked is None
-    for path in same_shape[0].paths:
-        layer = backbone.row_hook("lora").target_layer(path)
-        for ours, reference in zip(gathered.matrices(path, layer), per_row.matrices(path, layer)):
+    assert _one_layout(same_shape)
+    views, by_layer = _views_of_one_stack(same_shape), _stacked_by_layer(same_shape, *_own_layers(same_shape))
+    assert views.keys() == by_layer.keys() == set(same_shape[0].paths)
+    for path in views:
+        for ours, reference in zip(views[path], by_layer[path]):
             assert torch.equal(ours, reference)
-    assert gathered.matrices("encoder.layer.0.output.not_a_layer", None) is None
-    mixed = [same_shape[0], load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")]
-    assert _Plan(mixed, [0, 1], gather=True).stacked is None  # different layouts: the per-row stack serves them
+    qv4 = load_lora(backbone, "qv4", peft_folders["qv4"], "tiny")
+    mixed = [same_shape[0], qv4, None]
+    assert not _one_layout(mixed)
+    plan = _Plan(mixed, [2, 0, 1, 0])
+    assert plan.index.tolist() == [2, 0, 1, 0]
+    query = "encoder.layer.0.attention.self.query"
+    downs, ups = plan.stacks[query]
+    assert downs.shape[:2] == (3, 8) and ups.shape[::2] == (3, 8)  # padded to all8's rank
+    assert torch.equal(downs[1, :4], qv4.down(query)) and not downs[1, 4:].any() and not ups[1, :, 4:].any()
+    assert not downs[2].any() and not ups[2].any()  # the row without an adapter
+    key = "encoder.layer.0.attention.self.key"  # all8 has it, qv4 not: zeros
+    assert not plan.stacks[key][0][1].any() and torch.equal(plan.stacks[key][0][0], same_shape[0].down(key))
 
 
 def test_loading_reads_matrices_and_hooks_only_their_layers(tiny_backbone_dir, peft_folders):

@@ -96,3 +96,51 @@ def test_the_command_line_serves_compiled(trained_registry):
     result = CliRunner().invoke(app, ["run", "sentiment", "good movie", "--registry", str(trained_registry),
                                       "--compile"])
     assert result.exit_code == 0 and '"label"' in result.output and "Traceback" not in result.output
+
+
+def _lora_mix(seed: int, count: int = 40) -> list:
+    rng = random.Random(seed)
+    return [random_request(rng) for _ in range(count)]
+
+
+@needs_compiler
+def test_lora_hooks_are_traced_into_the_graph_and_new_mixes_compile_nothing_new(trained_registry):
+    """A LoRA-only backbone traces its hooks (no graph break per layer: inductor fuses the update into what reads
+    it), answers as the eager hub, and plans every hooked layer in every pass, so that no mix of tasks (one task,
+    several, rows of one request) makes a graph of its own once each form of pass has been seen."""
+    compiled = hub.Hub.load(trained_registry, compile=True, share_backbones=False)
+    eager = hub.Hub.load(trained_registry, share_backbones=False)
+    breaks = sum(counters["graph_break"].values())
+    requests = _lora_mix(0)
+    for a, b in zip(compiled.run_many(requests), eager.run_many(requests)):
+        assert_same_result(a, b)
+    assert compiled.runtime("sentiment").backbone.row_hooks["lora"].traced
+    assert sum(counters["graph_break"].values()) == breaks  # the hooks did not break the graph
+
+    def one_task_passes(requests: list) -> list:
+        by_task: dict = {}
+        for task, value in requests:
+            by_task.setdefault(task, []).append((task, value))
+        return list(by_task.values())
+
+    compiled.run_many(_lora_mix(1))
+    for rows in one_task_passes(_lora_mix(1)):  # each pass one adapter (several rows), then one row
+        compiled.run_many(rows)
+        compiled.run_many(rows[:1])
+    graphs = counters["stats"]["unique_graphs"]
+    for seed in (3, 4):
+        for a, b in zip(compiled.run_many(_lora_mix(seed)), eager.run_many(_lora_mix(seed))):
+            assert_same_result(a, b)
+        for rows in one_task_passes(_lora_mix(seed)):
+            compiled.run_many(rows)
+            compiled.run_many(rows[-1:])
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@needs_compiler
+def test_beside_another_methods_opaque_hooks_lora_hooks_are_opaque_too(compiled_methods_hub):
+    """A graph break in every layer (another method's hooks) would make traced LoRA hooks frames of their own,
+    compiled once per layer and form of pass: a backbone serving such a method untraces them."""
+    compiled_methods_hub.run_many(_mix(5))
+    hooks = compiled_methods_hub.runtime("similarity").backbone.row_hooks
+    assert "lora" in hooks and len(hooks) > 1 and not any(hook.traced for hook in hooks.values())

@@ -23,7 +23,7 @@ from hub.cli import app
 from hub.errors import AdapterError
 from hub.methods.lora.quantize import quantize_lora_folder, read_float_matrices, reduce_lora_rank
 from hub.methods.lora.quantized_file import pack_int4, unpack_int4
-from hub.methods.lora.serving import WidenedCache, _Plan
+from hub.methods.lora.serving import WidenedCache, _one_layout, _own_layers, _Plan, _stacked_by_layer
 from hub.safetensors_header import read_safetensors_header
 
 FLOAT, QUANTIZED = AdapterFolder.PEFT_WEIGHTS, "adapter_model.quantized.safetensors"
@@ -178,7 +178,7 @@ def test_a_narrow_adapter_widened_for_a_pass_serves_exactly_its_own_matrices(tin
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 def test_stacked_quantized_adapters_gather_the_matrices_each_serves(tiny_backbone_dir, tmp_path, dtype):
     """Quantized adapters widened once per pass, stacked, rows gathered: each row gets its adapter's own down/up,
-    exactly as the per-row stack gives them. A float adapter has another layout (no scales): the per-row stack."""
+    exactly as stacking them layer by layer gives them. A float adapter of another file has another layout."""
     backbone = _backbone(tiny_backbone_dir)
     adapters = []
     for seed in range(3):
@@ -186,16 +186,17 @@ def test_stacked_quantized_adapters_gather_the_matrices_each_serves(tiny_backbon
         quantize_lora_folder(folder, dtype)
         adapters.append(AdapterFolder(folder).load_adapter(f"a{seed}", backbone, "tiny"))
     positions = [2, 0, 0, 1, 2]
-    gathered, per_row = _Plan(adapters, positions), _Plan(adapters, positions, gather=False)
-    assert gathered.stacked is not None and gathered.stacked.dtype == torch.float32 and per_row.stacked is None
+    plan = _Plan(adapters, positions)
+    wide = [adapter.widened() for adapter in adapters]
+    assert _one_layout(wide)  # widened alike: views of one stack
+    by_layer = _stacked_by_layer(wide, *_own_layers(wide))
     for path in adapters[0].paths:
-        layer = backbone.row_hook("lora").target_layer(path)
-        for ours, reference, which in zip(gathered.matrices(path, layer), per_row.matrices(path, layer), ("down", "up")):
-            assert torch.equal(ours, reference)
+        for stack, reference, which in zip(plan.stacks[path], by_layer[path], ("down", "up")):
+            assert stack.dtype == torch.float32 and torch.equal(stack, reference)
             for row, position in enumerate(positions):
-                assert torch.equal(ours[row], getattr(adapters[position], which)(path))
+                assert torch.equal(stack[plan.index[row]], getattr(adapters[position], which)(path))
     plain = AdapterFolder(_lora_folder(tiny_backbone_dir, tmp_path / "p", seed=9, rank=3)).load_adapter("p", backbone, "tiny")
-    assert _Plan([adapters[0], plain], [0, 1]).stacked is None
+    assert not _one_layout([wide[0], plain.widened()])
 
 
 def test_the_widened_cache_keeps_recent_copies_within_its_bytes(tiny_backbone_dir, tmp_path):

@@ -52,7 +52,11 @@ class RowHook(Protocol):
 
     def prepare(self, weights: Any) -> None: ...
 
-    def rows(self, adapters: Sequence[Any]) -> AbstractContextManager[None]: ...
+    def rows(self, adapters: Sequence[Any], every_layer: bool = False) -> AbstractContextManager[None]: ...
+
+    traced: bool  # the hooks are traced inside a compiled backbone (else each is a graph break)
+
+    def untrace(self) -> None: ...  # make them graph breaks (under the backbone's lock)
 
 
 class AdapterOptions(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,61 +16,90 @@ from ..rows import LayerHooks
 from .quantized_file import matrix_at
 from .weights import LoraWeights
 
+Features = dict[str, tuple[int, int]]  # module path -> (in, out) features of a LoRA layer
+ZERO_RANK = 2  # the rank of a layer's zeros when no adapter of the pass has it: not 1, which compiled graphs specialize
+
+
+@dataclass(frozen=True)
+class Zeros:
+    """What a layer's stand-in zeros are made of (an int8 backbone has no float weight to take them from)."""
+
+    dtype: torch.dtype
+    device: torch.device
+
 
 class _Plan:
-    """One forward pass: the batch's distinct adapters and, per row, the position of its own.
+    """One forward pass: for each layer an adapter of the pass updates, the pass's distinct adapters' matrices
+    stacked ([adapters, r, in] and [adapters, out, r]), and each row's index among them; a layer's hook gathers its
+    rows' own with two index_selects (a Python loop over the rows, which the CPU used to take, measured no faster
+    there and was host-bound on a GPU).
 
     Each distinct adapter is widened for the pass (an int8/int4 or narrower float adapter dequantized into the served
-    dtype; BatchedLora keeps recent widened copies). Adapters of one layout are then stacked and each layer's matrices
-    gathered by row index: two index_selects per layer on every device (a Python loop over the rows, which the CPU
-    used to take, measured no faster there and was host-bound on a GPU). Adapters of different layouts (ranks,
-    layers) are stacked per row instead."""
+    dtype; BatchedLora keeps recent widened copies). Adapters of one layout are stacked once and each layer's stacks
+    are views of that; adapters of different layouts (ranks, layers) are stacked layer by layer, zero-padded to the
+    largest rank (zero rows and columns add nothing), with zeros for an adapter without the layer.
 
-    def __init__(self, adapters: list[LoraWeights | None], positions: list[int], gather: bool = True,
-                 widen: Callable[[LoraWeights], LoraWeights] = LoraWeights.widened):
-        """`gather`: stack adapters of one layout and gather rows (the default); False: always the per-row stack.
-        `widen`: how an adapter is widened (BatchedLora's keeps recent widened copies: `WidenedCache`)."""
-        self.adapters = [widen(a) if a is not None else None for a in adapters]
-        self.positions = positions  # row -> position in `adapters`
-        self.stacked: torch.Tensor | None = None  # [adapters, values]: every widened buffer, when they share a layout
-        first = self.adapters[0]
-        if gather and first is not None and all(a is not None and a.layout is first.layout
-                                                and a.buffer.dtype == first.buffer.dtype for a in self.adapters):
-            self.stacked = torch.stack([a.buffer for a in self.adapters if a is not None])  # all() above: none left out
-            self.index = torch.tensor(positions, device=first.buffer.device)
+    The hooks read only tensors from here (`stacks`, `index`), so a compiled backbone traces them (hub.compiled). Its
+    passes plan `every_layer` (each hooked layer, zeros where no adapter of the pass has it, even with no adapter
+    at all): the graph is then guarded on the same layers in every pass, never on which adapters the rows have."""
 
-    def matrices(self, path: str, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Each row's own [rows, r, in] and [rows, out, r] for this layer (zeros where its adapter has no
-        such layer); None if no adapter in the pass has it."""
-        if self.stacked is not None:
-            return self._gathered(path)
-        slots = [a.layout.slots.get(path) if a is not None else None for a in self.adapters]
-        if not any(slots):
-            return None
-        rank = max(slot.rank for slot in slots if slot)
-        template = next(a.down(path) for a, slot in zip(self.adapters, slots) if a is not None and slot is not None)
+    def __init__(self, adapters: list[LoraWeights | None], positions: list[int],
+                 widen: Callable[[LoraWeights], LoraWeights] = LoraWeights.widened,
+                 every_layer: tuple[Features, Zeros] | None = None):
+        """`widen`: how an adapter is widened (BatchedLora's keeps recent widened copies: `WidenedCache`)."""
+        wide = [widen(a) if a is not None else None for a in adapters]
+        features, zeros = every_layer or _own_layers(wide)
+        self.index = torch.tensor(positions, device=zeros.device)  # row -> its adapter's stack position
+        first = wide[0]
+        self.stacks: dict[str, tuple[torch.Tensor, torch.Tensor]] = (  # path -> (downs, ups)
+            _views_of_one_stack(wide) if _one_layout(wide) and first and first.paths == features.keys()
+            else _stacked_by_layer(wide, features, zeros))
+
+
+def _own_layers(adapters: list[LoraWeights | None]) -> tuple[Features, Zeros]:
+    """The layers the adapters have (in first-seen order), and zeros like theirs."""
+    present = [a for a in adapters if a is not None]
+    features = {path: (slot.in_features, slot.out_features) for a in present for path, slot in a.layout.slots.items()}
+    return features, Zeros(present[0].dtype, present[0].buffer.device)
+
+
+def _one_layout(adapters: list[LoraWeights | None]) -> bool:
+    """Whether every adapter is there and all share one layout and dtype (then one stack of their buffers serves)."""
+    first = adapters[0]
+    return first is not None and all(a is not None and a.layout is first.layout and a.buffer.dtype == first.buffer.dtype
+                                     for a in adapters)
+
+
+def _views_of_one_stack(adapters: list[LoraWeights | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Adapters of one layout (`_one_layout`): their buffers stacked once, each layer's matrices views of it."""
+    buffers = [a.buffer for a in adapters if a is not None]  # _one_layout: none left out
+    stacked = torch.stack(buffers)
+    layout = adapters[0].layout  # type: ignore[union-attr]
+    return {path: (matrix_at(stacked, slot.down_start, slot.rank, slot.in_features),
+                   matrix_at(stacked, slot.up_start, slot.out_features, slot.rank))
+            for path, slot in layout.slots.items()}
+
+
+def _stacked_by_layer(adapters: list[LoraWeights | None], features: Features,
+                      zeros: Zeros) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The layers in `features`, each with the adapters' matrices stacked, padded to the largest rank, zeros for
+    an adapter without the layer."""
+    stacks = {}
+    for path, (in_features, out_features) in features.items():
+        ranks = [a.layout.slots[path].rank for a in adapters if a is not None and path in a.layout.slots]
+        rank = max(ranks, default=ZERO_RANK)
         downs, ups = [], []
-        for adapter, slot in zip(self.adapters, slots):
-            if adapter is None or slot is None:  # zeros in the adapters' dtype (an int8 backbone has no float weight)
-                downs.append(template.new_zeros(rank, layer.in_features))
-                ups.append(template.new_zeros(layer.out_features, rank))
+        for adapter in adapters:
+            if adapter is None or path not in adapter.layout.slots:
+                downs.append(torch.zeros(rank, in_features, dtype=zeros.dtype, device=zeros.device))
+                ups.append(torch.zeros(out_features, rank, dtype=zeros.dtype, device=zeros.device))
                 continue
-            # mixed ranks: zero rows/columns add nothing
-            down, up, pad = adapter.down(path), adapter.up(path), rank - slot.rank
+            down, up = adapter.down(path), adapter.up(path)
+            pad = rank - down.shape[0]
             downs.append(nn.functional.pad(down, (0, 0, 0, pad)) if pad else down)
             ups.append(nn.functional.pad(up, (0, pad)) if pad else up)
-        return torch.stack([downs[i] for i in self.positions]), torch.stack([ups[i] for i in self.positions])
-
-    def _gathered(self, path: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """`matrices` when every adapter of the pass has the same layout and sits in `self.stacked`."""
-        first, stacked = self.adapters[0], self.stacked
-        assert first is not None and stacked is not None  # set together in __init__
-        slot = first.layout.slots.get(path)
-        if slot is None:
-            return None
-        down = matrix_at(stacked, slot.down_start, slot.rank, slot.in_features).index_select(0, self.index)
-        up = matrix_at(stacked, slot.up_start, slot.out_features, slot.rank).index_select(0, self.index)
-        return down, up
+        stacks[path] = (torch.stack(downs), torch.stack(ups))
+    return stacks
 
 
 WIDENED_CACHE_BYTES = 64 * 2**20  # about 100 all-layer rank-8 MiniLM adapters widened to bfloat16, 50 to float32
@@ -105,30 +135,51 @@ class WidenedCache:
 
 
 class BatchedLora(LayerHooks[LoraWeights]):
-    """Forward hooks on one backbone's LoRA-targeted linear layers; active only inside `rows(...)`."""
+    """Forward hooks on one backbone's LoRA-targeted linear layers; active only inside `rows(...)`. Traced inside a
+    compiled backbone (`traceable`: see _Plan)."""
+
+    traceable = True
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
         self.widened = WidenedCache()
+        self._features: Features = {}  # every hooked layer's in and out features
+        self._zeros: Zeros | None = None
+
+    def prepare(self, adapter: LoraWeights) -> None:
+        super().prepare(adapter)
+        self._features = self._features | {path: (slot.in_features, slot.out_features)
+                                           for path, slot in adapter.layout.slots.items()}
+        self._zeros = self._zeros or Zeros(adapter.dtype, adapter.buffer.device)
 
     def plan(self, adapters: list[LoraWeights | None], positions: list[int]) -> _Plan:
         return _Plan(adapters, positions, widen=self.widened)
+
+    def plan_every_layer(self, adapters: list[LoraWeights | None], positions: list[int]) -> _Plan:
+        assert self._zeros is not None  # LayerHooks.rows asks only once a layer is hooked
+        plan = _Plan(adapters, positions, widen=self.widened, every_layer=(self._features, self._zeros))
+        for stacks in plan.stacks.values():  # the number of adapters: a compiled graph must not specialize it on 1
+            for tensor in stacks:
+                torch._dynamo.decorators.mark_unbacked(tensor, 0)
+        return plan
 
     def hook(self, path: str):
         def add_row_updates(layer: nn.Linear, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             plan = self._plan
             if plan is None:
                 return None
-            matrices = plan.matrices(path, layer)
-            if matrices is None:
+            stacks = plan.stacks.get(path)
+            if stacks is None:
                 return None
-            down, up = matrices
             x = args[0]
             rows = x.shape[0]
-            self.check_rows(rows, len(plan.positions))
-            # per-row bmm with A @ x^T, added into the output in place: the fastest form measured on CPU
+            self.check_rows(rows, plan.index.shape[0])
+            down, up = stacks[0].index_select(0, plan.index), stacks[1].index_select(0, plan.index)
+            # per-row bmm with A @ x^T: the fastest form measured on CPU
             low = torch.bmm(down, x.reshape(rows, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
-            output.view(rows, -1, output.shape[-1]).baddbmm_(low, up.transpose(1, 2))
+            if torch.compiler.is_compiling():  # out of place: inductor fuses the add into what reads the output
+                return output + torch.bmm(low, up.transpose(1, 2)).view_as(output)
+            output.view(rows, -1, output.shape[-1]).baddbmm_(low, up.transpose(1, 2))  # in place: fastest eagerly
             return output
 
         return add_row_updates
