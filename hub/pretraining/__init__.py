@@ -1,0 +1,1 @@
+"""Pre-training objectives as adapters (issue 21): masking schemes first; training and serving build on them."""
