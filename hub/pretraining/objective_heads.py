@@ -1,0 +1,69 @@
+"""The heads the pre-training objectives train beside a domain adapter.
+
+Neither embedded backbone ships BERT's trained prediction head (their files hold the encoder and a pooler, no
+`cls.predictions.*`: all-MiniLM-L6-v2 and m3e-small were saved as sentence encoders), so `MaskedLMHead` is trained
+too. Its decoder is tied to the backbone's frozen word embeddings, as BERT's is: the head's own weights are the
+transform and a bias per vocabulary token (a few hundred KB), never a copy of the embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's prediction head: dense + GELU + layer norm, then scores against every word embedding, plus a bias."""
+
+    def __init__(self, word_embeddings: nn.Embedding, layer_norm_eps: float = 1e-12):
+        super().__init__()
+        hidden = word_embeddings.embedding_dim
+        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=layer_norm_eps))
+        self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+        self._tied = (word_embeddings,)  # a tuple: the backbone's module, not a submodule of this head (not saved)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        """The frozen word embeddings the transformed states are scored against ([vocab, hidden])."""
+        return self._tied[0].weight
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] -> [..., vocab] scores."""
+        return self.transform(hidden_states) @ self.decoder_weight.T + self.bias
+
+
+class SpanBoundaryHead(nn.Module):
+    """SpanBERT's span boundary objective: each masked token of a span predicted from the encoder's outputs just
+    outside the span and an embedding of its place in the span, through two GELU + layer norm layers; the result
+    is scored by the masked-LM head."""
+
+    def __init__(self, hidden: int, max_span_tokens: int = 64, position_size: int = 200,
+                 layer_norm_eps: float = 1e-12):
+        super().__init__()
+        self.max_span_tokens = max_span_tokens
+        self.positions = nn.Embedding(max_span_tokens, position_size)
+        self.layers = nn.Sequential(
+            nn.Linear(2 * hidden + position_size, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=layer_norm_eps),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=layer_norm_eps))
+
+    def forward(self, hidden_states: torch.Tensor, rows: torch.Tensor, left: torch.Tensor, right: torch.Tensor,
+                offsets: torch.Tensor) -> torch.Tensor:
+        """One output [targets, hidden] per target token: its row, the positions just before and after its span
+        (`left`, `right`) and its offset from the span's start."""
+        if offsets.numel() and int(offsets.max()) >= self.max_span_tokens:
+            raise ValueError(f"a span of more than {self.max_span_tokens} tokens; raise max_span_tokens or mask "
+                             "shorter spans")
+        features = torch.cat([hidden_states[rows, left], hidden_states[rows, right], self.positions(offsets)], dim=-1)
+        return self.layers(features)
+
+
+class NextSentenceHead(nn.Module):
+    """A binary classifier on the pair's first token ([CLS]): does the second sentence follow the first?"""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.classifier = nn.Linear(hidden, 2)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[rows, tokens, hidden] -> [rows, 2] scores (1: is next)."""
+        return self.classifier(hidden_states[:, 0])
