@@ -1,0 +1,50 @@
+"""Raw text for pre-training: one text per line, or JSON lines with a text field; checked before any training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError
+
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+MIN_TEXTS = 2  # pre-training holds texts out to measure masked-token accuracy before and after
+
+
+def read_texts(path: Path, field: str = "text") -> list[str]:
+    """The non-blank texts of a corpus file: JSON lines (`.jsonl`, `.json`, `.ndjson`: each line an object whose
+    `field` is the text) or plain text, one text per line. Refused with DataError, naming the problem and the fix:
+    a missing, binary or empty file, a malformed JSON line, a line without `field`."""
+    if not path.is_file():
+        raise DataError(f"corpus {path} not found; give a text file (one text per line) or JSON lines with a "
+                        f"{field!r} field.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"corpus {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 (e.g. `iconv -t "
+                        "UTF-8`) or give another file.") from None
+    texts = _json_texts(path, lines, field) if path.suffix.lower() in JSON_SUFFIXES else lines
+    texts = [text.strip() for text in texts if text.strip()]
+    if len(texts) < MIN_TEXTS:
+        raise DataError(f"corpus {path} has {len(texts)} non-blank text(s); pre-training needs at least {MIN_TEXTS} "
+                        "(some are held out to measure masked-token accuracy): give more text, one text per line.")
+    return texts
+
+
+def _json_texts(path: Path, lines: list[str], field: str) -> list[str]:
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {number}: not JSON ({exc.msg}); each line must be one JSON object with a "
+                            f"{field!r} field (or give a plain text file, one text per line).") from None
+        text = row.get(field) if isinstance(row, dict) else None
+        if not isinstance(text, str):
+            found = ", ".join(map(repr, row)) if isinstance(row, dict) else type(row).__name__
+            raise DataError(f"{path}, line {number}: no text field {field!r} (found: {found}); name the field that "
+                            "holds the text.")
+        texts.append(text)
+    return texts
