@@ -1,0 +1,69 @@
+"""The model pre-training trains: the frozen backbone with a fresh adapter of any registered method, and the
+objective heads; its forward returns the loss a Trainer minimizes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional
+from transformers import PreTrainedModel
+
+from ..methods import METHODS
+from ..methods.base import AdapterOptions
+from .collator import MaskingCollator
+from .masking import IGNORED
+from .objective_heads import MaskedLMHead, SpanBoundaryHead
+
+
+class PretrainingModel(nn.Module):
+    """`backbone` (frozen) with `adapter`'s method injected, BERT's prediction head and, with `span_boundary`,
+    SpanBERT's span boundary head. Only the adapter and the heads train; the prediction head's decoder is the
+    backbone's own word embeddings."""
+
+    def __init__(self, backbone: PreTrainedModel, adapter: AdapterOptions, span_boundary: bool = False):
+        super().__init__()
+        embeddings = backbone.get_input_embeddings()
+        assert isinstance(embeddings, nn.Embedding)  # BERT's word embeddings
+        for parameter in backbone.parameters():
+            parameter.requires_grad_(False)
+        self.encoder = METHODS[adapter.method].training.wrap(backbone, adapter)
+        self.mlm = MaskedLMHead(embeddings)
+        self.sbo = SpanBoundaryHead(embeddings.embedding_dim) if span_boundary else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                span_rows: torch.Tensor | None = None, span_left: torch.Tensor | None = None,
+                span_right: torch.Tensor | None = None, span_offsets: torch.Tensor | None = None,
+                span_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """loss: masked-LM cross-entropy averaged over the chosen tokens, plus the span boundary objective's over
+        the same tokens when the model has it (SpanBERT adds the two); logits: the scores at the chosen tokens
+        ([chosen, vocab], in reading order), which is all the loss and the accuracy read."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        chosen = labels != IGNORED
+        logits = self.mlm(hidden[chosen])
+        loss = functional.cross_entropy(logits, labels[chosen])
+        if self.sbo is not None and span_rows is not None and span_rows.numel():
+            assert span_left is not None and span_right is not None and span_offsets is not None
+            assert span_labels is not None  # the collator gives the five together
+            boundary = self.mlm(self.sbo(hidden, span_rows, span_left, span_right, span_offsets))
+            loss = loss + functional.cross_entropy(boundary, span_labels)
+        return {"loss": loss, "logits": logits}
+
+
+@torch.no_grad()
+def masked_token_accuracy(model: PretrainingModel, collator: MaskingCollator, texts: Sequence[str],
+                          batch_size: int = 32) -> float:
+    """The share of chosen tokens whose original token scores highest, over `texts` masked by `collator` (fix its
+    masker's seed to compare models on the same masks)."""
+    was_training = model.training
+    model.eval()
+    right = total = 0
+    for start in range(0, len(texts), batch_size):
+        batch = collator(texts[start:start + batch_size])
+        out = model(**batch)
+        targets = batch["labels"][batch["labels"] != IGNORED]
+        right += int((out["logits"].argmax(-1) == targets).sum())
+        total += targets.numel()
+    model.train(was_training)
+    return right / total if total else 0.0
