@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from hub.backbone import resolve_source
 from hub.errors import DataError
-from hub.pretraining.collator import MaskingCollator
+from hub.pretraining.collator import MaskingCollator, maskable_texts
 from hub.pretraining.corpus import read_texts
 from hub.pretraining.masking import IGNORED, Masker, UnigramSampler
 from hub.registry import load_registry
@@ -84,7 +84,7 @@ def test_span_batches_carry_the_boundary_targets(tokenizers, language, texts):
 
 def test_texts_with_nothing_to_mask_are_counted_and_dropped(tokenizers):
     collator = _collator(tokenizers["en"], "mlm", ["some text"])
-    kept, dropped = collator.maskable(["a real text", "", "   ", "\u200b\u200b", "another one"])
+    kept, dropped = maskable_texts(tokenizers["en"], ["a real text", "", "   ", "\u200b\u200b", "another one"], 48)
     assert kept == ["a real text", "another one"] and dropped == 3
     batch = collator(kept)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}  # no boundary targets without spans

@@ -19,25 +19,28 @@ class EncodedText:
     words: list[int]  # each token's word index
 
 
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> EncodedText:
+    """`text` tokenized (truncated to `max_length`), with which tokens may be masked and each token's word."""
+    encoding = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
+                         return_special_tokens_mask=True)
+    ids = encoding["input_ids"]
+    words = (segmented_words(encoding["offset_mapping"], jieba_spans(text)) if is_chinese(text)
+             else wordpiece_words(tokenizer.convert_ids_to_tokens(ids)))
+    return EncodedText(ids, [not special for special in encoding["special_tokens_mask"]], words)
+
+
+def maskable_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
+    """The texts with a token to mask, and how many were dropped (empty after tokenizing: blank, or only characters
+    the tokenizer drops)."""
+    kept = [text for text in texts if any(encode_text(tokenizer, text, max_length).maskable)]
+    return kept, len(texts) - len(kept)
+
+
 class MaskingCollator:
     """Makes one batch of masked texts for `masker`'s objective (a Trainer's data collator)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, masker: Masker, max_length: int = 128):
         self.tokenizer, self.masker, self.max_length = tokenizer, masker, max_length
-
-    def encode(self, text: str) -> EncodedText:
-        encoding = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
-                                  return_special_tokens_mask=True)
-        ids = encoding["input_ids"]
-        words = (segmented_words(encoding["offset_mapping"], jieba_spans(text)) if is_chinese(text)
-                 else wordpiece_words(self.tokenizer.convert_ids_to_tokens(ids)))
-        return EncodedText(ids, [not special for special in encoding["special_tokens_mask"]], words)
-
-    def maskable(self, texts: Sequence[str]) -> tuple[list[str], int]:
-        """The texts with a token to mask, and how many were dropped (empty after tokenizing: blank, or only
-        characters the tokenizer drops)."""
-        kept = [text for text in texts if any(self.encode(text).maskable)]
-        return kept, len(texts) - len(kept)
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and labels (IGNORED but at the chosen tokens); for span masking also the span
@@ -45,7 +48,7 @@ class MaskingCollator:
         (each token's place in its span) and span_labels (its original id)."""
         masked = []
         for text in texts:
-            encoded = self.encode(text)
+            encoded = encode_text(self.tokenizer, text, self.max_length)
             masked.append(self.masker(encoded.input_ids, encoded.maskable, encoded.words))
         width = max(len(m.input_ids) for m in masked)
         pad = self.tokenizer.pad_token_id or 0

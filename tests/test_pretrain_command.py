@@ -1,0 +1,88 @@
+"""`hub pretrain` (hub/pretraining/train.py, the CLI): a domain adapter trained on raw text over the tiny backbone,
+written as a folder PEFT reads, with the objective heads and a card whose held-out accuracy rose; bad input refused
+with nothing written."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from hub.cli import app
+
+from conftest import FILLER, tiny_registry, write_registry
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_backbone_dir):
+    folder = tmp_path_factory.mktemp("pretrain")
+    registry = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
+    rng = random.Random(0)
+    lines = [" ".join(FILLER[(start + i) % len(FILLER)] for i in range(12)) for start in
+             (rng.choice([0, 5]) for _ in range(240))]
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder, registry, corpus
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["pretrain", *args])
+
+
+def test_pretrain_writes_an_adapter_folder_whose_held_out_accuracy_rose(setup, tiny_backbone_dir):
+    folder, registry, corpus = setup
+    out = folder / "domain"
+    result = _run(str(out), "--text", str(corpus), "--backbone", "tiny", "--registry", str(registry), "--epochs", "8",
+                  "--learning-rate", "1e-2", "--max-length", "32")
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "pretraining.json").read_text())
+    accuracy = card["held_out_masked_token_accuracy"]
+    assert accuracy["after"] > accuracy["before"] + 0.2, accuracy
+    assert card["objective"] == "mlm" and card["corpus"]["held_out_texts"] == 12 and card["steps"] > 0
+    assert f"{accuracy['before']:.3f} -> {accuracy['after']:.3f}" in result.output
+    heads = load_file(str(out / "pretraining_heads.safetensors"))
+    assert "mlm.bias" in heads and not any(k.startswith("sbo.") for k in heads)
+    vocab = heads["mlm.bias"].shape[0]
+    assert not any(t.dim() == 2 and vocab in t.shape for t in heads.values())  # no copy of the word embeddings
+    from peft import PeftModel
+    from transformers import BertModel
+
+    adapted = PeftModel.from_pretrained(BertModel.from_pretrained(tiny_backbone_dir), str(out))  # PEFT reads it
+    assert any("lora_A" in name for name, _ in adapted.named_parameters())
+
+
+def test_span_masking_with_the_boundary_objective_saves_its_head(setup):
+    folder, registry, corpus = setup
+    out = folder / "spans"
+    result = _run(str(out), "--text", str(corpus), "--backbone", "tiny", "--registry", str(registry),
+                  "--objective", "span", "--span-boundary", "--max-length", "32", "--adapter", "{method: lora, r: 2}")
+    assert result.exit_code == 0, result.output
+    heads = load_file(str(out / "pretraining_heads.safetensors"))
+    assert any(k.startswith("sbo.") for k in heads) and heads["mlm.bias"].dtype == torch.float32
+    card = json.loads((out / "pretraining.json").read_text())
+    assert card["recipe"]["span_boundary"] and card["recipe"]["adapter"]["r"] == 2
+
+
+@pytest.mark.parametrize("extra, content, message", [
+    ((), "only one line\n", "1 non-blank text"),
+    ((), "\u200b\n\u200b\u200b\n", "0 of 2 texts have a token to mask"),
+    (("--objective", "bert"), None, "--objective 'bert' is not one of mlm, whole_word, span"),
+    (("--span-boundary",), None, "use it with --objective span"),
+    (("--adapter", "{method: nope}"), None, "unknown adapter method 'nope'"),
+    (("--adapter", "{method: lora, r: 0}"), None, "adapter .*r"),
+])
+def test_bad_input_is_refused_and_nothing_is_written(setup, extra, content, message):
+    folder, registry, corpus = setup
+    if content is not None:
+        corpus = folder / "bad.txt"
+        corpus.write_text(content, encoding="utf-8")
+    out = folder / "refused"
+    result = _run(str(out), "--text", str(corpus), "--backbone", "tiny", "--registry", str(registry), *extra)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert re.search(message, " ".join(result.output.split())), result.output  # the console wraps lines
+    assert not out.exists() and not list(folder.glob(".refused*"))
