@@ -171,7 +171,8 @@ def pretrain(
                                                      "'{method: lora}')")] = None,
     epochs: Annotated[float, typer.Option()] = 1.0,
     batch_size: Annotated[int, typer.Option()] = 16,
-    learning_rate: Annotated[float, typer.Option()] = 5e-4,
+    learning_rate: Annotated[float, typer.Option(help="the adapter's")] = 5e-4,
+    head_learning_rate: Annotated[float, typer.Option(help="the objective heads' (trained from scratch)")] = 5e-3,
     max_length: Annotated[int, typer.Option()] = 128,
     seed: Annotated[int, typer.Option()] = 42,
 ) -> None:
@@ -189,7 +190,8 @@ def pretrain(
         texts = [line for path in text for line in read_texts(path, text_field)]
         recipe = PretrainRecipe(objective=objective, span_boundary=span_boundary,
                                 adapter=_mapping("--adapter", adapter), epochs=epochs, batch_size=batch_size,
-                                learning_rate=learning_rate, max_length=max_length, seed=seed)
+                                learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+                                max_length=max_length, seed=seed)
         card = run_pretraining(load_registry(registry or default_registry_path(), strict_adapters=False), backbone,
                                texts, name, recipe)
     except HubError as exc:

@@ -5,6 +5,7 @@ card measuring held-out masked-token accuracy before and after."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 from safetensors.torch import save_file
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from ..atomic import atomic_folder
@@ -40,7 +41,9 @@ class PretrainRecipe:
     adapter: dict[str, Any] | None = None  # the method and its options ({method: lora, r: 8}: the default)
     epochs: float = 1.0
     batch_size: int = 16
-    learning_rate: float = 5e-4
+    learning_rate: float = 5e-4  # the adapter's
+    head_learning_rate: float = 5e-3  # the objective heads' (they start from scratch over the whole vocabulary)
+    warmup_ratio: float = 0.06
     max_length: int = 128
     seed: int = 42
 
@@ -111,6 +114,12 @@ def _adapter_options(raw: dict[str, Any]) -> tuple[AdapterMethod, AdapterOptions
 def _train(model: PretrainingModel, texts: list[str], collator: MaskingCollator, recipe: PretrainRecipe,
            progress: bool) -> int:
     """transformers' Trainer over the adapter and head parameters; returns the optimizer steps taken."""
+    steps = math.ceil(math.ceil(len(texts) / recipe.batch_size) * recipe.epochs)
+    heads = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    groups = [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
+              {"params": heads, "lr": recipe.head_learning_rate}]
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch, num_train_epochs=recipe.epochs, per_device_train_batch_size=recipe.batch_size,
@@ -120,8 +129,8 @@ def _train(model: PretrainingModel, texts: list[str], collator: MaskingCollator,
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            trainer = Trainer(model=model, args=args, train_dataset=texts,
-                              data_collator=collator)
+            trainer = Trainer(model=model, args=args, train_dataset=texts, data_collator=collator,
+                              optimizers=(optimizer, scheduler))
             trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
