@@ -91,9 +91,8 @@ class Runs:
                 for path in self.paths:
                     layer = self.hook.target_layer(path)
                     assert layer is not None
-                    stacks = plan.stacks.get(path)  # each row's own matrices, gathered as the hook does
-                    down, up = (stacks[0].index_select(0, plan.index), stacks[1].index_select(0, plan.index)) if (
-                        stacks is not None) else (  # no row adapts this layer: a zero update
+                    matrices = plan.gathered(path)  # each row's own, as the hook gathers them
+                    down, up = matrices if matrices is not None else (  # no row adapts this layer: a zero update
                         torch.zeros(len(rows), 1, layer.in_features), torch.zeros(len(rows), layer.out_features, 1))
                     feeds[f"{path}.down"], feeds[f"{path}.up"] = down.transpose(1, 2), up.transpose(1, 2)
                 outputs.append(torch.from_numpy(session(feeds)))

@@ -123,8 +123,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def runtime_name(option: str, device: torch.device) -> str:
     """A --dtype value as the report names it: the dtype's own name, COMPILED kept after it."""
-    dtype, compiled, _ = option.partition(COMPILED)
-    return dtype_name(resolve_dtype(dtype, device)) + compiled
+    options = runtime_options(option)
+    return dtype_name(resolve_dtype(options["dtype"], device)) + (COMPILED if options["compile"] else "")
 
 
 def command_line(args: argparse.Namespace) -> str:

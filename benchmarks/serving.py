@@ -170,8 +170,8 @@ class Variants:
 
     def backbone_alone(self, hub_name: str = "16") -> None:
         """A: the backbone `hub_name`'s Hub serves on (its runtime), no adapters, no heads. A compiled runtime's A is
-        a copy of its own, compiled without the adapters' hooks: each hook is a graph break (hub/compiled.py), which
-        the backbone alone does not pay."""
+        a copy of its own, compiled without the adapters' hooks: its graph holds no per-row update (hub/compiled.py),
+        which the backbone alone does not pay."""
         backbone = self.hubs[hub_name].runtime(task_name(0)).backbone
         model = backbone.model if backbone.compiled is None else self._hookless(hub_name)
         with torch.inference_mode(), compiled_limits():

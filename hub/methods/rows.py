@@ -81,6 +81,10 @@ class LayerHooks(Generic[Weights]):
             self._hooks[target] = (layer, self.register(layer, target))
         self.hooked_paths = frozenset(self._hooks)
 
+    def hooked_features(self) -> dict[Any, tuple[int, int]]:
+        """Each hooked target's layer's in and out features."""
+        return {target: (layer.in_features, layer.out_features) for target, (layer, _) in self._hooks.items()}
+
     def register(self, layer: nn.Linear, target: Any) -> Any:
         """Put the hook for `target` on `layer` (default: a forward hook on its output)."""
         hook = self.hook(target)

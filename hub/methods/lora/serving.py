@@ -55,6 +55,14 @@ class _Plan:
             _views_of_one_stack(wide) if _one_layout(wide) and first and first.paths == features.keys()
             else _stacked_by_layer(wide, features, zeros))
 
+    def gathered(self, path: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each row's own [rows, r, in] and [rows, out, r] for the layer at `path`; None if the plan has no such
+        layer."""
+        stacks = self.stacks.get(path)
+        if stacks is None:
+            return None
+        return stacks[0].index_select(0, self.index), stacks[1].index_select(0, self.index)
+
 
 def _own_layers(adapters: list[LoraWeights | None]) -> tuple[Features, Zeros]:
     """The layers the adapters have (in first-seen order), and zeros like theirs."""
@@ -143,13 +151,10 @@ class BatchedLora(LayerHooks[LoraWeights]):
     def __init__(self, model: nn.Module):
         super().__init__(model)
         self.widened = WidenedCache()
-        self._features: Features = {}  # every hooked layer's in and out features
         self._zeros: Zeros | None = None
 
     def prepare(self, adapter: LoraWeights) -> None:
         super().prepare(adapter)
-        self._features = self._features | {path: (slot.in_features, slot.out_features)
-                                           for path, slot in adapter.layout.slots.items()}
         self._zeros = self._zeros or Zeros(adapter.dtype, adapter.buffer.device)
 
     def plan(self, adapters: list[LoraWeights | None], positions: list[int]) -> _Plan:
@@ -157,7 +162,7 @@ class BatchedLora(LayerHooks[LoraWeights]):
 
     def plan_every_layer(self, adapters: list[LoraWeights | None], positions: list[int]) -> _Plan:
         assert self._zeros is not None  # LayerHooks.rows asks only once a layer is hooked
-        plan = _Plan(adapters, positions, widen=self.widened, every_layer=(self._features, self._zeros))
+        plan = _Plan(adapters, positions, widen=self.widened, every_layer=(self.hooked_features(), self._zeros))
         for stacks in plan.stacks.values():  # the number of adapters: a compiled graph must not specialize it on 1
             for tensor in stacks:
                 torch._dynamo.decorators.mark_unbacked(tensor, 0)
@@ -168,13 +173,13 @@ class BatchedLora(LayerHooks[LoraWeights]):
             plan = self._plan
             if plan is None:
                 return None
-            stacks = plan.stacks.get(path)
-            if stacks is None:
+            matrices = plan.gathered(path)
+            if matrices is None:
                 return None
+            down, up = matrices
             x = args[0]
             rows = x.shape[0]
             self.check_rows(rows, plan.index.shape[0])
-            down, up = stacks[0].index_select(0, plan.index), stacks[1].index_select(0, plan.index)
             # per-row bmm with A @ x^T: the fastest form measured on CPU
             low = torch.bmm(down, x.reshape(rows, -1, x.shape[-1]).transpose(1, 2)).transpose(1, 2)
             if torch.compiler.is_compiling():  # out of place: inductor fuses the add into what reads the output
