@@ -179,19 +179,17 @@ def pretrain(
     """Pre-train a domain adapter and its objective heads on raw text (backbone frozen); the card records held-out
     masked-token accuracy before and after."""
     from .pretraining.corpus import read_texts
-    from .pretraining.masking import OBJECTIVES
+    from .pretraining.masking import Objective
     from .pretraining.train import PretrainRecipe
     from .pretraining.train import pretrain as run_pretraining
     from .registry import load_registry
 
     try:
-        if objective not in OBJECTIVES:
-            raise HubError(f"--objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-        texts = [line for path in text for line in read_texts(path, text_field)]
-        recipe = PretrainRecipe(objective=objective, span_boundary=span_boundary,
+        recipe = PretrainRecipe(objective=cast(Objective, objective), span_boundary=span_boundary,  # it checks
                                 adapter=_mapping("--adapter", adapter), epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, head_learning_rate=head_learning_rate,
                                 max_length=max_length, seed=seed)
+        texts = [line for path in text for line in read_texts(path, text_field)]
         card = run_pretraining(load_registry(registry or default_registry_path(), strict_adapters=False), backbone,
                                texts, name, recipe)
     except HubError as exc:

@@ -26,7 +26,7 @@ from heads.storage import HeadStorage
 
 from .adapter_folder import AdapterFolder, EntryMismatch
 from .errors import RegistryError
-from .methods import METHODS, AdapterOptions, method_named
+from .methods import METHODS, AdapterOptions, adapter_options, method_named
 from .methods.storage import StorageDtype
 from .metrics import METRICS
 from .yaml_loading import load_yaml
@@ -119,8 +119,7 @@ class TrainSpec(_Strict):
             return raw
         if not isinstance(raw, dict):
             raise ValueError("give the adapter as a mapping, e.g. {method: lora, r: 8}")
-        name = raw.get("method", "lora")
-        return method_named(name).options.model_validate({**raw, "method": name})
+        return adapter_options(raw)
 
     @model_validator(mode="after")
     def _storage_fits_method(self) -> TrainSpec:

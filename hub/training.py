@@ -10,7 +10,6 @@ are evaluated in memory and never written as adapter folders.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import tempfile
 import time
@@ -22,8 +21,7 @@ import torch
 from datasets import Dataset
 from pydantic import ValidationError
 from torch import nn
-from transformers import ProgressCallback, Trainer, TrainingArguments, get_linear_schedule_with_warmup
-from transformers.utils import logging as hf_logging
+from transformers import ProgressCallback, Trainer
 
 from heads import Codec, ExampleCodec, Head, Row, kind
 from heads.codec import collate_extras, pad_lists
@@ -41,6 +39,7 @@ from .methods import method_named
 from .registry import Registry, TaskSpec, TrainSpec
 from .router import TaskRuntime
 from .service import Hub
+from .trainer_setup import adamw_with_warmup, optimizer_steps, quiet_transformers, trainer_arguments
 from .training_clock import EstimatingProgress, TrainingClock
 
 Method = Literal["lora", "full", "probe"]
@@ -170,26 +169,17 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
     """Run transformers' Trainer over the adapter + head parameters; returns seconds spent and the clock's report
     (steps done and planned, the estimate, whether the time budget stopped it)."""
     weights = _imbalance(model.head, recipe, train_set)
-    steps = math.ceil(math.ceil(len(train_set) / recipe.batch_size) * recipe.epochs)
-    groups = [
-        {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
-        {"params": list(model.head.parameters()), "lr": recipe.head_learning_rate or recipe.learning_rate},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=recipe.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
+    steps = optimizer_steps(len(train_set), recipe.batch_size, recipe.epochs)
+    optimizer, scheduler = adamw_with_warmup(
+        [([p for p in model.encoder.parameters() if p.requires_grad], recipe.learning_rate),
+         (list(model.head.parameters()), recipe.head_learning_rate or recipe.learning_rate)],
+        recipe.weight_decay, recipe.warmup_ratio, steps)
     clock = TrainingClock(task, steps, recipe.max_train_seconds, progress)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=recipe.epochs, per_device_train_batch_size=recipe.batch_size,
-            learning_rate=recipe.learning_rate, save_strategy="no", eval_strategy="no", report_to=[],
-            logging_steps=max(1, steps // 10), seed=recipe.seed, disable_tqdm=not progress,
-            train_sampling_strategy="group_by_length", dataloader_num_workers=0, remove_unused_columns=False,
-            dataloader_pin_memory=torch.cuda.is_available(),  # pinned pages only help a copy to a GPU (CPU: a warning)
-        )
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
+        args = trainer_arguments(scratch, recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.seed,
+                                 progress, max(1, steps // 10), train_sampling_strategy="group_by_length")
+        with quiet_transformers():
             common = {"model": model, "args": args, "train_dataset": train_set, "optimizers": (optimizer, scheduler),
                       "data_collator": collator, "callbacks": [clock]}
             trainer = (Trainer(**common) if weights is None
@@ -198,8 +188,6 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
                 trainer.remove_callback(ProgressCallback)
                 trainer.add_callback(EstimatingProgress(clock))
             trainer.train()
-        finally:
-            hf_logging.set_verbosity(verbosity)
     model.eval()
     return time.time() - started, clock.report()
 

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from hub.backbone import resolve_source
 from hub.errors import DataError
-from hub.pretraining.collator import MaskingCollator, maskable_texts
+from hub.pretraining.collator import MaskingCollator, encode_text, encode_texts
 from hub.pretraining.corpus import read_texts
 from hub.pretraining.masking import IGNORED, Masker, UnigramSampler
 from hub.registry import load_registry
@@ -55,7 +55,7 @@ def test_corpora_that_cannot_be_read_are_refused_with_the_fix(tmp_path, content,
 def _collator(tokenizer, objective, texts):
     encoded = [tokenizer(text)["input_ids"] for text in texts]
     sampler = UnigramSampler.from_corpus(encoded, len(tokenizer), tokenizer.all_special_ids)
-    return MaskingCollator(tokenizer, Masker(objective, tokenizer.mask_token_id, sampler, seed=0), max_length=48)
+    return MaskingCollator(tokenizer, Masker(objective, tokenizer.mask_token_id, sampler, seed=0))
 
 
 @pytest.mark.parametrize("language, texts", [
@@ -66,8 +66,9 @@ def _collator(tokenizer, objective, texts):
 def test_span_batches_carry_the_boundary_targets(tokenizers, language, texts):
     tokenizer = tokenizers[language]
     collator = _collator(tokenizer, "span", texts)
+    encoded, _ = encode_texts(tokenizer, texts, 48)
     for _ in range(20):
-        batch = collator(texts)
+        batch = collator(encoded)
         ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
         assert ids.shape == labels.shape == mask.shape and ids.shape[1] <= 48
         assert (labels[mask == 0] == IGNORED).all()  # padding is never a target
@@ -84,7 +85,7 @@ def test_span_batches_carry_the_boundary_targets(tokenizers, language, texts):
 
 def test_texts_with_nothing_to_mask_are_counted_and_dropped(tokenizers):
     collator = _collator(tokenizers["en"], "mlm", ["some text"])
-    kept, dropped = maskable_texts(tokenizers["en"], ["a real text", "", "   ", "\u200b\u200b", "another one"], 48)
-    assert kept == ["a real text", "another one"] and dropped == 3
+    kept, dropped = encode_texts(tokenizers["en"], ["a real text", "", "   ", "\u200b\u200b", "another one"], 48)
+    assert kept == [encode_text(tokenizers["en"], text, 48) for text in ["a real text", "another one"]] and dropped == 3
     batch = collator(kept)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}  # no boundary targets without spans

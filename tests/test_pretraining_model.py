@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, BertModel
 
 from hub.methods.lora.training import LoraOptions
-from hub.pretraining.collator import MaskingCollator
+from hub.pretraining.collator import MaskingCollator, encode_texts
 from hub.pretraining.masking import Masker, UnigramSampler
 from hub.pretraining.model import PretrainingModel, masked_token_accuracy
 
@@ -30,7 +30,7 @@ def _corpus(count: int, seed: int) -> list[str]:
 def _collator(tokenizer, objective, texts, seed):
     sampler = UnigramSampler.from_corpus((tokenizer(t)["input_ids"] for t in texts), len(tokenizer),
                                          tokenizer.all_special_ids)
-    return MaskingCollator(tokenizer, Masker(objective, tokenizer.mask_token_id, sampler, seed=seed), max_length=32)
+    return MaskingCollator(tokenizer, Masker(objective, tokenizer.mask_token_id, sampler, seed=seed))
 
 
 @pytest.mark.parametrize("objective", ["mlm", "whole_word", "span"])
@@ -43,17 +43,18 @@ def test_pretraining_trains_the_adapter_and_heads_only_and_accuracy_rises(tiny_b
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or name.startswith(("mlm.", "sbo.")) for name in trainable)
     train, held_out = _corpus(200, seed=0), _corpus(40, seed=1)
-    before = masked_token_accuracy(model, _collator(tokenizer, objective, held_out, seed=5), held_out)
+    train_encoded, held_out_encoded = (encode_texts(tokenizer, texts, 32)[0] for texts in (train, held_out))
+    before = masked_token_accuracy(model, _collator(tokenizer, objective, held_out, seed=5), held_out_encoded)
     collator = _collator(tokenizer, objective, train, seed=0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     for step in range(150):
-        batch = collator(train[(step * 16) % 200:(step * 16) % 200 + 16])
+        batch = collator(train_encoded[(step * 16) % 200:(step * 16) % 200 + 16])
         loss = model(**batch)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = masked_token_accuracy(model, _collator(tokenizer, objective, held_out, seed=5), held_out)
+    after = masked_token_accuracy(model, _collator(tokenizer, objective, held_out, seed=5), held_out_encoded)
     assert after > before + 0.2, (before, after)
     for name, tensor in model.encoder.get_base_model().state_dict().items():
         if "lora_" not in name:  # PEFT wraps the layers it adapts: base_layer holds the original weight

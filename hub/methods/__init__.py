@@ -15,6 +15,7 @@ from .base import (
     AdapterWeights,
     PeftTraining,
     RowHook,
+    adapter_options,
     linear_layer,
     method_for_peft_type,
     method_named,
@@ -29,5 +30,5 @@ for _found in pkgutil.iter_modules(__path__):
 __all__ = [
     "METHODS", "PEFT_CONFIG", "PEFT_QUANTIZED_WEIGHTS", "PEFT_WEIGHTS", "AdapterMethod", "AdapterOptions",
     "AdapterTraining", "AdapterWeights", "PeftTraining", "RowHook", "linear_layer", "method_for_peft_type",
-    "method_named", "refuse_non_finite", "register_method",
+    "method_named", "refuse_non_finite", "register_method", "adapter_options",
 ]

@@ -152,6 +152,13 @@ def method_named(name: str) -> AdapterMethod:
     return found
 
 
+def adapter_options(raw: dict[str, Any]) -> AdapterOptions:
+    """The options of the method `raw` names (`method`, default lora), validated by that method's options class
+    (ValueError, pydantic's ValidationError among them, when they are not)."""
+    name = raw.get("method", "lora")
+    return method_named(name).options.model_validate({**raw, "method": name})
+
+
 def method_for_peft_type(peft_type: Any, folder: Path) -> AdapterMethod:
     """The method that serves adapter folders of this PEFT type; AdapterError names the types served."""
     for method in METHODS.values():

@@ -1,4 +1,4 @@
-"""Texts into masked training batches: tokenized, each token's word found (jieba for Chinese text, WordPiece
+"""Texts into masked training batches: tokenized once, each token's word found (jieba for Chinese text, WordPiece
 continuations otherwise), masked by one objective, padded; with the span boundary objective's targets for spans."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from heads.codec import pad_lists
 
 from .masking import IGNORED, Masked, Masker, is_chinese, jieba_spans, segmented_words, wordpiece_words
 
@@ -29,33 +31,31 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) 
     return EncodedText(ids, [not special for special in encoding["special_tokens_mask"]], words)
 
 
-def maskable_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
-    """The texts with a token to mask, and how many were dropped (empty after tokenizing: blank, or only characters
-    the tokenizer drops)."""
-    kept = [text for text in texts if any(encode_text(tokenizer, text, max_length).maskable)]
-    return kept, len(texts) - len(kept)
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                 max_length: int) -> tuple[list[EncodedText], int]:
+    """Each text encoded once (`encode_text`), those with a token to mask kept; and how many were dropped (empty
+    after tokenizing: blank, or only characters the tokenizer drops)."""
+    encoded = [encode_text(tokenizer, text, max_length) for text in texts]
+    kept = [item for item in encoded if any(item.maskable)]
+    return kept, len(encoded) - len(kept)
 
 
 class MaskingCollator:
-    """Makes one batch of masked texts for `masker`'s objective (a Trainer's data collator)."""
+    """Makes one batch of masked texts for `masker`'s objective (a Trainer's data collator over encoded texts:
+    `encode_texts` once, masks drawn anew in every batch)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, masker: Masker, max_length: int = 128):
-        self.tokenizer, self.masker, self.max_length = tokenizer, masker, max_length
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, masker: Masker):
+        self.tokenizer, self.masker = tokenizer, masker
 
-    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def __call__(self, texts: Sequence[EncodedText]) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and labels (IGNORED but at the chosen tokens); for span masking also the span
         boundary targets: span_rows, span_left / span_right (the positions just outside each span), span_offsets
         (each token's place in its span) and span_labels (its original id)."""
-        masked = []
-        for text in texts:
-            encoded = encode_text(self.tokenizer, text, self.max_length)
-            masked.append(self.masker(encoded.input_ids, encoded.maskable, encoded.words))
-        width = max(len(m.input_ids) for m in masked)
-        pad = self.tokenizer.pad_token_id or 0
+        masked = [self.masker(text.input_ids, text.maskable, text.words) for text in texts]
         batch = {
-            "input_ids": torch.tensor([m.input_ids + [pad] * (width - len(m.input_ids)) for m in masked]),
-            "attention_mask": torch.tensor([[1] * len(m.input_ids) + [0] * (width - len(m.input_ids)) for m in masked]),
-            "labels": torch.tensor([m.labels + [IGNORED] * (width - len(m.labels)) for m in masked]),
+            "input_ids": pad_lists([m.input_ids for m in masked], self.tokenizer.pad_token_id or 0),
+            "attention_mask": pad_lists([[1] * len(m.input_ids) for m in masked], 0),
+            "labels": pad_lists([m.labels for m in masked], IGNORED),
         }
         if self.masker.objective == "span":
             batch |= _boundary_targets(masked)

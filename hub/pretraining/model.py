@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 
 from ..methods import METHODS
 from ..methods.base import AdapterOptions
-from .collator import MaskingCollator
+from .collator import EncodedText, MaskingCollator
 from .masking import IGNORED
 from .objective_heads import MaskedLMHead, SpanBoundaryHead
 
@@ -52,7 +52,7 @@ class PretrainingModel(nn.Module):
 
 
 @torch.no_grad()
-def masked_token_accuracy(model: PretrainingModel, collator: MaskingCollator, texts: Sequence[str],
+def masked_token_accuracy(model: PretrainingModel, collator: MaskingCollator, texts: Sequence[EncodedText],
                           batch_size: int = 32) -> float:
     """The share of chosen tokens whose original token scores highest, over `texts` masked by `collator` (fix its
     masker's seed to compare models on the same masks)."""

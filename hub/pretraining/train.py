@@ -5,7 +5,6 @@ card measuring held-out masked-token accuracy before and after."""
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,18 +12,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from safetensors.torch import save_file
-from transformers import Trainer, TrainingArguments, get_linear_schedule_with_warmup
-from transformers.utils import logging as hf_logging
+from transformers import Trainer
 
 from ..atomic import atomic_folder
 from ..backbone import load_backbone
 from ..errors import DataError, HubError
-from ..methods.base import AdapterMethod, AdapterOptions, method_named
+from ..methods.base import AdapterOptions, adapter_options, method_named
 from ..registry import Registry
-from .collator import MaskingCollator, maskable_texts
-from .masking import Masker, MaskingOptions, Objective, UnigramSampler
+from ..trainer_setup import adamw_with_warmup, optimizer_steps, quiet_transformers, trainer_arguments
+from .collator import EncodedText, MaskingCollator, encode_texts
+from .masking import OBJECTIVES, Masker, MaskingOptions, Objective, UnigramSampler
 from .model import PretrainingModel, masked_token_accuracy
 
 HEADS_FILE = "pretraining_heads.safetensors"  # the objective heads' weights (the masked-LM decoder is not in it)
@@ -32,6 +30,7 @@ CARD_FILE = "pretraining.json"
 HELD_OUT_SHARE = 0.05
 HELD_OUT_MAX = 500
 HELD_OUT_SEED = 1234  # the held-out masks, the same before and after training
+WEIGHT_DECAY = 0.01  # AdamW's default, as `hub train`'s recipe
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,16 @@ class PretrainRecipe:
     max_length: int = 128
     seed: int = 42
 
+    def __post_init__(self) -> None:
+        """Refused before any loading: an objective that does not exist, a boundary objective without spans."""
+        if self.objective not in OBJECTIVES:
+            raise HubError(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.span_boundary and self.objective != "span":
+            raise HubError("the span boundary objective predicts masked spans from their boundaries: use it with "
+                           "--objective span")
 
-def held_out_split(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
+
+def held_out_split(texts: list[EncodedText], seed: int) -> tuple[list[EncodedText], list[EncodedText]]:
     """(training texts, held-out texts): HELD_OUT_SHARE of the texts (at least one, at most HELD_OUT_MAX), drawn with
     `seed`."""
     order = np.random.default_rng(seed).permutation(len(texts))
@@ -61,25 +68,22 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
              progress: bool = True) -> dict[str, Any]:
     """Train a domain adapter on `texts` over the registry's backbone `backbone` and write it to `output`
     (replaced in one step; nothing is written if anything fails). Returns the card."""
-    if recipe.span_boundary and recipe.objective != "span":
-        raise HubError("the span boundary objective predicts masked spans from their boundaries: use it with "
-                       "--objective span")
-    method, options = _adapter_options(recipe.adapter or {"method": "lora"})
+    options = _adapter_options(recipe.adapter or {"method": "lora"})
+    method = method_named(options.method)
     spec = registry.backbone(backbone)
     frozen = load_backbone(spec, registry, shared=False)
     tokenizer = frozen.tokenizer
-    usable, dropped = maskable_texts(tokenizer, texts, recipe.max_length)
+    usable, dropped = encode_texts(tokenizer, texts, recipe.max_length)
     if len(usable) < 2:
         raise DataError(f"{len(usable)} of {len(texts)} texts have a token to mask after tokenizing; pre-training "
                         "needs at least 2: give text in the backbone's language.")
     train_texts, held_texts = held_out_split(usable, recipe.seed)
-    unigram = UnigramSampler.from_corpus((tokenizer(t, truncation=True, max_length=recipe.max_length)["input_ids"]
-                                          for t in train_texts), len(tokenizer), tokenizer.all_special_ids)
+    unigram = UnigramSampler.from_corpus((t.input_ids for t in train_texts), len(tokenizer), tokenizer.all_special_ids)
     options_masking = MaskingOptions()
 
     def collator(seed: int) -> MaskingCollator:
         return MaskingCollator(tokenizer, Masker(recipe.objective, tokenizer.mask_token_id, unigram, options_masking,
-                                                 seed), recipe.max_length)
+                                                 seed))
 
     torch.manual_seed(recipe.seed)
     model = PretrainingModel(frozen.model, options, span_boundary=recipe.span_boundary)
@@ -101,38 +105,29 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
     return card
 
 
-def _adapter_options(raw: dict[str, Any]) -> tuple[AdapterMethod, AdapterOptions]:
-    """The method and its validated options; HubError naming what is wrong."""
+def _adapter_options(raw: dict[str, Any]) -> AdapterOptions:
+    """The method's validated options; HubError naming what is wrong."""
     try:
-        method = method_named(str(raw.get("method", "lora")))
-        return method, method.options.model_validate({**raw, "method": method.name})
-    except (ValueError, ValidationError) as exc:  # pydantic's ValidationError is a ValueError
+        return adapter_options(raw)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
         first = str(exc).splitlines()
         raise HubError(f"adapter {raw}: {' '.join(first[:3])}") from None
 
 
-def _train(model: PretrainingModel, texts: list[str], collator: MaskingCollator, recipe: PretrainRecipe,
+def _train(model: PretrainingModel, texts: list[EncodedText], collator: MaskingCollator, recipe: PretrainRecipe,
            progress: bool) -> int:
     """transformers' Trainer over the adapter and head parameters; returns the optimizer steps taken."""
-    steps = math.ceil(math.ceil(len(texts) / recipe.batch_size) * recipe.epochs)
+    steps = optimizer_steps(len(texts), recipe.batch_size, recipe.epochs)
     heads = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
-    groups = [{"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": recipe.learning_rate},
-              {"params": heads, "lr": recipe.head_learning_rate}]
-    optimizer = torch.optim.AdamW(groups)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * steps), steps)
+    optimizer, scheduler = adamw_with_warmup(
+        [([p for p in model.encoder.parameters() if p.requires_grad], recipe.learning_rate),
+         (heads, recipe.head_learning_rate)], WEIGHT_DECAY, recipe.warmup_ratio, steps)
     with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=recipe.epochs, per_device_train_batch_size=recipe.batch_size,
-            learning_rate=recipe.learning_rate, save_strategy="no", eval_strategy="no", report_to=[],
-            seed=recipe.seed, disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
-            dataloader_pin_memory=torch.cuda.is_available(), logging_steps=50)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            trainer = Trainer(model=model, args=args, train_dataset=texts, data_collator=collator,
-                              optimizers=(optimizer, scheduler))
+        args = trainer_arguments(scratch, recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.seed,
+                                 progress, logging_steps=50)
+        with quiet_transformers():
+            trainer = Trainer(model=model, args=args, train_dataset=texts,
+                              data_collator=collator, optimizers=(optimizer, scheduler))
             trainer.train()
-        finally:
-            hf_logging.set_verbosity(verbosity)
     model.eval()
     return trainer.state.global_step
