@@ -71,6 +71,8 @@ def test_span_masking_with_the_boundary_objective_saves_its_head(setup):
 @pytest.mark.parametrize("extra, content, message", [
     ((), "only one line\n", "1 non-blank text"),
     ((), "\u200b\n\u200b\u200b\n", "0 of 2 texts have a token to mask"),
+    (("--text-field", "t"), '{"t": "fine text"}\n{"t": "bad \\ud800 half"}\n',
+     "text 2 .* has a lone surrogate \\(U\\+D800\\) at character 4"),
     (("--objective", "bert"), None, "--objective 'bert' is not one of mlm, whole_word, span"),
     (("--span-boundary",), None, "use it with --objective span"),
     (("--adapter", "{method: nope}"), None, "unknown adapter method 'nope'"),
@@ -79,7 +81,7 @@ def test_span_masking_with_the_boundary_objective_saves_its_head(setup):
 def test_bad_input_is_refused_and_nothing_is_written(setup, extra, content, message):
     folder, registry, corpus = setup
     if content is not None:
-        corpus = folder / "bad.txt"
+        corpus = folder / ("bad.jsonl" if content.startswith("{") else "bad.txt")
         corpus.write_text(content, encoding="utf-8")
     out = folder / "refused"
     result = _run(str(out), "--text", str(corpus), "--backbone", "tiny", "--registry", str(registry), *extra)

@@ -33,6 +33,9 @@ def test_a_corpus_is_plain_lines_or_json_lines_with_a_text_field(tmp_path):
     lines.write_text("\n".join(json.dumps({"body": t, "id": i}) for i, t in enumerate(["一段中文", "another"])),
                      encoding="utf-8")
     assert read_texts(lines, field="body") == ["一段中文", "another"]
+    for name, content in (("bom.jsonl", '{"text": "first"}\n{"text": "second"}\n'), ("bom.txt", "first\nsecond\n")):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + content.encode())  # a UTF-8 byte-order mark, as Notepad writes
+        assert read_texts(tmp_path / name) == ["first", "second"]
 
 
 @pytest.mark.parametrize("content, name, message", [

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from heads.codec import pad_lists
 
+from ..text_checks import check_text
 from .masking import IGNORED, Masked, Masker, is_chinese, jieba_spans, segmented_words, wordpiece_words
 
 
@@ -34,7 +35,10 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                  max_length: int) -> tuple[list[EncodedText], int]:
     """Each text encoded once (`encode_text`), those with a token to mask kept; and how many were dropped (empty
-    after tokenizing: blank, or only characters the tokenizer drops)."""
+    after tokenizing: blank, or only characters the tokenizer drops). A text no tokenizer can read (a lone
+    surrogate, which JSON's escapes allow) is refused with InputError naming it."""
+    for number, text in enumerate(texts, start=1):
+        check_text(text, f"text {number} (of the corpus's non-blank texts, in order)")
     encoded = [encode_text(tokenizer, text, max_length) for text in texts]
     kept = [item for item in encoded if any(item.maskable)]
     return kept, len(encoded) - len(kept)

@@ -16,10 +16,10 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     `field` is the text) or plain text, one text per line. Refused with DataError, naming the problem and the fix:
     a missing, binary or empty file, a malformed JSON line, a line without `field`."""
     if not path.is_file():
-        raise DataError(f"corpus {path} not found; give a text file (one text per line) or JSON lines with a "
-                        f"{field!r} field.")
+        raise DataError(f"corpus {path} not found (or not a file); give a text file (one text per line) or JSON "
+                        f"lines with a {field!r} field.")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as exc:
         raise DataError(f"corpus {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 (e.g. `iconv -t "
                         "UTF-8`) or give another file.") from None
