@@ -97,6 +97,10 @@ class Head(nn.Module):
     def needs_all_layers(self) -> bool:
         return self.config.layers != "last"
 
+    def bind(self, backbone: nn.Module) -> None:
+        """Called when the head is loaded beside `backbone` (its transformers model), for heads that reuse backbone
+        weights beyond its outputs (fill-mask's decoder is the word embeddings); ValueError when they do not fit."""
+
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         """What this head reads beyond the backbone's outputs (the codec's rows carry exactly these)."""
         return ()

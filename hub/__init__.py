@@ -74,6 +74,12 @@ def run_many(requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     return _hub().run_many(requests)
 
 
+def embed(texts: str | list[str], target: str | None = None, layers: str | int = "last", pooling: str = "mean",
+          unit: bool = False) -> dict[str, Any] | list[dict[str, Any]]:
+    """Contextual embeddings (see Hub.embed): per-token vectors with offsets, or one vector per text."""
+    return _hub().embed(texts, target, layers, pooling, unit)
+
+
 def tasks() -> list[dict[str, Any]]:
     """The tasks the current registry serves, with kind and language."""
     return _hub().tasks()
@@ -90,5 +96,5 @@ def train(task: str, registry: str | Path | None = None, **overrides: Any):
 __all__ = [
     "AdapterError", "BackboneError", "DataError", "DeadlineExceededError", "Hub", "HubError", "InputError",
     "RegistryError", "RequestTooLargeError", "TaskUnavailableError", "UnknownTaskError", "default_registry_path",
-    "load", "run", "run_many", "tasks", "train",
+    "embed", "load", "run", "run_many", "tasks", "train",
 ]

@@ -178,6 +178,10 @@ class AdapterFolder:
                 f"{self.path}: head is a {head.kind} head with labels {head.config.labels}; registry entry "
                 f"{task.name!r} says {task.kind} with {task.labels}. Fix the entry or retrain."
             )
+        try:
+            head.bind(backbone.model)
+        except ValueError as exc:
+            raise AdapterError(f"{self.path}: {exc}") from None
         return head.to(backbone.device)
 
     @staticmethod

@@ -105,6 +105,29 @@ def run(
     print(json.dumps(result, ensure_ascii=False))
 
 
+@app.command()
+def embed(
+    texts: Annotated[list[str], typer.Argument(help="one or more texts")],
+    target: Annotated[str | None, typer.Option(
+        "--with", help="a backbone (e.g. en, zh) or a task to embed through its adapter (default: the only "
+                       "backbone)")] = None,
+    layers: Annotated[str, typer.Option(help="last, last4 (their mean), mix (a task head's learned mix) or a layer "
+                                             "number")] = "last",
+    pooling: Annotated[str, typer.Option(help="tokens (a vector per token, with offsets), mean or cls")] = "mean",
+    unit: Annotated[bool, typer.Option(help="scale pooled vectors to length 1")] = False,
+    registry: RegistryOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+) -> None:
+    """Print contextual embeddings as JSON lines, one per text."""
+    try:
+        results = _hub(registry, device, dtype).embed(texts, target, layers, pooling, unit)
+    except HubError as exc:
+        _fail(exc)
+    for result in results:
+        print(json.dumps(result, ensure_ascii=False))
+
+
 def _request(texts: list[str] | None, json_input: str | None) -> Any:
     """`hub run`'s input: its texts (one; a pair or QA as a tuple; tokens) or --json's value."""
     if (texts is None) == (json_input is None):
@@ -140,6 +163,8 @@ def train(
     runtime: Annotated[str | None, typer.Option(
         help="the backbone to train against and validate on: float32 (default) or int8 (for `--dtype int8` serving)")]
     = None,
+    init_from: Annotated[Path | None, typer.Option(
+        help="start the adapter from this domain adapter (`hub pretrain` wrote it) instead of from scratch")] = None,
 ) -> None:
     """Fine-tune the task's adapter (LoRA, (IA)3, VeRA, bottleneck: the recipe's) + head (backbone frozen), evaluate on
     dev, write the folder."""
@@ -152,6 +177,7 @@ def train(
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
             max_eval_examples=max_eval_examples, max_train_seconds=max_train_seconds, seed=seed,
             adapter=_mapping("--adapter", adapter), runtime=runtime,
+            init_from=str(init_from.resolve()) if init_from else None,
         )
     except HubError as exc:
         _fail(exc)
@@ -160,9 +186,12 @@ def train(
 @app.command()
 def pretrain(
     name: Annotated[Path, typer.Argument(help="the adapter folder to write")],
-    text: Annotated[list[Path], typer.Option(
-        help="a corpus: plain text, one text per line, or JSON lines (.jsonl) with a text field; repeatable")],
-    backbone: Annotated[str, typer.Option(help="the registry's backbone to pre-train on (e.g. en, zh)")],
+    text: Annotated[list[Path] | None, typer.Option(
+        help="a corpus: plain text, one text per line, or JSON lines (.jsonl) with a text field; repeatable")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="a task whose training texts (without labels) are the corpus: task-adaptive pre-training")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="the registry's backbone to pre-train on (e.g. en, zh; default: the task's)")] = None,
     objective: Annotated[str, typer.Option(help="mlm (BERT's), whole_word, or span (SpanBERT's)")] = "mlm",
     span_boundary: Annotated[bool, typer.Option(help="add SpanBERT's span boundary objective (with span)")] = False,
     text_field: Annotated[str, typer.Option(help="the text's field in JSON lines")] = "text",
@@ -178,7 +207,7 @@ def pretrain(
 ) -> None:
     """Pre-train a domain adapter and its objective heads on raw text (backbone frozen); the card records held-out
     masked-token accuracy before and after."""
-    from .pretraining.corpus import read_texts
+    from .pretraining.corpus import read_texts, task_texts
     from .pretraining.masking import Objective
     from .pretraining.train import PretrainRecipe
     from .pretraining.train import pretrain as run_pretraining
@@ -189,14 +218,21 @@ def pretrain(
                                 adapter=_mapping("--adapter", adapter), epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, head_learning_rate=head_learning_rate,
                                 max_length=max_length, seed=seed)
-        texts = [line for path in text for line in read_texts(path, text_field)]
-        card = run_pretraining(load_registry(registry or default_registry_path(), strict_adapters=False), backbone,
-                               texts, name, recipe)
+        loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
+        if not text and not task:
+            raise HubError("give the corpus: --text FILE (repeatable) and/or --task NAME (its training texts).")
+        texts = [line for path in text or [] for line in read_texts(path, text_field)]
+        texts += task_texts(loaded, task) if task else []
+        on = backbone or (loaded.task(task).backbone if task else None)
+        if on is None:
+            raise HubError("name the backbone to pre-train on: --backbone (e.g. en, zh), or --task to use the task's.")
+        card = run_pretraining(loaded, on, texts, name, recipe)
     except HubError as exc:
         _fail(exc)
-    accuracy = card["held_out_masked_token_accuracy"]
+    accuracy, perplexity = card["held_out"]["accuracy"], card["held_out"]["perplexity"]
     typer.echo(f"wrote {name}: {card['steps']} steps over {card['corpus']['train_texts']} texts; held-out masked-token "
-               f"accuracy {accuracy['before']:.3f} -> {accuracy['after']:.3f}")
+               f"accuracy {accuracy['before']:.3f} -> {accuracy['after']:.3f}, perplexity {perplexity['before']:.1f} "
+               f"-> {perplexity['after']:.1f}")
 
 
 def _mapping(option: str, text: str | None) -> dict[str, Any] | None:

@@ -86,6 +86,9 @@ class TrainSpec(_Strict):
         default_factory=lambda: METHODS["lora"].options(method="lora"),
         description="the adapter method and its options, e.g. {method: lora, r: 8} (`lora: {r: 8}` also works)")
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    init_from: str | None = Field(
+        default=None, description="a domain adapter folder (`hub pretrain` wrote it; relative to the registry) the "
+                                  "task's adapter starts from instead of from scratch: same method and options")
     runtime: Literal["float32", "int8"] = Field(
         default="float32", description="the backbone runtime the adapter trains against and its card's dev metrics are "
         "measured in: float32, or int8 for serving with `--dtype int8` (hub/int8.py: the int8 backbone in the loop, "

@@ -1,6 +1,7 @@
 """The HTTP server (`hub serve`): FastAPI over the dynamic batcher, one process serving every task.
 
     POST /v1/run        {"task": "sst2", "input": "..."}  or  {"items": [{"task": ..., "input": ...}, ...]}
+    POST /v1/embeddings {"model": "en", "input": ["...", ...]}: OpenAI's embeddings API (hub.embeddings)
     GET  /v1/tasks      what the registry serves (loaded or not, unavailable with the reason)
     GET  /health        queue depth, loaded and unavailable tasks, device and dtype
     GET  /health/live   the process answers (never behind the API key)
@@ -16,6 +17,7 @@ counted, and an unexpected error is a well-formed 500 that leaves the connection
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import logging
 import re
@@ -26,8 +28,9 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -44,6 +47,7 @@ from heads.codec import TEXT_SCHEMA
 
 from .batching import BatchRecord, DynamicBatcher, OverloadedError
 from .devices import dtype_name
+from .embeddings import embedding_task_name
 from .errors import (
     AdapterError,
     BackboneError,
@@ -58,6 +62,7 @@ from .service import Hub
 
 log = logging.getLogger("hub.server")
 RUN_PATH = "/v1/run"
+EMBEDDINGS_PATH = "/v1/embeddings"
 OPEN_PATHS = ("/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json", "/static-offline-docs")
 
 
@@ -398,6 +403,43 @@ class RunResponse(BaseModel):
     results: list[dict[str, Any]] | None = Field(None, description="the answers to `items`, in order")
 
 
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request, plus how to embed (`layers`, `pooling`, `normalize`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str | list[str] = Field(description="a text or a list of texts (token arrays are not taken: send text)")
+    model: str = Field(min_length=1, max_length=200,
+                       description="a backbone (e.g. en, zh), or a task to embed through its adapter")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: little-endian float32 bytes, what OpenAI's clients ask for by default")
+    dimensions: int | None = Field(None, ge=1, description="accepted only as the model's own width")
+    user: str | None = Field(None, max_length=256, description="ignored")
+    layers: str | int = Field("last", description="last, last4 (their mean), mix (a task head's mix), a layer number")
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = Field(True, description="unit-length vectors, as OpenAI's are")
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+    truncated: bool | None = Field(None, description="present when the text was cut to the model's window")
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingItem]
+    model: str
+    usage: dict[str, int]
+
+
+def _vector(values: list[float], encoding: str) -> list[float] | str:
+    """`values` as JSON floats, or base64 of little-endian float32 (how OpenAI's clients decode it)."""
+    if encoding == "float":
+        return values
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
+
+
 def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
     """The ASGI app serving `hub` (load tasks beforehand with `hub.runtime(task)` to skip first-request loads)."""
     metrics = _Metrics()
@@ -468,20 +510,49 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         if len(requests) > limits.max_items:
             return _error(413, "too_many_items", f"{len(requests)} items in one request; the limit is "
                                                  f"{limits.max_items}. Split the request.")
-        batcher = state["batcher"]
         try:
-            # checks, loads tasks, tokenizes: off the event loop
-            future = await run_in_threadpool(batcher.submit, requests)
-            try:
-                results = await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
-            except asyncio.TimeoutError:  # the worker is stuck inside a long round: answer anyway
-                raise DeadlineExceededError(f"the request was not answered within {limits.request_timeout_s:.1f} s; "
-                                            "the server is busy: retry later or send less work per request.") from None
+            results = await answered(requests)
         except HubError as exc:
             return refusal(exc)
         for result in results:
             metrics.items.labels(result["task"]).inc()
         return {"results": results} if body.items is not None else {"result": results[0]}
+
+    async def answered(requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """The batcher's results for `requests` (checks, loads tasks, tokenizes: off the event loop)."""
+        future = await run_in_threadpool(state["batcher"].submit, requests)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
+        except asyncio.TimeoutError:  # the worker is stuck inside a long round: answer anyway
+            raise DeadlineExceededError(f"the request was not answered within {limits.request_timeout_s:.1f} s; "
+                                        "the server is busy: retry later or send less work per request.") from None
+
+    @app.post(EMBEDDINGS_PATH, summary="Embeddings in the shape of OpenAI's API, batched with every other request",
+              response_model=EmbeddingsResponse, responses=_responses(400, 401, 404, 413, 422, 500, 503, 504))
+    async def embeddings(body: EmbeddingsRequest) -> dict[str, Any] | JSONResponse:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if len(texts) > limits.max_items:
+            return _error(413, "too_many_items", f"{len(texts)} inputs in one request; the limit is "
+                                                 f"{limits.max_items}. Split the request.")
+        try:
+            name = embedding_task_name(body.model, body.layers, body.pooling, body.normalize)
+            if body.pooling == "tokens":
+                raise InputError("pooling=tokens gives a vector per token, which this API's shape cannot hold; use "
+                                 "mean or cls here, or POST /v1/run with the task name hub.embeddings names")
+            results = await answered([(name, text) for text in texts])
+        except HubError as exc:
+            return refusal(exc)
+        width = len(results[0]["embedding"])
+        if body.dimensions is not None and body.dimensions != width:
+            return _error(422, "invalid_input", f"dimensions={body.dimensions}: {body.model!r} gives vectors of "
+                                                f"{width} (it was not trained to be shortened); omit dimensions.")
+        metrics.items.labels("embeddings").inc(len(results))
+        tokens = sum(result["token_count"] for result in results)
+        return {"object": "list", "model": body.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "data": [{"object": "embedding", "index": i, "embedding": _vector(result["embedding"],
+                                                                                  body.encoding_format),
+                          **({"truncated": True} if result.get("truncated") else {})}
+                         for i, result in enumerate(results)]}
 
     @app.get("/v1/tasks", summary="The tasks this server answers", responses=_responses(401))
     def tasks() -> dict[str, Any]:

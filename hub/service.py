@@ -14,6 +14,16 @@ from .adapter_folder import AdapterFolder
 from .backbone import Backbone, load_backbone
 from .card import trained_runtime
 from .devices import resolve_device, resolve_dtype
+from .embeddings import (
+    EmbeddingCodec,
+    EmbeddingHead,
+    EmbeddingRequest,
+    Layers,
+    embedding_spec,
+    embedding_task_name,
+    is_embedding_name,
+    parse_embedding_name,
+)
 from .errors import AdapterError, HubError, InputError, TaskUnavailableError
 from .methods import method_for_peft_type
 from .registry import Registry, TaskSpec, load_registry
@@ -85,8 +95,45 @@ class Hub:
         ]
 
     def runtime(self, task_name: str) -> TaskRuntime:
-        """The loaded task (backbone, adapter, head), loading it on first use."""
+        """The loaded task (backbone, adapter, head), loading it on first use; for an embedding request's name
+        (hub.embeddings), the backbone or task it names with an embedding head."""
+        if is_embedding_name(task_name):
+            return self._embedding_runtime(parse_embedding_name(task_name))
         return self.cache.get(task_name)
+
+    def _embedding_runtime(self, request: EmbeddingRequest) -> TaskRuntime:
+        """Built per request (no weights of its own): a backbone's name embeds with the backbone alone, a task's
+        name through the task's adapter (its runtime is the cached one)."""
+        names = {spec.name for spec in self.registry.backbones}
+        if request.target in names:
+            backbone_name, adapter, mix = request.target, None, None
+        else:
+            if request.target not in self._specs:
+                raise InputError(f"{request.target!r} to embed with is neither a backbone ({', '.join(sorted(names))}) "
+                                 "nor a task of the registry (`hub list` lists them).")
+            task = self.cache.get(request.target)
+            backbone_name, adapter, mix = task.spec.backbone, task.adapter, task.head
+        backbone = self._backbone(backbone_name)
+        backbone_spec = self.registry.backbone(backbone_name)
+        head = EmbeddingHead(request, backbone.hidden_size, backbone.model.config.num_hidden_layers, mix)
+        spec = embedding_spec(request, backbone_name)
+        codec = EmbeddingCodec(spec, head, backbone.tokenizer, backbone.max_length(backbone_spec, None),
+                               backbone_spec.language)
+        return TaskRuntime(spec=spec, backbone=backbone, adapter=adapter, head=head.to(backbone.device), codec=codec)
+
+    def embed(self, texts: str | list[str], target: str | None = None, layers: Layers | str = "last",
+              pooling: str = "mean", unit: bool = False) -> dict[str, Any] | list[dict[str, Any]]:
+        """Contextual embeddings of `texts` (one text: one result) from `target`: a backbone name, or a task name to
+        embed through its adapter (default: the registry's only backbone). `layers`: last, last4 (their mean), mix (the
+        task head's learned mix) or a layer number; `pooling`: tokens (a vector per token with character offsets),
+        mean or cls; `unit`: pooled vectors of length 1. Batched with any other requests in flight."""
+        if target is None:
+            if len(self.registry.backbones) != 1:
+                raise InputError("name what to embed with: a backbone ("
+                                 f"{', '.join(spec.name for spec in self.registry.backbones)}) or a task")
+            target = self.registry.backbones[0].name
+        name = embedding_task_name(target, layers, pooling, unit)
+        return self.run(name, texts)
 
     def _load(self, task_name: str) -> TaskRuntime:
         spec = self._specs.get(task_name) or self.registry.task(task_name)  # the registry names what is unknown

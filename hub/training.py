@@ -140,6 +140,11 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec,
     if method == "probe":
         return TaskModel(backbone, backbone.model, head), backbone
     wrapped = method_named(recipe.adapter.method).training.wrap(backbone.model, recipe.adapter)
+    if recipe.init_from:
+        from .pretraining.start import start_from_domain_adapter
+
+        base_model_id = registry.backbone(task.backbone).model_id
+        start_from_domain_adapter(wrapped, registry.resolve(recipe.init_from), base_model_id)
     return TaskModel(backbone, wrapped, head), backbone
 
 

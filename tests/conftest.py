@@ -193,7 +193,27 @@ def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
     registry = load_registry(path)
     for task in ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"):
         train_task(registry, task, progress=False)
+    add_fill_mask_task(path, registry)
     return path
+
+
+def add_fill_mask_task(path: Path, registry) -> None:
+    """Pre-train a domain adapter (`hub pretrain`'s API) on FILLER read cyclically from one of two places, and add it
+    to the registry at `path` as the fill_mask task "fill" (its dev set: cloze rows)."""
+    from hub.pretraining.train import PretrainRecipe, pretrain
+
+    rng = random.Random(0)
+    texts = [" ".join(FILLER[(start + i) % len(FILLER)] for i in range(12)) for start in
+             (rng.choice([0, 5]) for _ in range(240))]
+    recipe = PretrainRecipe(epochs=16, learning_rate=1e-2, head_learning_rate=2e-2, max_length=32)
+    pretrain(registry, "tiny", texts, path.parent / "adapters" / "fill", recipe, progress=False)
+    cloze = [{"text": " ".join(FILLER[:i] + ["[MASK]"] + FILLER[i + 1:]), "label": FILLER[i]} for i in range(10)]
+    write_jsonl(path.parent / "data" / "fill_dev.jsonl", cloze)
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["tasks"].append({"name": "fill", "backbone": "tiny", "kind": "fill_mask", "max_length": 24,
+                              "head": {"top_k": 3}, "example": "the a movie [MASK] was",
+                              "data": {"format": "jsonl", "train": "data/fill_dev.jsonl", "dev": "data/fill_dev.jsonl"}})
+    path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 @pytest.fixture
@@ -235,6 +255,12 @@ def assert_same_result(a: dict, b: dict) -> None:
         assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"] and len(a["entities"]) == len(b["entities"])
         assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
         assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
+    elif "masks" in a:
+        assert a["sequence"] == b["sequence"] and len(a["masks"]) == len(b["masks"])
+        for x, y in zip(a["masks"], b["masks"]):
+            assert (x["start"], x["end"]) == (y["start"], y["end"])
+            assert [c["token"] for c in x["candidates"]] == [c["token"] for c in y["candidates"]]
+            assert [c["score"] for c in x["candidates"]] == pytest.approx([c["score"] for c in y["candidates"]], abs=1e-4)
     else:
         assert a["value"] == pytest.approx(b["value"], abs=1e-4)
 

@@ -29,7 +29,7 @@ def test_precision_benchmark_compares_every_trained_task(trained_registry, tmp_p
     import precision
 
     results = precision.main(["--registry", str(trained_registry), "--examples", "6", "--rounds", "2", "--out", str(tmp_path)])
-    assert set(results["tasks"]) == {"sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"}
+    assert set(results["tasks"]) == {"sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "fill"}
     assert list(results["speed_vs_float32"]) == ["float32", "bfloat16"] and results["speed_vs_float32"]["float32"] == 1.0
     for row in results["tasks"].values():
         assert row["same_as_baseline"]["float32"] == 1.0 and 0.0 <= row["same_as_baseline"]["bfloat16"] <= 1.0
@@ -101,3 +101,40 @@ def test_the_committed_frontier_table_is_built_from_cells_the_code_still_accepts
     points = json.loads((results / "frontier.json").read_text())["points"]
     stale = sorted({(p["task"], p["setting"], seed) for p in points for seed in p["seeds"]} - set(done))
     assert points and not stale, f"cells in the table that a rerun would train again: {stale}"
+
+
+def test_tapt_pretrains_per_objective_fine_tunes_from_each_and_resumes(trained_registry, tmp_path, capsys):
+    import json
+
+    import tapt
+
+    argv = ["--registry", str(trained_registry), "--tasks", "sentiment", "--budgets", "30", "60", "--objectives", "mlm",
+            "span", "--seeds", "42", "--corpus-texts", "50", "--max-eval-examples", "20", "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "tapt")]
+    text = tapt.main(argv)
+    cells = [json.loads(line) for line in (tmp_path / "tapt.cells.jsonl").read_text().splitlines()]
+    assert sorted(c["key"] for c in cells if c["kind"] == "pretrain") == ["pretrain/sentiment/mlm", "pretrain/sentiment/span"]
+    tuned = {(c["start"], c["budget"]): c for c in cells if c["kind"] == "finetune"}
+    assert set(tuned) == {(s, b) for s in ("scratch", "mlm", "span") for b in (30, 60)}
+    assert all(c["train_examples"] == c["budget"] and c["eval_examples"] == 20 for c in tuned.values())
+    assert all(0.0 <= c["score"] <= 1.0 for c in tuned.values())
+    assert all(c["corpus_texts"] == 50 for c in cells if c["kind"] == "pretrain")
+    assert text.count("| sentiment | 30 |") == 3 and "| sentiment | mlm | 50 |" in text
+    assert (tmp_path / "tapt.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "tapt.json").read_text())["rows"]
+    scratch = next(r for r in rows if r["start"] == "scratch" and r["budget"] == 30)["mean"]
+    mlm = next(r for r in rows if r["start"] == "mlm" and r["budget"] == 30)
+    assert mlm["gain"] == mlm["mean"] - scratch
+    tapt.main(argv)  # resumes: every cell is in the log, nothing runs again
+    assert len((tmp_path / "tapt.cells.jsonl").read_text().splitlines()) == len(cells)
+    assert "[tapt]" not in capsys.readouterr().out.split("| task |")[-1]
+
+
+def test_word_in_context_separation_counts_pairs_of_each_kind():
+    import numpy as np
+    import word_in_context
+
+    similarity = np.array([[1.0, 0.9, 0.2], [0.9, 1.0, 0.4], [0.2, 0.4, 1.0]])
+    result = word_in_context.separation(similarity, [0, 0, 1])
+    assert result["same_sense"] == 0.9 and result["cross_sense"] == 0.3 and result["separation"] == 0.6
+    assert result["nearest_same_sense"] == round(2 / 3, 4)  # the lone third sentence's nearest is of the other sense

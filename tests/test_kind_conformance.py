@@ -20,7 +20,7 @@ from heads.classification.head import ClassificationHead
 from heads.codec import collate_extras
 from heads.resident import StoredLinear
 from hub.data import load_split
-from hub.errors import InputError
+from hub.errors import DataError, InputError
 from hub.metrics import METRICS
 
 from conftest import assert_same_result, tiny_registry, write_registry
@@ -33,6 +33,7 @@ CASES = {  # kind -> (task of the trained tiny registry, inputs of that task)
     "qa": ("reader", [{"question": "what is good?", "context": "the movie was great and the book was good"}]),
     "relation": ("relations", ["the <e1>movie</e1> beats the <e2>book</e2>",
                                {"text": "good plot beats bad plot", "head": [0, 9], "tail": [16, 24]}]),
+    "fill_mask": ("fill", ["the a movie [MASK] was", {"text": "[MASK] very [MASK] plot", "top_k": 2}]),
 }
 BAD_INPUTS = [None, 42, 4.5, True, b"bytes", "", "   ", [], {}, {"not a field": "x"}, "\ud800"]  # bad for every kind
 
@@ -70,6 +71,7 @@ def test_head_saves_and_loads_back(case, tmp_path):
     _, runtime, inputs = case
     runtime.head.save(tmp_path)
     loaded = Head.load(tmp_path)
+    loaded.bind(runtime.backbone.model)  # what serving does beside a backbone (fill-mask ties its decoder)
     assert type(loaded) is type(runtime.head) and loaded.config == runtime.head.config
     state, reloaded = runtime.head.state_dict(), loaded.state_dict()
     assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)
@@ -103,6 +105,8 @@ def test_a_served_head_keeps_its_stored_bytes_and_answers_as_loaded(case, tmp_pa
     _, runtime, inputs = case
     runtime.head.save(tmp_path, storage)
     loaded, served = Head.load(tmp_path), Head.load(tmp_path, resident=True)
+    loaded.bind(runtime.backbone.model)
+    served.bind(runtime.backbone.model)
     state, served_state = loaded.state_dict(), served.state_dict()
     assert state.keys() == served_state.keys() and all(torch.equal(state[k], served_state[k]) for k in state)
     linears = [name for name, module in loaded.named_modules() if isinstance(module, torch.nn.Linear)]
@@ -140,6 +144,10 @@ def test_rows_carry_exactly_the_extra_inputs_the_head_declares(case, tiny_hub):
         for row in runtime.codec.encode([runtime.codec.normalize(value)])[0]:
             assert set(row.extras) == declared
     example = load_split(tiny_hub.registry, runtime.spec, "train")[0]
+    if runtime.spec.kind == "fill_mask":  # trained on raw text by `hub pretrain`, which masks it anew each batch
+        with pytest.raises(DataError, match="hub pretrain"):
+            runtime.examples.features(example)
+        return
     for features in runtime.examples.features(example):
         assert declared <= set(features) and {"input_ids", "token_type_ids", "labels"} <= set(features)
 

@@ -1,4 +1,4 @@
-"""The pre-training objectives' heads (hub/pretraining/objective_heads.py): the masked-LM head tied to the frozen
+"""The pre-training objectives' heads (hub/pretraining/objective_heads.py, heads/fill_mask): the masked-LM head tied to the frozen
 word embeddings (never copied, never trained), the span boundary head reading only a span's boundaries and its
 positions, the next-sentence head reading the first token; each learns on a small problem."""
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hub.pretraining.objective_heads import MaskedLMHead, NextSentenceHead, SpanBoundaryHead
+from heads.fill_mask.head import FillMaskConfig, FillMaskHead
+from hub.pretraining.objective_heads import NextSentenceHead, SpanBoundaryHead
 
 HIDDEN, VOCAB = 16, 50
 
@@ -20,19 +21,37 @@ def _embeddings() -> nn.Embedding:
     return embeddings
 
 
+class _Backbone(nn.Module):
+    def __init__(self, embeddings: nn.Embedding):
+        super().__init__()
+        self.embeddings = embeddings
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+
+def _mlm_head(vocab: int = VOCAB) -> FillMaskHead:
+    return FillMaskHead(FillMaskConfig(kind="fill_mask", hidden_size=HIDDEN, vocab_size=vocab))
+
+
 def test_the_masked_lm_head_scores_against_the_tied_frozen_embeddings():
     embeddings = _embeddings()
-    head = MaskedLMHead(embeddings)
-    assert head.decoder_weight.data_ptr() == embeddings.weight.data_ptr()  # tied, not copied
+    head = _mlm_head()
+    with pytest.raises(RuntimeError, match="not bound"):
+        head.scores(torch.randn(1, HIDDEN))
+    head.bind(_Backbone(embeddings))
+    assert head._decoder[0].data_ptr() == embeddings.weight.data_ptr()  # tied, not copied
     assert all(t.shape != embeddings.weight.shape for t in head.state_dict().values())  # not saved with the head
-    assert head(torch.randn(2, 5, HIDDEN)).shape == (2, 5, VOCAB)
+    assert head.scores(torch.randn(2, 5, HIDDEN)).shape == (2, 5, VOCAB)
+    with pytest.raises(ValueError, match="vocabulary of 49 tokens"):
+        _mlm_head(VOCAB - 1).bind(_Backbone(embeddings))
     states = torch.randn(64, HIDDEN)
     targets = torch.randint(0, VOCAB, (64,))
     before = embeddings.weight.clone()
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     first = None
     for _ in range(150):
-        loss = nn.functional.cross_entropy(head(states), targets)
+        loss = nn.functional.cross_entropy(head.scores(states), targets)
         first = first if first is not None else loss.item()
         optimizer.zero_grad()
         loss.backward()
@@ -75,7 +94,7 @@ def test_the_next_sentence_head_reads_the_first_token_and_learns():
 
 
 def test_neither_embedded_backbone_ships_a_trained_prediction_head():
-    """Why `hub pretrain` trains MaskedLMHead: the embedded checkpoints hold the encoder and a pooler only."""
+    """Why `hub pretrain` trains the masked-LM head: the embedded checkpoints hold the encoder and a pooler only."""
     from pathlib import Path
 
     from safetensors import safe_open

@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import BertModel
 from typer.testing import CliRunner
 
 from hub.cli import app
@@ -41,16 +42,21 @@ def test_pretrain_writes_an_adapter_folder_whose_held_out_accuracy_rose(setup, t
                   "--learning-rate", "1e-2", "--max-length", "32")
     assert result.exit_code == 0, result.output
     card = json.loads((out / "pretraining.json").read_text())
-    accuracy = card["held_out_masked_token_accuracy"]
+    accuracy, perplexity = card["held_out"]["accuracy"], card["held_out"]["perplexity"]
     assert accuracy["after"] > accuracy["before"] + 0.2, accuracy
+    assert perplexity["after"] < perplexity["before"] / 2, perplexity
     assert card["objective"] == "mlm" and card["corpus"]["held_out_texts"] == 12 and card["steps"] > 0
     assert f"{accuracy['before']:.3f} -> {accuracy['after']:.3f}" in result.output
-    heads = load_file(str(out / "pretraining_heads.safetensors"))
-    assert "mlm.bias" in heads and not any(k.startswith("sbo.") for k in heads)
-    vocab = heads["mlm.bias"].shape[0]
+    assert not (out / "pretraining_heads.safetensors").exists()  # only the boundary objective has a head beside
+    head_config = json.loads((out / "head_config.json").read_text())
+    assert head_config["kind"] == "fill_mask" and head_config["vocab_size"] == BertModel.from_pretrained(
+        tiny_backbone_dir).config.vocab_size
+    heads = load_file(str(out / "head.safetensors"))
+    vocab = heads["bias"].shape[0]
     assert not any(t.dim() == 2 and vocab in t.shape for t in heads.values())  # no copy of the word embeddings
+    readme = (out / "README.md").read_text()
+    assert "pipeline_tag: fill-mask" in readme and f"{accuracy['after']:.4f}" in readme
     from peft import PeftModel
-    from transformers import BertModel
 
     adapted = PeftModel.from_pretrained(BertModel.from_pretrained(tiny_backbone_dir), str(out))  # PEFT reads it
     assert any("lora_A" in name for name, _ in adapted.named_parameters())
@@ -63,7 +69,7 @@ def test_span_masking_with_the_boundary_objective_saves_its_head(setup):
                   "--objective", "span", "--span-boundary", "--max-length", "32", "--adapter", "{method: lora, r: 2}")
     assert result.exit_code == 0, result.output
     heads = load_file(str(out / "pretraining_heads.safetensors"))
-    assert any(k.startswith("sbo.") for k in heads) and heads["mlm.bias"].dtype == torch.float32
+    assert heads and all(k.startswith("sbo.") for k in heads) and heads["sbo.positions.weight"].dtype == torch.float32
     card = json.loads((out / "pretraining.json").read_text())
     assert card["recipe"]["span_boundary"] and card["recipe"]["adapter"]["r"] == 2
 
@@ -88,3 +94,27 @@ def test_bad_input_is_refused_and_nothing_is_written(setup, extra, content, mess
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert re.search(message, " ".join(result.output.split())), result.output  # the console wraps lines
     assert not out.exists() and not list(folder.glob(".refused*"))
+
+
+def test_a_tasks_own_training_texts_are_a_corpus(setup):
+    from hub.data import load_split
+    from hub.pretraining.corpus import task_texts
+    from hub.registry import load_registry
+
+    folder, registry, _ = setup
+    loaded = load_registry(registry)
+    pairs = task_texts(loaded, "paraphrase")
+    examples = load_split(loaded, loaded.task("paraphrase"), "train")
+    assert set(pairs) == {e[field].strip() for e in examples for field in ("first", "second")}  # no label, no repeat
+    assert len(pairs) == len(set(pairs))
+    tagged = task_texts(loaded, "entities")
+    assert tagged[0] == " ".join(load_split(loaded, loaded.task("entities"), "train")[0]["tokens"])
+    contexts = task_texts(loaded, "reader")
+    assert "what is good?" in contexts or any("?" in text for text in contexts)  # questions and their contexts
+    out = folder / "tapt"
+    result = _run(str(out), "--task", "paraphrase", "--registry", str(registry), "--max-length", "32")
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "pretraining.json").read_text())
+    assert card["corpus"]["texts"] == len(pairs)
+    refused = _run(str(folder / "none"), "--registry", str(registry))
+    assert refused.exit_code != 0 and "give the corpus" in refused.output

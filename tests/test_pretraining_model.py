@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, BertModel
 from hub.methods.lora.training import LoraOptions
 from hub.pretraining.collator import MaskingCollator, encode_texts
 from hub.pretraining.masking import Masker, UnigramSampler
-from hub.pretraining.model import PretrainingModel, masked_token_accuracy
+from hub.pretraining.model import PretrainingModel, held_out_score
 
 from conftest import FILLER
 
@@ -44,7 +44,7 @@ def test_pretraining_trains_the_adapter_and_heads_only_and_accuracy_rises(tiny_b
     assert trainable and all("lora_" in name or name.startswith(("mlm.", "sbo.")) for name in trainable)
     train, held_out = _corpus(200, seed=0), _corpus(40, seed=1)
     train_encoded, held_out_encoded = (encode_texts(tokenizer, texts, 32)[0] for texts in (train, held_out))
-    before = masked_token_accuracy(model, _collator(tokenizer, objective, held_out, seed=5), held_out_encoded)
+    before = held_out_score(model, _collator(tokenizer, objective, held_out, seed=5), held_out_encoded).accuracy
     collator = _collator(tokenizer, objective, train, seed=0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
@@ -54,7 +54,7 @@ def test_pretraining_trains_the_adapter_and_heads_only_and_accuracy_rises(tiny_b
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = masked_token_accuracy(model, _collator(tokenizer, objective, held_out, seed=5), held_out_encoded)
+    after = held_out_score(model, _collator(tokenizer, objective, held_out, seed=5), held_out_encoded).accuracy
     assert after > before + 0.2, (before, after)
     for name, tensor in model.encoder.get_base_model().state_dict().items():
         if "lora_" not in name:  # PEFT wraps the layers it adapts: base_layer holds the original weight

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # before they existed: at that value they stay out of fingerprints, so adding a field does not throw away days of
 # finished cells (tests/test_benchmarks.py holds the committed frontier table to this).
 FIELDS_ADDED_LATER: dict[tuple[str, str], Any] = {("train", "runtime"): "float32", ("data", "drop"): {},
-                                                 ("data", "token_pattern"): None, ("train", "max_train_seconds"): None}
+                                                 ("data", "token_pattern"): None, ("train", "max_train_seconds"): None,
+                                                 ("train", "init_from"): None}
 
 
 def fingerprinted_spec(spec: TaskSpec) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Raw text for pre-training: one text per line, or JSON lines with a text field; checked before any training."""
+"""Raw text for pre-training: one text per line, JSON lines with a text field, or a task's own training texts without
+their labels (task-adaptive pre-training); checked before any training."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
+from ..registry import Registry
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 MIN_TEXTS = 2  # pre-training holds texts out to measure masked-token accuracy before and after
@@ -48,3 +50,22 @@ def _json_texts(path: Path, lines: list[str], field: str) -> list[str]:
                             "holds the text.")
         texts.append(text)
     return texts
+
+
+def task_texts(registry: Registry, task_name: str) -> list[str]:
+    """The distinct texts of a task's train split, labels left out: each input field's text (both texts of a pair, a
+    question and its context), a tagging example's words joined as the backbone's language writes them."""
+    from ..data import load_split  # datasets and the kinds' readers: only when a task is the corpus
+
+    task = registry.task(task_name)
+    if task.data is None:
+        raise DataError(f"task {task_name!r} has no data section to read its training texts from; give --text files.")
+    joiner = "" if registry.backbone(task.backbone).language == "zh" else " "
+    texts: dict[str, None] = {}  # ordered and distinct: a QA context is shared by many questions
+    for example in load_split(registry, task, "train"):
+        for field in dict.fromkeys([*task.inputs, "text", "tokens"]):
+            value = example.get(field)
+            text = joiner.join(value) if isinstance(value, list) else value
+            if isinstance(text, str) and text.strip():
+                texts[text.strip()] = None
+    return list(texts)

@@ -3,18 +3,22 @@ objective heads; its forward returns the loss a Trainer minimizes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional
 from transformers import PreTrainedModel
 
+from heads.fill_mask.head import FillMaskConfig, FillMaskHead
+
 from ..methods import METHODS
 from ..methods.base import AdapterOptions
 from .collator import EncodedText, MaskingCollator
 from .masking import IGNORED
-from .objective_heads import MaskedLMHead, SpanBoundaryHead
+from .objective_heads import SpanBoundaryHead
 
 
 class PretrainingModel(nn.Module):
@@ -29,7 +33,10 @@ class PretrainingModel(nn.Module):
         for parameter in backbone.parameters():
             parameter.requires_grad_(False)
         self.encoder = METHODS[adapter.method].training.wrap(backbone, adapter)
-        self.mlm = MaskedLMHead(embeddings)
+        self.mlm = FillMaskHead(FillMaskConfig.model_validate(
+            {"kind": FillMaskHead.kind, "hidden_size": embeddings.embedding_dim,
+             "vocab_size": embeddings.num_embeddings, "layer_norm_eps": backbone.config.layer_norm_eps}))
+        self.mlm.bind(backbone)
         self.sbo = SpanBoundaryHead(embeddings.embedding_dim) if span_boundary else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
@@ -41,29 +48,37 @@ class PretrainingModel(nn.Module):
         ([chosen, vocab], in reading order), which is all the loss and the accuracy read."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         chosen = labels != IGNORED
-        logits = self.mlm(hidden[chosen])
+        logits = self.mlm.scores(hidden[chosen])
         loss = functional.cross_entropy(logits, labels[chosen])
         if self.sbo is not None and span_rows is not None and span_rows.numel():
             assert span_left is not None and span_right is not None and span_offsets is not None
             assert span_labels is not None  # the collator gives the five together
-            boundary = self.mlm(self.sbo(hidden, span_rows, span_left, span_right, span_offsets))
+            boundary = self.mlm.scores(self.sbo(hidden, span_rows, span_left, span_right, span_offsets))
             loss = loss + functional.cross_entropy(boundary, span_labels)
         return {"loss": loss, "logits": logits}
 
 
+@dataclass(frozen=True)
+class HeldOutScore:
+    accuracy: float  # the share of chosen tokens whose original token scores highest
+    perplexity: float  # exp of the mean cross-entropy at the chosen tokens (masked-token perplexity)
+
+
 @torch.no_grad()
-def masked_token_accuracy(model: PretrainingModel, collator: MaskingCollator, texts: Sequence[EncodedText],
-                          batch_size: int = 32) -> float:
-    """The share of chosen tokens whose original token scores highest, over `texts` masked by `collator` (fix its
-    masker's seed to compare models on the same masks)."""
+def held_out_score(model: PretrainingModel, collator: MaskingCollator, texts: Sequence[EncodedText],
+                   batch_size: int = 32) -> HeldOutScore:
+    """How well `model` restores the chosen tokens of `texts` masked by `collator` (fix its masker's seed to compare
+    models on the same masks)."""
     was_training = model.training
     model.eval()
     right = total = 0
+    loss_sum = 0.0
     for start in range(0, len(texts), batch_size):
         batch = collator(texts[start:start + batch_size])
         out = model(**batch)
         targets = batch["labels"][batch["labels"] != IGNORED]
         right += int((out["logits"].argmax(-1) == targets).sum())
+        loss_sum += float(functional.cross_entropy(out["logits"], targets, reduction="sum"))
         total += targets.numel()
     model.train(was_training)
-    return right / total if total else 0.0
+    return HeldOutScore(right / total if total else 0.0, math.exp(loss_sum / total) if total else math.inf)

@@ -1,35 +1,10 @@
-"""The heads the pre-training objectives train beside a domain adapter.
-
-Neither embedded backbone ships BERT's trained prediction head (their files hold the encoder and a pooler, no
-`cls.predictions.*`: all-MiniLM-L6-v2 and m3e-small were saved as sentence encoders), so `MaskedLMHead` is trained
-too. Its decoder is tied to the backbone's frozen word embeddings, as BERT's is: the head's own weights are the
-transform and a bias per vocabulary token (a few hundred KB), never a copy of the embeddings.
-"""
+"""The heads the pre-training objectives train beside a domain adapter and its masked-LM head (heads/fill_mask: the
+head a fill-mask task serves): SpanBERT's span boundary head, and BERT's next-sentence head."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-
-class MaskedLMHead(nn.Module):
-    """BERT's prediction head: dense + GELU + layer norm, then scores against every word embedding, plus a bias."""
-
-    def __init__(self, word_embeddings: nn.Embedding, layer_norm_eps: float = 1e-12):
-        super().__init__()
-        hidden = word_embeddings.embedding_dim
-        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=layer_norm_eps))
-        self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
-        self._tied = (word_embeddings,)  # a tuple: the backbone's module, not a submodule of this head (not saved)
-
-    @property
-    def decoder_weight(self) -> torch.Tensor:
-        """The frozen word embeddings the transformed states are scored against ([vocab, hidden])."""
-        return self._tied[0].weight
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """[..., hidden] -> [..., vocab] scores."""
-        return self.transform(hidden_states) @ self.decoder_weight.T + self.bias
 
 
 class SpanBoundaryHead(nn.Module):

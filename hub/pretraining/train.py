@@ -21,11 +21,12 @@ from ..errors import DataError, HubError
 from ..methods.base import AdapterOptions, adapter_options, method_named
 from ..registry import Registry
 from ..trainer_setup import adamw_with_warmup, optimizer_steps, quiet_transformers, trainer_arguments
+from .card import pretraining_card
 from .collator import EncodedText, MaskingCollator, encode_texts
 from .masking import OBJECTIVES, Masker, MaskingOptions, Objective, UnigramSampler
-from .model import PretrainingModel, masked_token_accuracy
+from .model import HeldOutScore, PretrainingModel, held_out_score
 
-HEADS_FILE = "pretraining_heads.safetensors"  # the objective heads' weights (the masked-LM decoder is not in it)
+HEADS_FILE = "pretraining_heads.safetensors"  # the objective heads beside the masked-LM one (which is head.safetensors)
 CARD_FILE = "pretraining.json"
 HELD_OUT_SHARE = 0.05
 HELD_OUT_MAX = 500
@@ -87,22 +88,28 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
 
     torch.manual_seed(recipe.seed)
     model = PretrainingModel(frozen.model, options, span_boundary=recipe.span_boundary)
-    before = masked_token_accuracy(model, collator(HELD_OUT_SEED), held_texts)
+    before = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
     steps = _train(model, train_texts, collator(recipe.seed), recipe, progress)
-    after = masked_token_accuracy(model, collator(HELD_OUT_SEED), held_texts)
+    after = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
     card = {"backbone": spec.model_id, "language": spec.language, "objective": recipe.objective,
             "recipe": {**asdict(recipe), "adapter": options.model_dump()}, "masking": asdict(options_masking),
             "corpus": {"texts": len(texts), "dropped_nothing_to_mask": dropped, "train_texts": len(train_texts),
                        "held_out_texts": len(held_texts)},
-            "steps": steps, "held_out_masked_token_accuracy": {"before": round(before, 4), "after": round(after, 4)}}
+            "steps": steps, "held_out": _before_after(before, after)}
     with atomic_folder(output) as staging:
         method.training.save(model.encoder, staging, spec.model_id)
-        heads = {f"mlm.{k}": v for k, v in model.mlm.state_dict().items()}
+        model.mlm.save(staging)  # the fill-mask head a fill_mask task serves
         if model.sbo is not None:
-            heads |= {f"sbo.{k}": v for k, v in model.sbo.state_dict().items()}
-        save_file({k: v.detach().contiguous() for k, v in heads.items()}, str(staging / HEADS_FILE))
+            save_file({f"sbo.{k}": v.detach().contiguous() for k, v in model.sbo.state_dict().items()},
+                      str(staging / HEADS_FILE))
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(pretraining_card(output.name, spec, card), encoding="utf-8")
     return card
+
+
+def _before_after(before: HeldOutScore, after: HeldOutScore) -> dict[str, dict[str, float]]:
+    return {"accuracy": {"before": round(before.accuracy, 4), "after": round(after.accuracy, 4)},
+            "perplexity": {"before": round(before.perplexity, 2), "after": round(after.perplexity, 2)}}
 
 
 def _adapter_options(raw: dict[str, Any]) -> AdapterOptions:

@@ -1,0 +1,85 @@
+"""Fill-mask served through the router (heads/fill_mask): a domain adapter `hub pretrain` wrote, registered as a
+fill_mask task, answers each [MASK] with its top candidates, alone or in mixed batches with every other kind; bad
+requests are refused with the fix."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import yaml
+from conftest import FILLER, assert_same_result, random_request, write_registry
+
+import hub
+from hub.registry import load_registry
+
+
+@pytest.fixture(scope="module")
+def fill_hub(trained_registry):
+    """The trained tiny registry, whose "fill" task conftest.add_fill_mask_task pre-trained with `hub pretrain`'s API."""
+    return hub.Hub.load(trained_registry)
+
+
+def test_each_mask_gets_its_learned_token_first_with_probabilities(fill_hub):
+    result = fill_hub.run("fill", "the a movie [MASK] was is very [MASK] plot")
+    assert [mask["candidates"][0]["token"] for mask in result["masks"]] == ["book", "this"]
+    text = "the a movie [MASK] was is very [MASK] plot"
+    assert [(m["start"], m["end"]) for m in result["masks"]] == [(12, 18), (31, 37)]
+    assert all(text[m["start"]:m["end"]] == "[MASK]" for m in result["masks"])
+    assert result["sequence"] == "the a movie book was is very this plot"
+    for mask in result["masks"]:
+        scores = [c["score"] for c in mask["candidates"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+    more = fill_hub.run("fill", {"text": "the a movie [MASK] was", "top_k": 7})
+    assert len(more["masks"]) == 1 and len(more["masks"][0]["candidates"]) == 7
+    assert more["masks"][0]["candidates"][0]["token_id"] == result["masks"][0]["candidates"][0]["token_id"]
+
+
+def test_fill_mask_in_mixed_batches_answers_as_alone(fill_hub):
+    rng = random.Random(3)
+    requests = [random_request(rng) for _ in range(20)]
+    fills = [("fill", "the a movie [MASK] was is"), ("fill", {"text": "[MASK] [MASK] plot it", "top_k": 2}),
+             ("fill", "very this [MASK]")]
+    mixed = requests[:7] + fills[:1] + requests[7:14] + fills[1:] + requests[14:]
+    for request, answer in zip(mixed, fill_hub.run_many(mixed)):
+        assert_same_result(answer, fill_hub.run(*request))
+
+
+def test_a_text_longer_than_the_window_keeps_the_tokens_around_its_mask(fill_hub):
+    words = (FILLER * 6)[:50]
+    words[33] = "[MASK]"
+    result = fill_hub.run("fill", " ".join(words))
+    assert result["truncated"] is True
+    start = result["masks"][0]["start"]
+    assert " ".join(words)[start:start + 6] == "[MASK]"
+    # 22 tokens fit beside [CLS] and [SEP]: the mask's 10 before it and 11 after it (one word, one token each)
+    window = fill_hub.run("fill", " ".join(words[23:45]))
+    assert "truncated" not in window
+    assert result["masks"][0]["candidates"] == window["masks"][0]["candidates"]
+
+
+@pytest.mark.parametrize("request_, message", [
+    ("no mask here", r"has no \[MASK\] token. Put \[MASK\]"),
+    ("the movie <mask> was", r"'<mask>', another tokenizer's spelling"),
+    ("the movie [mask] was", r"'\[mask\]', another tokenizer's spelling"),
+    ("[MASK] " + "the " * 30 + "[MASK]", r"spread over 32 tokens, more than the 22 one window holds"),
+    ({"text": "the [MASK]", "top_k": 0}, r"top_k=0"),
+    ({"text": "the [MASK]", "top_k": True}, r"top_k=True"),
+    ({"text": "the [MASK]", "k": 2}, r"got keys \['k', 'text'\]"),
+    ({"text": "   "}, r"empty text"),
+    (["the [MASK]"], r"got list"),
+])
+def test_bad_fill_mask_requests_are_refused_with_the_fix(fill_hub, request_, message):
+    with pytest.raises(hub.InputError, match=message):
+        fill_hub.run("fill", [request_] if isinstance(request_, list) else request_) if not isinstance(
+            request_, list) else fill_hub.run_many([("fill", request_)])
+
+
+def test_a_fill_mask_entry_is_checked_like_any_other(trained_registry, tmp_path):
+    document = yaml.safe_load(trained_registry.read_text())
+    document["tasks"] = [{"name": "fill", "backbone": "tiny", "kind": "fill_mask", "labels": ["a", "b"]}]
+    with pytest.raises(hub.RegistryError, match="predicts a value, not labels"):
+        load_registry(write_registry(tmp_path, document))
+    document["tasks"] = [{"name": "fill", "backbone": "tiny", "kind": "fill_mask", "head": {"layers": "last4"}}]
+    with pytest.raises(hub.RegistryError, match="scores the last layer"):
+        load_registry(write_registry(tmp_path, document))
