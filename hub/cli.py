@@ -194,6 +194,9 @@ def pretrain(
         help="the registry's backbone to pre-train on (e.g. en, zh; default: the task's)")] = None,
     objective: Annotated[str, typer.Option(help="mlm (BERT's), whole_word, or span (SpanBERT's)")] = "mlm",
     span_boundary: Annotated[bool, typer.Option(help="add SpanBERT's span boundary objective (with span)")] = False,
+    next_sentence: Annotated[bool, typer.Option(
+        help="add BERT's next-sentence prediction: --text files hold one sentence per line, documents separated by "
+             "a blank line")] = False,
     text_field: Annotated[str, typer.Option(help="the text's field in JSON lines")] = "text",
     registry: RegistryOption = None,
     adapter: Annotated[str | None, typer.Option(help="the adapter method and options as a YAML mapping (default "
@@ -207,7 +210,7 @@ def pretrain(
 ) -> None:
     """Pre-train a domain adapter and its objective heads on raw text (backbone frozen); the card records held-out
     masked-token accuracy before and after."""
-    from .pretraining.corpus import read_texts, task_texts
+    from .pretraining.corpus import read_documents_file, read_texts, task_texts
     from .pretraining.masking import Objective
     from .pretraining.train import PretrainRecipe
     from .pretraining.train import pretrain as run_pretraining
@@ -215,24 +218,31 @@ def pretrain(
 
     try:
         recipe = PretrainRecipe(objective=cast(Objective, objective), span_boundary=span_boundary,  # it checks
+                                next_sentence=next_sentence,
                                 adapter=_mapping("--adapter", adapter), epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, head_learning_rate=head_learning_rate,
                                 max_length=max_length, seed=seed)
         loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
         if not text and not task:
             raise HubError("give the corpus: --text FILE (repeatable) and/or --task NAME (its training texts).")
-        texts = [line for path in text or [] for line in read_texts(path, text_field)]
+        if next_sentence and (task or not text):
+            raise HubError("--next-sentence reads documents: give --text files (one sentence per line, documents "
+                           "separated by a blank line); a task's texts have no documents.")
+        documents = [d for path in text or [] for d in read_documents_file(path)] if next_sentence else None
+        texts = [] if next_sentence else [line for path in text or [] for line in read_texts(path, text_field)]
         texts += task_texts(loaded, task) if task else []
         on = backbone or (loaded.task(task).backbone if task else None)
         if on is None:
             raise HubError("name the backbone to pre-train on: --backbone (e.g. en, zh), or --task to use the task's.")
-        card = run_pretraining(loaded, on, texts, name, recipe)
+        card = run_pretraining(loaded, on, texts, name, recipe, documents=documents)
     except HubError as exc:
         _fail(exc)
-    accuracy, perplexity = card["held_out"]["accuracy"], card["held_out"]["perplexity"]
-    typer.echo(f"wrote {name}: {card['steps']} steps over {card['corpus']['train_texts']} texts; held-out masked-token "
-               f"accuracy {accuracy['before']:.3f} -> {accuracy['after']:.3f}, perplexity {perplexity['before']:.1f} "
-               f"-> {perplexity['after']:.1f}")
+    held = card["held_out"]
+    shown = [f"{label} {held[key]['before']:.3f} -> {held[key]['after']:.3f}" for key, label in
+             (("accuracy", "masked-token accuracy"), ("perplexity", "perplexity"),
+              ("next_sentence_accuracy", "next-sentence accuracy")) if key in held]
+    typer.echo(f"wrote {name}: {card['steps']} steps over {card['corpus']['train_texts']} texts; held out: "
+               + ", ".join(shown))
 
 
 def _mapping(option: str, text: str | None) -> dict[str, Any] | None:

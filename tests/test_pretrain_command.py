@@ -118,3 +118,28 @@ def test_a_tasks_own_training_texts_are_a_corpus(setup):
     assert card["corpus"]["texts"] == len(pairs)
     refused = _run(str(folder / "none"), "--registry", str(registry))
     assert refused.exit_code != 0 and "give the corpus" in refused.output
+
+
+def test_next_sentence_prediction_reads_documents_and_saves_its_head(setup):
+    folder, registry, _ = setup
+    documents = "\n\n".join("\n".join(" ".join([word] * 4) for _ in range(3)) for word in FILLER * 3)
+    corpus = folder / "documents.txt"
+    corpus.write_text(documents + "\n", encoding="utf-8")
+    out = folder / "nsp"
+    result = _run(str(out), "--text", str(corpus), "--backbone", "tiny", "--registry", str(registry),
+                  "--next-sentence", "--max-length", "24")
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "pretraining.json").read_text())
+    assert card["corpus"]["documents"] == 30 and card["corpus"]["sentence_pairs"] == 60  # two pairs per document
+    assert set(card["held_out"]["next_sentence_accuracy"]) == {"before", "after"}
+    assert "next-sentence accuracy" in result.output and "next-sentence accuracy" in (out / "README.md").read_text()
+    heads = load_file(str(out / "pretraining_heads.safetensors"))
+    assert heads and all(k.startswith("nsp.") for k in heads)
+    for extra, message in [(("--task", "paraphrase"), "a task's texts have no documents"),
+                           ((), "needs at least two documents")]:
+        lone = folder / "lone.txt"
+        lone.write_text("one sentence\nanother one\n", encoding="utf-8")
+        refused = _run(str(folder / "refused_nsp"), "--text", str(lone), "--backbone", "tiny", "--registry",
+                       str(registry), "--next-sentence", *extra)
+        assert refused.exit_code != 0 and message in " ".join(refused.output.split()), refused.output
+        assert not (folder / "refused_nsp").exists()

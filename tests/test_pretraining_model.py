@@ -14,7 +14,7 @@ from hub.pretraining.collator import MaskingCollator, encode_texts
 from hub.pretraining.masking import Masker, UnigramSampler
 from hub.pretraining.model import PretrainingModel, held_out_score
 
-from conftest import FILLER
+from conftest import FILLER, NEGATIVE, POSITIVE
 
 
 def _corpus(count: int, seed: int) -> list[str]:
@@ -59,3 +59,49 @@ def test_pretraining_trains_the_adapter_and_heads_only_and_accuracy_rises(tiny_b
     for name, tensor in model.encoder.get_base_model().state_dict().items():
         if "lora_" not in name:  # PEFT wraps the layers it adapts: base_layer holds the original weight
             assert torch.equal(tensor, frozen[name.replace(".base_layer", "")]), name
+
+
+def _documents(count: int, seed: int) -> list[list[str]]:
+    """Documents of four sentences, each sentence 3-5 repeats of the document's one word (22 words in turn): a
+    sentence's next one has its word, a sentence of another document (almost always) another word."""
+    rng = random.Random(seed)
+    words = [*POSITIVE, *NEGATIVE, *FILLER]
+    return [[" ".join([words[(seed + d) % len(words)]] * rng.randint(3, 5)) for _ in range(4)] for d in range(count)]
+
+
+def test_next_sentence_prediction_learns_which_pairs_follow(tiny_backbone_dir):
+    from hub.pretraining.collator import encode_pairs
+    from hub.pretraining.sentence_pairs import next_sentence_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone_dir)
+    torch.manual_seed(0)
+    model = PretrainingModel(BertModel.from_pretrained(tiny_backbone_dir), LoraOptions(r=8, dropout=0.0),
+                             next_sentence=True)
+    assert any(name.startswith("nsp.") for name, p in model.named_parameters() if p.requires_grad)
+    train, dropped = encode_pairs(tokenizer, next_sentence_pairs(_documents(300, 0), seed=0), 24)
+    held_out, _ = encode_pairs(tokenizer, next_sentence_pairs(_documents(60, 1), seed=1), 24)
+    assert dropped == 0 and {t.is_next for t in train} == {True, False}
+    first = train[0]
+    assert first.token_type_ids is not None and set(first.token_type_ids) == {0, 1}
+    second = [w for w, segment in zip(first.words, first.token_type_ids) if segment == 1]
+    assert not set(second) & {w for w, s in zip(first.words, first.token_type_ids) if s == 0}  # words never cross
+    unigram = UnigramSampler.from_corpus((t.input_ids for t in train), len(tokenizer), tokenizer.all_special_ids)
+    collator = MaskingCollator(tokenizer, Masker("whole_word", tokenizer.mask_token_id, unigram, seed=3))
+    batch = collator(train[:8])
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape
+    assert batch["next_sentence_label"].tolist() == [int(bool(t.is_next)) for t in train[:8]]
+
+    def held_out_collator():
+        return MaskingCollator(tokenizer, Masker("whole_word", tokenizer.mask_token_id, unigram, seed=7))
+
+    before = held_out_score(model, held_out_collator(), held_out).next_sentence_accuracy
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(6):
+        for start in range(0, len(train), 32):
+            loss = model(**collator(train[start:start + 32]))["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    after = held_out_score(model, held_out_collator(), held_out).next_sentence_accuracy
+    assert before is not None and after is not None and after > max(before, 0.5) + 0.2, (before, after)

@@ -28,9 +28,14 @@ frozen), with the masked-language-model head it serves as a `fill_mask` task.
 |---|---|---|
 | masked-token accuracy | {held['accuracy']['before']:.4f} | {held['accuracy']['after']:.4f} |
 | masked-token perplexity | {held['perplexity']['before']:.1f} | {held['perplexity']['after']:.1f} |
-
+{_next_sentence_row(held)}
 Serve it: add `{{name: {name}, backbone: <the backbone's registry name>, kind: fill_mask, adapter: <this folder>}}`
 to `registry.yaml`, then `hub.run("{name}", "... [MASK] ...")`. Or start a task adapter from it
 (`train.init_from` in the task's entry).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def _next_sentence_row(held: dict[str, Any]) -> str:
+    scores = held.get("next_sentence_accuracy")
+    return f"| next-sentence accuracy | {scores['before']:.4f} | {scores['after']:.4f} |\n" if scores else ""

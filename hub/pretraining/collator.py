@@ -13,6 +13,7 @@ from heads.codec import pad_lists
 
 from ..text_checks import check_text
 from .masking import IGNORED, Masked, Masker, is_chinese, jieba_spans, segmented_words, wordpiece_words
+from .sentence_pairs import SentencePair
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class EncodedText:
     input_ids: list[int]
     maskable: list[bool]  # not a special token
     words: list[int]  # each token's word index
+    token_type_ids: list[int] | None = None  # a sentence pair's segments (next-sentence prediction)
+    is_next: bool | None = None  # a sentence pair's label: its second sentence follows the first
 
 
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> EncodedText:
@@ -44,6 +47,37 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
     return kept, len(encoded) - len(kept)
 
 
+def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: SentencePair, max_length: int) -> EncodedText:
+    """[CLS] first [SEP] second [SEP] (the longer cut first), with segments, its label and each token's word: words
+    are found in each sentence on its own (jieba for Chinese), numbered on across the pair."""
+    encoding = tokenizer(pair.first, pair.second, truncation="longest_first", max_length=max_length,
+                         return_offsets_mapping=True, return_special_tokens_mask=True)
+    ids, sequence = encoding["input_ids"], encoding.sequence_ids()
+    words, numbered = [0] * len(ids), 0
+    for segment, text in enumerate((pair.first, pair.second)):
+        positions = [i for i, s in enumerate(sequence) if s == segment]
+        local = (segmented_words([encoding["offset_mapping"][i] for i in positions], jieba_spans(text))
+                 if is_chinese(text) else wordpiece_words(tokenizer.convert_ids_to_tokens([ids[i] for i in positions])))
+        for position, word in zip(positions, local):
+            words[position] = numbered + word
+        numbered += max(local, default=-1) + 1
+    for position, segment in enumerate(sequence):
+        if segment is None:  # special tokens: words of their own (never masked)
+            words[position], numbered = numbered, numbered + 1
+    return EncodedText(ids, [not special for special in encoding["special_tokens_mask"]], words,
+                       encoding["token_type_ids"], pair.is_next)
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[SentencePair],
+                 max_length: int) -> tuple[list[EncodedText], int]:
+    """`encode_texts` for next-sentence pairs: each pair encoded once, those with a token to mask kept."""
+    for number, pair in enumerate(pairs, start=1):
+        check_text((pair.first, pair.second), f"sentence pair {number}")
+    encoded = [encode_pair(tokenizer, pair, max_length) for pair in pairs]
+    kept = [item for item in encoded if any(item.maskable)]
+    return kept, len(encoded) - len(kept)
+
+
 class MaskingCollator:
     """Makes one batch of masked texts for `masker`'s objective (a Trainer's data collator over encoded texts:
     `encode_texts` once, masks drawn anew in every batch)."""
@@ -52,9 +86,10 @@ class MaskingCollator:
         self.tokenizer, self.masker = tokenizer, masker
 
     def __call__(self, texts: Sequence[EncodedText]) -> dict[str, torch.Tensor]:
-        """input_ids, attention_mask and labels (IGNORED but at the chosen tokens); for span masking also the span
-        boundary targets: span_rows, span_left / span_right (the positions just outside each span), span_offsets
-        (each token's place in its span) and span_labels (its original id)."""
+        """input_ids, attention_mask and labels (IGNORED but at the chosen tokens); for sentence pairs token_type_ids
+        and next_sentence_label; for span masking also the span boundary targets: span_rows, span_left / span_right
+        (the positions just outside each span), span_offsets (each token's place in its span) and span_labels (its
+        original id)."""
         masked = [self.masker(text.input_ids, text.maskable, text.words) for text in texts]
         batch = {
             "input_ids": pad_lists([m.input_ids for m in masked], self.tokenizer.pad_token_id or 0),
@@ -63,6 +98,9 @@ class MaskingCollator:
         }
         if self.masker.objective == "span":
             batch |= _boundary_targets(masked)
+        if texts and texts[0].token_type_ids is not None:  # sentence pairs: segments and next-sentence labels
+            batch["token_type_ids"] = pad_lists([text.token_type_ids or [] for text in texts], 0)
+            batch["next_sentence_label"] = torch.tensor([int(bool(text.is_next)) for text in texts])
         return batch
 
 

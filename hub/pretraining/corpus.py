@@ -52,6 +52,20 @@ def _json_texts(path: Path, lines: list[str], field: str) -> list[str]:
     return texts
 
 
+def read_documents_file(path: Path) -> list[list[str]]:
+    """A next-sentence prediction corpus: plain text, one sentence per line, documents separated by a blank line
+    (BERT's layout); DataError for a missing or non-UTF-8 file."""
+    from .sentence_pairs import read_documents
+
+    if not path.is_file() or path.suffix.lower() in JSON_SUFFIXES:
+        raise DataError(f"next-sentence corpus {path}: give a plain text file (not found, a folder, or JSON lines), "
+                        "one sentence per line, documents separated by a blank line.")
+    try:
+        return read_documents(path.read_text(encoding="utf-8-sig").splitlines())
+    except UnicodeDecodeError as exc:
+        raise DataError(f"corpus {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8.") from None
+
+
 def task_texts(registry: Registry, task_name: str) -> list[str]:
     """The distinct texts of a task's train split, labels left out: each input field's text (both texts of a pair, a
     question and its context), a tagging example's words joined as the backbone's language writes them."""

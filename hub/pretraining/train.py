@@ -22,9 +22,10 @@ from ..methods.base import AdapterOptions, adapter_options, method_named
 from ..registry import Registry
 from ..trainer_setup import adamw_with_warmup, optimizer_steps, quiet_transformers, trainer_arguments
 from .card import pretraining_card
-from .collator import EncodedText, MaskingCollator, encode_texts
+from .collator import EncodedText, MaskingCollator, encode_pairs, encode_texts
 from .masking import OBJECTIVES, Masker, MaskingOptions, Objective, UnigramSampler
 from .model import HeldOutScore, PretrainingModel, held_out_score
+from .sentence_pairs import next_sentence_pairs
 
 HEADS_FILE = "pretraining_heads.safetensors"  # the objective heads beside the masked-LM one (which is head.safetensors)
 CARD_FILE = "pretraining.json"
@@ -38,6 +39,7 @@ WEIGHT_DECAY = 0.01  # AdamW's default, as `hub train`'s recipe
 class PretrainRecipe:
     objective: Objective = "mlm"
     span_boundary: bool = False  # SpanBERT's span boundary objective beside span masking
+    next_sentence: bool = False  # BERT's next-sentence prediction: the corpus is documents, read as sentence pairs
     adapter: dict[str, Any] | None = None  # the method and its options ({method: lora, r: 8}: the default)
     epochs: float = 1.0
     batch_size: int = 16
@@ -66,17 +68,25 @@ def held_out_split(texts: list[EncodedText], seed: int) -> tuple[list[EncodedTex
 
 
 def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, recipe: PretrainRecipe,
-             progress: bool = True) -> dict[str, Any]:
-    """Train a domain adapter on `texts` over the registry's backbone `backbone` and write it to `output`
-    (replaced in one step; nothing is written if anything fails). Returns the card."""
+             progress: bool = True, documents: list[list[str]] | None = None) -> dict[str, Any]:
+    """Train a domain adapter on `texts` (with next-sentence prediction: on sentence pairs drawn from `documents`,
+    lists of sentences) over the registry's backbone `backbone` and write it to `output` (replaced in one step;
+    nothing is written if anything fails). Returns the card."""
     options = _adapter_options(recipe.adapter or {"method": "lora"})
     method = method_named(options.method)
     spec = registry.backbone(backbone)
+    if recipe.next_sentence:
+        try:
+            pairs = next_sentence_pairs(documents or [], seed=recipe.seed)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     frozen = load_backbone(spec, registry, shared=False)
     tokenizer = frozen.tokenizer
-    usable, dropped = encode_texts(tokenizer, texts, recipe.max_length)
+    usable, dropped = (encode_pairs(tokenizer, pairs, recipe.max_length) if recipe.next_sentence
+                       else encode_texts(tokenizer, texts, recipe.max_length))
     if len(usable) < 2:
-        raise DataError(f"{len(usable)} of {len(texts)} texts have a token to mask after tokenizing; pre-training "
+        total = len(pairs) if recipe.next_sentence else len(texts)
+        raise DataError(f"{len(usable)} of {total} texts have a token to mask after tokenizing; pre-training "
                         "needs at least 2: give text in the backbone's language.")
     train_texts, held_texts = held_out_split(usable, recipe.seed)
     unigram = UnigramSampler.from_corpus((t.input_ids for t in train_texts), len(tokenizer), tokenizer.all_special_ids)
@@ -87,29 +97,39 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
                                                  seed))
 
     torch.manual_seed(recipe.seed)
-    model = PretrainingModel(frozen.model, options, span_boundary=recipe.span_boundary)
+    model = PretrainingModel(frozen.model, options, span_boundary=recipe.span_boundary,
+                             next_sentence=recipe.next_sentence)
     before = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
     steps = _train(model, train_texts, collator(recipe.seed), recipe, progress)
     after = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
     card = {"backbone": spec.model_id, "language": spec.language, "objective": recipe.objective,
             "recipe": {**asdict(recipe), "adapter": options.model_dump()}, "masking": asdict(options_masking),
-            "corpus": {"texts": len(texts), "dropped_nothing_to_mask": dropped, "train_texts": len(train_texts),
+            "corpus": {"texts": len(pairs) if recipe.next_sentence else len(texts),
+                       **({"documents": len(documents or []), "sentence_pairs": len(pairs)} if recipe.next_sentence
+                          else {}),
+                       "dropped_nothing_to_mask": dropped, "train_texts": len(train_texts),
                        "held_out_texts": len(held_texts)},
             "steps": steps, "held_out": _before_after(before, after)}
     with atomic_folder(output) as staging:
         method.training.save(model.encoder, staging, spec.model_id)
         model.mlm.save(staging)  # the fill-mask head a fill_mask task serves
-        if model.sbo is not None:
-            save_file({f"sbo.{k}": v.detach().contiguous() for k, v in model.sbo.state_dict().items()},
-                      str(staging / HEADS_FILE))
+        objective_heads = {f"{prefix}.{k}": v.detach().contiguous() for prefix, head in
+                           (("sbo", model.sbo), ("nsp", model.nsp)) if head is not None
+                           for k, v in head.state_dict().items()}
+        if objective_heads:
+            save_file(objective_heads, str(staging / HEADS_FILE))
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(pretraining_card(output.name, spec, card), encoding="utf-8")
     return card
 
 
 def _before_after(before: HeldOutScore, after: HeldOutScore) -> dict[str, dict[str, float]]:
-    return {"accuracy": {"before": round(before.accuracy, 4), "after": round(after.accuracy, 4)},
-            "perplexity": {"before": round(before.perplexity, 2), "after": round(after.perplexity, 2)}}
+    scores = {"accuracy": {"before": round(before.accuracy, 4), "after": round(after.accuracy, 4)},
+              "perplexity": {"before": round(before.perplexity, 2), "after": round(after.perplexity, 2)}}
+    if before.next_sentence_accuracy is not None and after.next_sentence_accuracy is not None:
+        scores["next_sentence_accuracy"] = {"before": round(before.next_sentence_accuracy, 4),
+                                            "after": round(after.next_sentence_accuracy, 4)}
+    return scores
 
 
 def _adapter_options(raw: dict[str, Any]) -> AdapterOptions:
