@@ -83,3 +83,36 @@ def test_a_fill_mask_entry_is_checked_like_any_other(trained_registry, tmp_path)
     document["tasks"] = [{"name": "fill", "backbone": "tiny", "kind": "fill_mask", "head": {"layers": "last4"}}]
     with pytest.raises(hub.RegistryError, match="scores the last layer"):
         load_registry(write_registry(tmp_path, document))
+
+
+def test_runs_of_adjacent_masks_are_found():
+    from heads.fill_mask.words import mask_runs
+
+    assert mask_runs([3, 4, 9, 11, 12, 13, 20, 21, 22, 23, 24]) == [[0, 1], [3, 4, 5]]  # 5 in a row: too long to try
+
+
+def test_chinese_runs_of_masks_get_dictionary_words_scored_by_their_characters():
+    from transformers import AutoTokenizer
+
+    from heads.fill_mask.codec import FillMaskCodec
+    from heads.fill_mask.head import FillMaskConfig, FillMaskHead
+    from hub.backbone import resolve_source
+    from hub.registry import TaskSpec
+
+    registry = load_registry(hub.default_registry_path(), strict_adapters=False)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(registry.backbone("zh"), registry))
+    head = FillMaskHead(FillMaskConfig(kind="fill_mask", hidden_size=8, vocab_size=len(tokenizer)))
+    spec = TaskSpec(name="fill_zh", backbone="zh", kind="fill_mask")
+    codec = FillMaskCodec(spec, head, tokenizer, 64, "zh")
+    request = codec.normalize({"text": "[MASK][MASK]是中国的首都，[MASK]天很好。", "top_k": 3})
+    ids = lambda text: tokenizer.convert_tokens_to_ids(list(text))  # noqa: E731
+    decoded = [{"masks": [list(zip(ids("北南京"), [0.5, 0.3, 0.1])), list(zip(ids("京方北"), [0.6, 0.2, 0.1])),
+                          list(zip(ids("今明"), [0.7, 0.2]))]}]
+    result = codec.finish(request, codec.encode([request])[0], decoded)
+    assert result["sequence"] == "北京是中国的首都，今天很好。"
+    (run,) = result["words"]  # the lone third mask is no run
+    assert (run["start"], run["end"]) == (0, 12)
+    assert [w["word"] for w in run["words"]] == ["北京", "南京", "北方"]  # 0.30, 0.18, 0.10; 南方 (0.06) is fourth
+    assert run["words"][0]["score"] == pytest.approx(0.3)
+    lone = codec.normalize("今[MASK]天")
+    assert "words" not in codec.finish(lone, codec.encode([lone])[0], [{"masks": decoded[0]["masks"][2:]}])

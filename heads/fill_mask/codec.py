@@ -15,6 +15,7 @@ from hub.errors import DataError, InputError
 
 from ..codec import TEXT_SCHEMA, Codec, ExampleCodec, Row
 from .head import IS_MASK, MAX_TOP_K, TOP_K, FillMaskHead
+from .words import mask_runs, whole_words
 
 if TYPE_CHECKING:
     from hub.registry import TaskSpec
@@ -99,18 +100,28 @@ class FillMaskCodec(Codec):
         return rows
 
     def finish(self, request: FillMaskRequest, rows: list[Row], decoded: list[dict[str, Any]]) -> dict[str, Any]:
-        """Each mask's character span and candidates (vocabulary token, id, probability), and the text with every
-        mask filled by its first candidate."""
+        """Each mask's character span and candidates (vocabulary token, id, probability), the text with every
+        mask filled by its first candidate, and for Chinese text each run of adjacent masks' whole-word candidates
+        (heads/fill_mask/words.py)."""
         spans = [span for token, span in zip(request.ids, request.spans) if token == self.tokenizer.mask_token_id]
-        masks, sequence, last = [], [], 0
+        masks: list[dict[str, Any]] = []
+        scored: list[list[tuple[str, float]]] = []  # each mask's (token, probability), for whole words
+        sequence, last = [], 0
         for (start, end), candidates in zip(spans, decoded[0]["masks"]):
             tokens = self.tokenizer.convert_ids_to_tokens([token for token, _ in candidates])
             masks.append({"start": start, "end": end, "candidates": [
                 {"token": token, "token_id": token_id, "score": round(score, 6)}
                 for token, (token_id, score) in zip(tokens, candidates)]})
+            scored.append([(token, score) for token, (_, score) in zip(tokens, candidates)])
             sequence += [request.text[last:start], tokens[0].removeprefix("##")]
             last = end
         result: dict[str, Any] = {"masks": masks, "sequence": "".join([*sequence, request.text[last:]])}
+        if self.language == "zh":
+            positions = [i for i, token in enumerate(request.ids) if token == self.tokenizer.mask_token_id]
+            runs = [{"start": masks[run[0]]["start"], "end": masks[run[-1]]["end"],
+                     "words": whole_words([scored[i] for i in run], request.top_k)} for run in mask_runs(positions)]
+            if runs:
+                result["words"] = runs
         return {**result, **({"truncated": True} if rows[0].truncated else {})}
 
 
