@@ -198,6 +198,8 @@ def pretrain(
         help="add BERT's next-sentence prediction: --text files hold one sentence per line, documents separated by "
              "a blank line")] = False,
     text_field: Annotated[str, typer.Option(help="the text's field in JSON lines")] = "text",
+    max_texts: Annotated[int | None, typer.Option(
+        help="pre-train on at most this many texts (the first ones, in the files' order, then the task's)")] = None,
     registry: RegistryOption = None,
     adapter: Annotated[str | None, typer.Option(help="the adapter method and options as a YAML mapping (default "
                                                      "'{method: lora}')")] = None,
@@ -231,6 +233,10 @@ def pretrain(
         documents = [d for path in text or [] for d in read_documents_file(path)] if next_sentence else None
         texts = [] if next_sentence else [line for path in text or [] for line in read_texts(path, text_field)]
         texts += task_texts(loaded, task) if task else []
+        if max_texts is not None:
+            if max_texts < 2:
+                raise HubError(f"--max-texts {max_texts}: pre-training needs at least 2 texts (some are held out).")
+            texts = texts[:max_texts]
         on = backbone or (loaded.task(task).backbone if task else None)
         if on is None:
             raise HubError("name the backbone to pre-train on: --backbone (e.g. en, zh), or --task to use the task's.")

@@ -116,6 +116,9 @@ def test_a_tasks_own_training_texts_are_a_corpus(setup):
     assert result.exit_code == 0, result.output
     card = json.loads((out / "pretraining.json").read_text())
     assert card["corpus"]["texts"] == len(pairs)
+    capped = _run(str(folder / "capped"), "--task", "paraphrase", "--registry", str(registry), "--max-texts", "40")
+    assert capped.exit_code == 0 and json.loads((folder / "capped" / "pretraining.json").read_text())["corpus"][
+        "texts"] == 40
     refused = _run(str(folder / "none"), "--registry", str(registry))
     assert refused.exit_code != 0 and "give the corpus" in refused.output
 
