@@ -13,6 +13,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from .cjk import is_cjk
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -76,21 +78,17 @@ def _token_accuracy(pred, ref, labels) -> dict[str, float]:
     return {"token_accuracy": float(accuracy_score(flat_ref, flat_pred))}
 
 
-def _is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" or "\uf900" <= ch <= "\ufaff"
-
-
 def answer_tokens(text: str) -> list[str]:
     """SQuAD's answer normalisation (lower case, no punctuation, no English articles), with every CJK
     character a token of its own (CMRC2018's mixed segmentation), so one metric serves both languages."""
     tokens: list[str] = []
     word: list[str] = []
     for ch in text.lower():
-        if ch.isspace() or unicodedata.category(ch).startswith(("P", "S")) or _is_cjk(ch):
+        if ch.isspace() or unicodedata.category(ch).startswith(("P", "S")) or is_cjk(ch):
             if word:
                 tokens.append("".join(word))
                 word = []
-            if _is_cjk(ch):
+            if is_cjk(ch):
                 tokens.append(ch)
         else:
             word.append(ch)

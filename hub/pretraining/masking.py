@@ -13,17 +13,17 @@ makes this BERT's per-token rule).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from ..cjk import is_cjk
+
 Objective = Literal["mlm", "whole_word", "span"]
 OBJECTIVES: tuple[Objective, ...] = ("mlm", "whole_word", "span")
 IGNORED = -100  # the label of a token the loss skips (PyTorch's cross-entropy default)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def is_chinese(text: str) -> bool:
     """Whether `text` is mostly CJK characters (whole-word masking then needs a segmenter: WordPiece splits every
     Chinese character into a word of its own)."""
     letters = [c for c in text if not c.isspace()]
-    return bool(letters) and sum(bool(_CJK.match(c)) for c in letters) * 2 >= len(letters)
+    return bool(letters) and sum(map(is_cjk, letters)) * 2 >= len(letters)
 
 
 class UnigramSampler:
