@@ -188,3 +188,12 @@ def test_bad_input_is_refused_with_the_fix(tokenizers):
         MaskingOptions(mask_share=0.9, random_share=0.2)
     with pytest.raises(ValueError, match="no maskable token to draw"):
         UnigramSampler.from_corpus([[101, 102]], len(tokenizer), tokenizer.all_special_ids)
+
+
+def test_one_cjk_test_for_chinese_texts_and_the_qa_metrics_characters():
+    from hub.cjk import is_cjk
+    from hub.metrics import answer_tokens
+
+    assert all(map(is_cjk, "中文\u3400\uf900\U00020000\U0002a6d6")) and not any(map(is_cjk, "a1，。ー\U0001f600"))
+    assert is_chinese("\U00020000\U00020001 ok") and not is_chinese("mostly latin 中")
+    assert answer_tokens("\U00020000\U00020001的 Bank") == ["\U00020000", "\U00020001", "的", "bank"]
