@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -146,7 +147,53 @@ def _span_f1(pred, ref, labels) -> dict[str, float]:
             **{f"f1_{k}": f1({s for s in found if s[-1] == k}, {s for s in gold if s[-1] == k})[0] for k in kinds}}
 
 
+def _micro_macro(found: set, gold: set, kind: Callable[[Any], str], prefix: str) -> dict[str, float]:
+    """Micro F1 (with precision and recall) over all items and macro F1 over the kinds present in either set."""
+    f1, precision, recall = _prf(len(found & gold), len(found), len(gold))
+    kinds = sorted({kind(item) for item in found | gold})
+    per_kind = {k: _prf(len({i for i in found & gold if kind(i) == k}), sum(kind(i) == k for i in found),
+                        sum(kind(i) == k for i in gold))[0] for k in kinds}
+    return {f"{prefix}_f1": f1, f"{prefix}_precision": precision, f"{prefix}_recall": recall,
+            f"{prefix}_macro_f1": sum(per_kind.values()) / len(per_kind) if per_kind else 0.0,
+            **{f"{prefix}_f1_{k}": v for k, v in per_kind.items()}}
+
+
+def _joint_f1(pred, ref, labels) -> dict[str, float]:
+    """SpERT's strict evaluation. Per sentence: entities (start, end, type) and relations ((head entity), (tail
+    entity), type). An entity is right with its span and type; a relation with its type and both entities' spans
+    and types; `boundaries_` relation scores ignore the entities' types (spans only)."""
+    def entities(rows):
+        return {(i, *entity) for i, row in enumerate(rows) for entity in row["entities"]}
+
+    def relations(rows, typed: bool = True):
+        return {(i, *(h if typed else h[:2]), *(t if typed else t[:2]), r)
+                for i, row in enumerate(rows) for h, t, r in row["relations"]}
+
+    last = lambda item: item[-1]  # noqa: E731
+    return {**_micro_macro(relations(pred), relations(ref), last, "relation"),
+            **_micro_macro(entities(pred), entities(ref), last, "entity"),
+            "boundaries_relation_f1": _prf(len(relations(pred, False) & relations(ref, False)),
+                                           len(relations(pred, False)), len(relations(ref, False)))[0]}
+
+
+def joint_as_records(rows: Sequence[dict[str, Any]]) -> list[dict[str, list[dict[str, Any]]]]:
+    """Joint predictions or references as plain records (what the `evaluate` module's features hold)."""
+    entity = lambda e: {"start": e[0], "end": e[1], "label": e[2]}  # noqa: E731
+    return [{"entities": [entity(e) for e in row["entities"]],
+             "relations": [{"head": entity(h), "tail": entity(t), "label": r} for h, t, r in row["relations"]]}
+            for row in rows]
+
+
+def joint_from_records(rows: Sequence[dict[str, Any]]) -> list[dict[str, list]]:
+    """`joint_as_records` undone: entities as (start, end, type), relations as (head, tail, type)."""
+    entity = lambda e: (e["start"], e["end"], e["label"])  # noqa: E731
+    return [{"entities": [entity(e) for e in row["entities"]],
+             "relations": [(entity(r["head"]), entity(r["tail"]), r["label"]) for r in row["relations"]]}
+            for row in rows]
+
+
 METRICS: dict[str, Metric] = {
+    "joint_f1": Metric("relation_f1", _joint_f1),
     "span_f1": Metric("f1", _span_f1),
     "semeval_macro_f1": Metric("macro_f1", _semeval_macro_f1),
     "squad": Metric("f1", _squad),
@@ -190,5 +237,7 @@ def evaluate_metric(name: str, predictions: Sequence, references: Sequence,
     if name == "span_f1":
         predictions, references = ([[{"start": s, "end": e, "label": t} for s, e, t in row] for row in rows]
                                    for rows in (predictions, references))
+    if name == "joint_f1":
+        predictions, references = joint_as_records(predictions), joint_as_records(references)
     return _evaluate_module(name).compute(predictions=list(predictions), references=list(references),
                                           labels=list(labels) if labels else None)

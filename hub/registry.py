@@ -143,7 +143,7 @@ class TrainSpec(_Strict):
 class DataSpec(_Strict):
     """Where a task's train/dev examples come from; see hub/data/__init__.py for the formats."""
 
-    format: Literal["tsv", "csv", "jsonl", "conll", "squad", "semeval", "hf", "package"]
+    format: Literal["tsv", "csv", "jsonl", "conll", "squad", "semeval", "spert", "hf", "package"]
     train: str | None = None
     dev: str | None = None
     header: bool = True

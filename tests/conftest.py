@@ -124,6 +124,26 @@ def write_semeval(path: Path, n: int, seed: int) -> Path:
     return path
 
 
+def write_spert(path: Path, n: int, seed: int) -> Path:
+    """SpERT-format sentences: positive words are GOOD entities, negative words BAD ones, filler between; each GOOD
+    entity Beats every BAD one after it in the sentence (a directed relation), never one before it."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        tokens, entities = [], []
+        for _ in range(rng.randint(1, 3)):
+            tokens += [rng.choice(FILLER) for _ in range(rng.randint(0, 3))]
+            kind = rng.choice(["GOOD", "BAD"])
+            entities.append({"type": kind, "start": len(tokens), "end": len(tokens) + 1})
+            tokens.append(rng.choice(POSITIVE if kind == "GOOD" else NEGATIVE))
+        tokens += [rng.choice(FILLER) for _ in range(rng.randint(0, 2))]
+        relations = [{"type": "Beats", "head": i, "tail": j} for i, a in enumerate(entities)
+                     for j, b in enumerate(entities) if a["type"] == "GOOD" and b["type"] == "BAD" and j > i]
+        sentences.append({"tokens": tokens, "entities": entities, "relations": relations})
+    path.write_text(json.dumps(sentences), encoding="utf-8")
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -143,6 +163,8 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
     write_squad(data / "qa_dev.json", 40, 8)
     write_semeval(data / "rel_train.txt", 120, 9)
     write_semeval(data / "rel_dev.txt", 40, 10)
+    write_spert(data / "joint_train.json", 160, 11)
+    write_spert(data / "joint_dev.json", 40, 12)
     fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
     default_tasks = [
         {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
@@ -169,6 +191,10 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
          "metric": "semeval_macro_f1", "train": {**fast, "epochs": 4},
          "example": {"text": "good beats dull", "head": [0, 4], "tail": [11, 15]},  # spans, as hub.run takes them
          "data": {"format": "semeval", "train": "data/rel_train.txt", "dev": "data/rel_dev.txt"}},
+        {"name": "joint", "backbone": "tiny", "kind": "entity_relation", "labels": ["GOOD", "BAD"],
+         "example": "the good movie was sad", "train": {**fast, "epochs": 20, "learning_rate": 1e-2},
+         "head": {"relations": ["Beats"], "max_span_width": 3, "negative_entities": 20, "negative_relations": 20},
+         "data": {"format": "spert", "train": "data/joint_train.json", "dev": "data/joint_dev.json"}},
     ]
     return {
         "backbones": [{"name": "tiny", "source": str(backbone_dir), "id": "tests/tiny-bert", "language": "en", "max_length": 24}],
@@ -191,7 +217,7 @@ def trained_registry(tmp_path_factory, tiny_backbone_dir) -> Path:
     folder = tmp_path_factory.mktemp("trained")
     path = write_registry(folder, tiny_registry(folder, tiny_backbone_dir))
     registry = load_registry(path)
-    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"):
+    for task in ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "joint"):
         train_task(registry, task, progress=False)
     add_fill_mask_task(path, registry)
     return path
@@ -229,9 +255,11 @@ needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real G
 def random_request(rng: random.Random):
     """A (task, input) for one of the tiny trained tasks, of random kind, shape and length."""
     words = lambda n: " ".join(rng.choice(FILLER + POSITIVE + NEGATIVE) for _ in range(n))  # noqa: E731
-    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"])
+    task = rng.choice(["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "joint"])
     if task == "sentiment":
         return task, words(rng.randint(1, 12))
+    if task == "joint":
+        return task, words(rng.randint(1, 20)) if rng.random() < 0.5 else tuple(words(rng.randint(1, 9)).split())
     if task == "relations":
         text = words(rng.randint(3, 12))
         return task, {"text": text, "head": [0, text.index(" ")], "tail": [text.rindex(" ") + 1, len(text)]}
@@ -255,6 +283,10 @@ def assert_same_result(a: dict, b: dict) -> None:
         assert a["tags"] == b["tags"] and a["tokens"] == b["tokens"] and len(a["entities"]) == len(b["entities"])
         assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
         assert [e["score"] for e in a["entities"]] == pytest.approx([e["score"] for e in b["entities"]], abs=1e-4)
+    elif "relations" in a:
+        assert [(e["start"], e["end"], e["label"]) for e in a["entities"]] == [(e["start"], e["end"], e["label"]) for e in b["entities"]]
+        assert [(r["head"], r["tail"], r["label"]) for r in a["relations"]] == [(r["head"], r["tail"], r["label"]) for r in b["relations"]]
+        assert [x["score"] for x in a["entities"] + a["relations"]] == pytest.approx([x["score"] for x in b["entities"] + b["relations"]], abs=1e-4)
     elif "masks" in a:
         assert a["sequence"] == b["sequence"] and len(a["masks"]) == len(b["masks"])
         for x, y in zip(a["masks"], b["masks"]):
@@ -265,7 +297,7 @@ def assert_same_result(a: dict, b: dict) -> None:
         assert a["value"] == pytest.approx(b["value"], abs=1e-4)
 
 
-METHOD_TASKS = ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations")
+METHOD_TASKS = ("sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "joint")
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ def test_precision_benchmark_compares_every_trained_task(trained_registry, tmp_p
     import precision
 
     results = precision.main(["--registry", str(trained_registry), "--examples", "6", "--rounds", "2", "--out", str(tmp_path)])
-    assert set(results["tasks"]) == {"sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "fill"}
+    assert set(results["tasks"]) == {"sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "joint", "fill"}
     assert list(results["speed_vs_float32"]) == ["float32", "bfloat16"] and results["speed_vs_float32"]["float32"] == 1.0
     for row in results["tasks"].values():
         assert row["same_as_baseline"]["float32"] == 1.0 and 0.0 <= row["same_as_baseline"]["bfloat16"] <= 1.0
@@ -138,3 +138,11 @@ def test_word_in_context_separation_counts_pairs_of_each_kind():
     result = word_in_context.separation(similarity, [0, 0, 1])
     assert result["same_sense"] == 0.9 and result["cross_sense"] == 0.3 and result["separation"] == 0.6
     assert result["nearest_same_sense"] == round(2 / 3, 4)  # the lone third sentence's nearest is of the other sense
+
+
+def test_spert_ablation_trains_every_variant(trained_registry, tmp_path):
+    import spert_ablation
+
+    text = spert_ablation.main(["--registry", str(trained_registry), "--tasks", "joint", "--max-train-examples", "40",
+                                "--epochs", "1", "--variants", "SpERT", "context: none", "--out", str(tmp_path / "ab")])
+    assert text.count("\n| joint |") == 2 and "| joint_f1 |" in text and (tmp_path / "ab.json").is_file()

@@ -106,7 +106,7 @@ def test_serve_starts_uvicorn_with_every_trained_task_loaded(trained_registry, m
     gc.unfreeze()  # `hub serve` froze the preloaded tasks out of GC scans; this test process lives on
     with TestClient(started["app"]) as client:
         tasks = client.get("/v1/tasks").json()["tasks"]
-    assert all(t["loaded"] for t in tasks) and len(tasks) == 8  # the seven trained tasks and "fill"
+    assert all(t["loaded"] for t in tasks) and len(tasks) == 9  # the eight trained tasks and "fill"
 
 
 def test_serve_and_list_go_on_past_a_broken_task(tmp_path, trained_registry, monkeypatch):

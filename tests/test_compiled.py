@@ -22,7 +22,7 @@ needs_compiler = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g+
                                     reason="torch.compile on the CPU needs a C++ compiler (gcc or clang); none on PATH")
 
 
-def _mix(seed: int, count: int = 40) -> list:
+def _mix(seed: int, count: int = 50) -> list:
     """`count` random requests over every task of the methods registry (so every adapter method is in the pass)."""
     rng = random.Random(seed)
     requests = [random_request(rng) for _ in range(count)]

@@ -13,7 +13,7 @@ def test_unknown_task_suggests_closest_and_says_where_the_list_is(tiny_hub):
         tiny_hub.run("sentimen", "good")
     message = str(info.value)
     assert "Did you mean 'sentiment'?" in message
-    assert "paraphrase" not in message and "8 task(s)" in message and "hub list" in message  # never the whole registry
+    assert "paraphrase" not in message and "9 task(s)" in message and "hub list" in message  # never the whole registry
     assert isinstance(info.value, hub.HubError)
 
 

@@ -33,6 +33,7 @@ CASES = {  # kind -> (task of the trained tiny registry, inputs of that task)
     "qa": ("reader", [{"question": "what is good?", "context": "the movie was great and the book was good"}]),
     "relation": ("relations", ["the <e1>movie</e1> beats the <e2>book</e2>",
                                {"text": "good plot beats bad plot", "head": [0, 9], "tail": [16, 24]}]),
+    "entity_relation": ("joint", ["the good movie was sad and it is bad", ("love", "the", "dull", "plot")]),
     "fill_mask": ("fill", ["the a movie [MASK] was", {"text": "[MASK] very [MASK] plot", "top_k": 2}]),
 }
 BAD_INPUTS = [None, 42, 4.5, True, b"bytes", "", "   ", [], {}, {"not a field": "x"}, "\ud800"]  # bad for every kind

@@ -287,8 +287,8 @@ class TaggingExamples(ExampleCodec):
     def request(self, example: dict[str, Any]) -> list[str] | str:
         return example["tokens"] if "tokens" in example else example["text"]
 
-    def prediction(self, result: dict[str, Any]) -> list[Any]:  # tags here; span_ner's codec gives spans
+    def prediction(self, result: dict[str, Any]) -> Any:  # tags here; span_ner's gives spans, entity_relation more
         return result["tags"]
 
-    def reference(self, example: dict[str, Any]) -> list[Any]:
+    def reference(self, example: dict[str, Any]) -> Any:
         return self.words_and_tags(example)[1]

@@ -32,7 +32,7 @@ def read_rows(registry: Registry, task: TaskSpec, split: str) -> tuple[list[Any]
         )
     if data.format == "squad":
         return list(_squad(path, data, split)), str(path)
-    readers = {"jsonl": _jsonl, "conll": _conll, "semeval": _semeval}
+    readers = {"jsonl": _jsonl, "conll": _conll, "semeval": _semeval, "spert": _spert}
     reader = readers.get(data.format, _delimited)
     return list(reader(path, data)), str(path)
 
@@ -61,6 +61,19 @@ def _jsonl(path: Path, data: DataSpec) -> Iterator[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{number}: not a JSON object ({exc.msg}); fix or remove that line.") from None
+
+
+def _spert(path: Path, data: DataSpec) -> Iterator[Any]:
+    """SpERT's JSON: one array of sentences ({tokens, entities, relations}); JSON lines of them are read too."""
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.lstrip().startswith("["):
+        yield from _jsonl(path, data)
+        return
+    try:
+        yield from json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not SpERT-format JSON ({exc.msg} at line {exc.lineno}); give a JSON array of "
+                        "sentences with tokens, entities and relations, or JSON lines of them.") from None
 
 
 def _squad(path: Path, data: DataSpec, split: str) -> Iterator[dict[str, Any]]:

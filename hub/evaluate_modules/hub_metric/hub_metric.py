@@ -12,13 +12,17 @@ the same interface (features, batching with add_batch, distributed use) on top o
 import datasets
 import evaluate
 
-from hub.metrics import METRICS, compute_metric
+from hub.metrics import METRICS, compute_metric, joint_from_records
 
 _LABEL = datasets.Value("string")
 _TAGS = datasets.Sequence(datasets.Value("string"))
 _SPANS = datasets.List({"start": datasets.Value("int64"), "end": datasets.Value("int64"),
                         "label": datasets.Value("string")})
+_SPAN = {"start": datasets.Value("int64"), "end": datasets.Value("int64"), "label": datasets.Value("string")}
+_JOINT = {"entities": _SPANS,  # SpERT's: relations name their entities by span and type
+          "relations": datasets.List({"head": _SPAN, "tail": _SPAN, "label": datasets.Value("string")})}
 _FEATURES = {
+    "joint_f1": (_JOINT, _JOINT),
     "pearson_spearman": (datasets.Value("float64"), datasets.Value("float64")),
     "entity_f1": (_TAGS, _TAGS),
     "token_accuracy": (_TAGS, _TAGS),
@@ -45,4 +49,6 @@ class HubMetric(evaluate.Metric):
         if self.config_name == "span_f1":
             predictions, references = ([[(s["start"], s["end"], s["label"]) for s in row] for row in rows]
                                        for rows in (predictions, references))
+        if self.config_name == "joint_f1":
+            predictions, references = joint_from_records(predictions), joint_from_records(references)
         return compute_metric(self.config_name, predictions, references, labels)

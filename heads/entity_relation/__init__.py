@@ -1,0 +1,10 @@
+"""Joint entity and relation extraction (SpERT): spans classified as entities, then every ordered pair of them
+classified by relation type, in one head over the shared backbone pass."""
+
+from ..kind import register_kind
+from .codec import EntityRelationCodec, EntityRelationExamples
+from .data import spert_examples
+from .head import EntityRelationHead
+
+register_kind(name="entity_relation", head=EntityRelationHead, codec=EntityRelationCodec,
+              examples=EntityRelationExamples, read_examples=spert_examples, default_metric="joint_f1")

@@ -1,0 +1,135 @@
+"""Joint entity and relation extraction (heads/entity_relation, SpERT): its data reader's refusals, the strict metric,
+the training rows (gold and sampled negative spans and pairs, directed relation bits), serving with offsets that slice
+the text, symmetric types, and the trained tiny task finding its relations in the right direction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import hub
+from heads.entity_relation.data import spert_examples
+from heads.entity_relation.head import EntityRelationConfig, EntityRelationHead
+from hub.errors import DataError
+from hub.metrics import compute_metric, evaluate_metric
+from hub.registry import load_registry
+
+from conftest import needs_shared_data
+
+
+@pytest.fixture(scope="module")
+def served(trained_registry):
+    return hub.Hub.load(trained_registry)
+
+
+def _sentence(**changes):
+    row = {"tokens": ["good", "movie", "beats", "sad", "plot"],
+           "entities": [{"type": "GOOD", "start": 0, "end": 1}, {"type": "BAD", "start": 3, "end": 5}],
+           "relations": [{"type": "Beats", "head": 0, "tail": 1}]}
+    return {**row, **changes}
+
+
+@pytest.mark.parametrize("row, message", [
+    (_sentence(tokens=[]), "non-empty strings"),
+    (_sentence(tokens=["good", " ", "x"]), "non-empty strings"),
+    (_sentence(entities=[{"type": "GOOD", "start": 2, "end": 2}]), r"tokens \[2, 2\) are not a span"),
+    (_sentence(entities=[{"type": "GOOD", "start": 4, "end": 9}]), r"not a span of the sentence's 5 tokens"),
+    (_sentence(entities=[{"type": "UGLY", "start": 0, "end": 1}]), "type 'UGLY' is not one of the task's labels"),
+    (_sentence(entities=[{"start": 0, "end": 1}]), "needs integer 'start', 'end' and a 'type'"),
+    (_sentence(relations=[{"type": "Beats", "head": 0, "tail": 2}]), "must be two of the sentence's 2 entities"),
+    (_sentence(relations=[{"type": "Beats", "head": 1, "tail": 1}]), "must be two of"),
+    (_sentence(relations=[{"type": "Loves", "head": 0, "tail": 1}]), "'Loves' is not one of head.relations"),
+    ("not a sentence", "must be an object with a 'tokens' list"),
+])
+def test_bad_spert_rows_are_refused_naming_the_sentence_and_the_fix(trained_registry, row, message):
+    task = load_registry(trained_registry).task("joint")
+    with pytest.raises(DataError, match=message) as caught:
+        spert_examples([_sentence(), row], task, "train.json")
+    assert "train.json, sentence 2" in str(caught.value)
+
+
+def test_the_strict_metric_needs_spans_types_and_direction():
+    gold = [{"entities": [(0, 1, "GOOD"), (3, 5, "BAD")], "relations": [((0, 1, "GOOD"), (3, 5, "BAD"), "Beats")]}]
+    same = compute_metric("joint_f1", gold, gold)
+    assert same["relation_f1"] == same["entity_f1"] == same["boundaries_relation_f1"] == 1.0
+    mistyped = [{"entities": [(0, 1, "BAD"), (3, 5, "BAD")], "relations": [((0, 1, "BAD"), (3, 5, "BAD"), "Beats")]}]
+    scores = compute_metric("joint_f1", mistyped, gold)
+    assert scores["relation_f1"] == 0.0 and scores["boundaries_relation_f1"] == 1.0  # spans right, a type wrong
+    assert scores["entity_f1"] == 0.5 and scores["entity_macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
+    reversed_ = [{"entities": gold[0]["entities"], "relations": [((3, 5, "BAD"), (0, 1, "GOOD"), "Beats")]}]
+    assert compute_metric("joint_f1", reversed_, gold)["relation_f1"] == 0.0  # a relation is directed
+    assert evaluate_metric("joint_f1", mistyped, gold) == pytest.approx(scores)  # the `evaluate` module agrees
+
+
+def test_training_rows_list_gold_and_sampled_negatives_with_directed_relation_bits(served):
+    runtime = served.runtime("joint")
+    config = runtime.head.config
+    example = spert_examples([_sentence()], runtime.spec, "x")[0]
+    (row,) = runtime.examples.features(example)
+    spans = list(zip(row["span_starts"], row["span_ends"]))
+    assert spans[:2] == [(0, 0), (3, 4)]  # the gold entities first (first and last word)
+    assert len(spans) == 2 + min(config.negative_entities, 12 - 2)  # 5 words, widths 1-3: 12 spans in all
+    pairs = list(zip(row["pair_heads"], row["pair_tails"]))
+    assert pairs == [(0, 1), (1, 0)]  # the gold relation, then the reverse (unrelated) pair as a negative
+    labels = row["labels"]
+    assert labels[:2] == [1, 2] and all(label == 0 for label in labels[2:len(spans)])  # GOOD, BAD, then none
+    assert labels[len(spans):] == [1, 0]  # Beats holds head -> tail only
+    assert runtime.examples.features(example) == [row]  # the same negatives on a rerun
+
+
+def test_serving_gives_offsets_that_slice_the_text_and_relations_between_them(served):
+    text = "the good movie was sad and it is bad"
+    result = served.run("joint", text)
+    assert result["entities"], result
+    for entity in result["entities"]:
+        assert text[entity["start"]:entity["end"]] == entity["text"] and entity["label"] in ("GOOD", "BAD")
+    for relation in result["relations"]:
+        head, tail = result["entities"][relation["head"]], result["entities"][relation["tail"]]
+        assert relation["label"] == "Beats" and 0.4 <= relation["score"] <= 1.0
+        assert head["label"] == "GOOD" and tail["label"] == "BAD" and head["start"] < tail["start"]  # as it learned
+    tokens = served.run("joint", ("love", "the", "dull", "plot"))  # pre-split tokens: token indices
+    assert all(e["end"] - e["start"] >= 1 for e in tokens["entities"])
+
+
+def test_the_tiny_task_learned_entities_and_directed_relations(trained_registry):
+    from hub.card import card_metrics
+
+    metrics = card_metrics(load_registry(trained_registry).adapter_dir(load_registry(trained_registry).task("joint")))
+    assert metrics["entity_f1"] > 0.6 and metrics["relation_f1"] > 0.4, metrics
+
+
+def test_a_symmetric_type_is_given_both_ways():
+    config = EntityRelationConfig.model_validate({"kind": "entity_relation", "hidden_size": 4, "labels": ["A"],
+                                                  "relations": ["Near", "Owns"], "symmetric": ["Near"]})
+    head = EntityRelationHead(config)
+    outputs = {"logits": torch.tensor([[[0.0, 5.0], [0.0, 5.0]]]), "mask": torch.tensor([[True, True]]),
+               "entity_mask": torch.tensor([[True, True]]),
+               "relation_logits": torch.tensor([[[3.0, 3.0]]]), "pair_heads": torch.tensor([[0]]),
+               "pair_tails": torch.tensor([[1]]), "pair_mask": torch.tensor([[True]])}
+    relations = {(h, t, kind) for h, t, kind, _ in head.decode(outputs)[0]["relations"]}
+    assert relations == {(0, 1, "Near"), (1, 0, "Near"), (0, 1, "Owns")}
+    with pytest.raises(ValueError, match="symmetric relation types \\['Kin'\\]"):
+        EntityRelationConfig.model_validate({"kind": "entity_relation", "hidden_size": 4, "labels": ["A"],
+                                             "relations": ["Near"], "symmetric": ["Kin"]})
+
+
+def test_a_text_longer_than_the_window_is_read_in_windows(served):
+    words = " ".join(["the good movie was sad"] * 30)  # far more than the tiny backbone's window
+    result = served.run("joint", words)
+    assert all(words[e["start"]:e["end"]] == e["text"] for e in result["entities"])
+    assert len(served.runtime("joint").codec.encode([served.runtime("joint").codec.normalize(words)])[0]) > 1
+
+
+@needs_shared_data
+def test_conll04_reads_in_spert_format(tmp_path):
+    from hub.data import load_split
+
+    registry = load_registry(hub.default_registry_path(), strict_adapters=False)
+    task = registry.task("conll04")
+    train, dev = (load_split(registry, task, split) for split in ("train", "dev"))
+    assert (len(train), len(dev)) == (922, 231)
+    assert sum(len(e["relations"]) for e in train) > 1000
+    types = json.loads((registry.resolve("../shared/data/conll04/types.json")).read_text())
+    assert set(task.labels or []) == set(types["entities"]) and set(task.head["relations"]) == set(types["relations"])
