@@ -146,3 +146,22 @@ def test_spert_ablation_trains_every_variant(trained_registry, tmp_path):
     text = spert_ablation.main(["--registry", str(trained_registry), "--tasks", "joint", "--max-train-examples", "40",
                                 "--epochs", "1", "--variants", "SpERT", "context: none", "--out", str(tmp_path / "ab")])
     assert text.count("\n| joint |") == 2 and "| joint_f1 |" in text and (tmp_path / "ab.json").is_file()
+
+
+def test_spert_failures_puts_each_wrong_relation_in_its_class(trained_registry, tmp_path):
+    import spert_failures
+
+    good, bad, other = (0, 1, "GOOD"), (3, 5, "BAD"), (6, 7, "BAD")
+    reference = [{"entities": [good, bad], "relations": [(good, bad, "Beats")]},
+                 {"entities": [good], "relations": []}]
+    prediction = [{"entities": [good, (3, 4, "BAD"), other],
+                   "relations": [(good, (3, 4, "BAD"), "Beats"),  # the tail off by a word
+                                 (bad, good, "Beats"), (good, other, "Beats")]},  # reversed; a pair never related
+                  {"entities": [good, other], "relations": [(good, other, "Beats")]}]
+    report = spert_failures.failures(prediction, reference)
+    assert report["predicted_relations"] == 4 and report["on_sentences_without_gold_relation"] == 1
+    assert {k: v["count"] for k, v in report["false_positives"].items()} == {"no such pair": 2, "boundary": 1,
+                                                                            "direction": 1}
+    assert {k: v["count"] for k, v in report["false_negatives"].items()} == {"boundary": 1}
+    written = spert_failures.main(["--registry", str(trained_registry), "--task", "joint", "--out", str(tmp_path / "f")])
+    assert written["sentences"] == 40 and (tmp_path / "f.md").read_text().startswith("# SpERT failure modes")

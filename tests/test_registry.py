@@ -25,7 +25,7 @@ def _error(tmp_path, backbone_dir, mutate) -> str:
 
 def test_valid_registry_loads(tmp_path, tiny_backbone_dir):
     registry = load_registry(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
-    assert [t.name for t in registry.tasks] == ["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations"]
+    assert [t.name for t in registry.tasks] == ["sentiment", "paraphrase", "similarity", "entities", "reader", "spans", "relations", "joint"]
     assert registry.adapter_dir(registry.task("sentiment")) == tmp_path / "adapters" / "sentiment"
     assert registry.task("entities").labels == ["O", "B-GOOD", "I-GOOD", "B-BAD", "I-BAD"]  # types -> BIO tags
 
@@ -48,7 +48,7 @@ def test_unknown_backbone(tmp_path, tiny_backbone_dir):
 
 def test_duplicate_task(tmp_path, tiny_backbone_dir):
     message = _error(tmp_path, tiny_backbone_dir, lambda d: d["tasks"].append(dict(d["tasks"][0])))
-    assert "duplicate name" in message and "'sentiment'" in message and "#8" in message
+    assert "duplicate name" in message and "'sentiment'" in message and "#9" in message
 
 
 def test_duplicate_yaml_key_is_refused(tmp_path, tiny_backbone_dir):
@@ -87,7 +87,7 @@ def test_labels_that_do_not_match_the_head(tmp_path, tiny_backbone_dir, trained_
 
 def test_absent_adapter_means_untrained_and_says_how_to_train(tmp_path, tiny_backbone_dir):
     loaded = hub.Hub.load(write_registry(tmp_path, tiny_registry(tmp_path, tiny_backbone_dir)))
-    assert [t["trained"] for t in loaded.tasks()] == [False] * 7
+    assert [t["trained"] for t in loaded.tasks()] == [False] * 8
     with pytest.raises(hub.AdapterError, match="hub train sentiment"):
         loaded.run("sentiment", "good movie")
 
