@@ -531,6 +531,8 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
               response_model=EmbeddingsResponse, responses=_responses(400, 401, 404, 413, 422, 500, 503, 504))
     async def embeddings(body: EmbeddingsRequest) -> dict[str, Any] | JSONResponse:
         texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts:
+            return _error(422, "invalid_input", "input is an empty list; send a text or a list of texts.")
         if len(texts) > limits.max_items:
             return _error(413, "too_many_items", f"{len(texts)} inputs in one request; the limit is "
                                                  f"{limits.max_items}. Split the request.")

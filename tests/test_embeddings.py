@@ -144,6 +144,7 @@ def test_the_openai_shaped_endpoint(served):
             ({"model": "nope", "input": "x"}, 422, "neither a backbone"),
             ({"model": "tiny", "input": "x", "pooling": "tokens"}, 422, "pooling"),
             ({"model": "tiny", "input": ""}, 422, "non-empty text"),
+            ({"model": "tiny", "input": []}, 422, "empty list"),
             ({"model": "tiny", "input": ["x"] * 9}, 413, "limit is 8"),
         ]:
             answer = client.post("/v1/embeddings", json=payload)
