@@ -101,6 +101,11 @@ class Head(nn.Module):
         """Called when the head is loaded beside `backbone` (its transformers model), for heads that reuse backbone
         weights beyond its outputs (fill-mask's decoder is the word embeddings); ValueError when they do not fit."""
 
+    def embedding_additions(self, extras: dict[str, torch.Tensor], width: int) -> torch.Tensor | None:
+        """What this head adds to its rows' input embeddings ([n, width, H]; `extras` collated to `width` tokens), or
+        None (most heads): relation's `position` method marks the entities in the embedding layer this way."""
+        return None
+
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         """What this head reads beyond the backbone's outputs (the codec's rows carry exactly these)."""
         return ()

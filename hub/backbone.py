@@ -66,19 +66,25 @@ class Backbone:
         return linear_layer(self.model, path)
 
     def encode(self, rows: Sequence[Row], adapters: Sequence[AdapterWeights | None] | None = None,
-               all_layers: bool = False) -> dict[str, torch.Tensor]:
+               all_layers: bool = False, additions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The head features of one pass over `rows`, row i with adapter `adapters[i]` (None: the backbone alone).
 
         Serving and training both encode here: padding, attention blocks, the per-row adapters, and the outputs
         every head reads (`last_hidden_state`, `attention_mask`, `pooler_output`; `hidden_states` if `all_layers`).
+        `additions` [n, T, H] are added to the rows' word embeddings (heads' `embedding_additions`; zeros for the
+        rows of other heads); the embedding matrix itself never changes.
         """
         batch = {k: v.to(self.device) for k, v in pad_rows(rows, self.tokenizer.pad_token_id or 0).items()}
+        inputs = model_inputs(batch)
+        if additions is not None:
+            words = self.model.get_input_embeddings()(inputs.pop("input_ids"))
+            inputs["inputs_embeds"] = words + additions.to(words.device, words.dtype)
         with self.lock, self._adapters(adapters or []):
             if self.compiled is None:
-                out = self.model(**model_inputs(batch), output_hidden_states=all_layers)
+                out = self.model(**inputs, output_hidden_states=all_layers)
             else:
                 with compiled_limits():
-                    out = self.compiled(**model_inputs(batch), output_hidden_states=all_layers)
+                    out = self.compiled(**inputs, output_hidden_states=all_layers)
         return head_features(out, batch["attention_mask"], all_layers)
 
     @contextmanager

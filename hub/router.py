@@ -116,7 +116,8 @@ def _forward(rows: list[RouterRow]) -> list[dict[str, Any]]:
     backbone = rows[0].task.backbone
     all_layers = any(r.task.head.needs_all_layers for r in rows)
     with torch.inference_mode():
-        features = backbone.encode([r.row for r in rows], [r.task.adapter for r in rows], all_layers)
+        features = backbone.encode([r.row for r in rows], [r.task.adapter for r in rows], all_layers,
+                                   _embedding_additions(rows))
         groups: dict[Any, list[int]] = defaultdict(list)  # rows whose heads answer together (heads.Head.batch_key)
         keys: dict[int, Any] = {}
         for i, r in enumerate(rows):
@@ -128,6 +129,27 @@ def _forward(rows: list[RouterRow]) -> list[dict[str, Any]]:
             for i, decoded in zip(indices, _heads(rows, indices, features)):
                 results[i] = decoded
     return results
+
+
+def _embedding_additions(rows: list[RouterRow]) -> torch.Tensor | None:
+    """[n, T, H]: what each row's head adds to its input embeddings (zeros for heads that add nothing); None when no
+    head of the pass adds anything."""
+    width = max(len(r.row.input_ids) for r in rows)
+    by_task: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_task[id(r.task)].append(i)
+    added: torch.Tensor | None = None
+    for indices in by_task.values():
+        head = rows[indices[0]].task.head
+        if type(head).embedding_additions is Head.embedding_additions:  # adds nothing: no extras collated for it
+            continue
+        extras = collate_extras(head.extra_inputs(), [rows[i].row.extras for i in indices], width)
+        values = head.embedding_additions(extras, width)
+        if values is not None:
+            if added is None:
+                added = values.new_zeros(len(rows), width, values.shape[-1])
+            added[torch.tensor(indices, device=values.device)] = values
+    return added
 
 
 def _heads(rows: list[RouterRow], indices: list[int], features: dict[str, torch.Tensor]) -> list[dict[str, Any]]:

@@ -57,7 +57,9 @@ class TaskModel(nn.Module):
 
     def forward(self, rows: list[Row], labels: torch.Tensor | None = None,
                 **extras: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = {**self.backbone.encode(rows, None, self.head.needs_all_layers), **extras}
+        width = max(len(row.input_ids) for row in rows)
+        additions = self.head.embedding_additions(extras, width)
+        features = {**self.backbone.encode(rows, None, self.head.needs_all_layers, additions), **extras}
         outputs = self.head(features)
         if labels is not None:
             outputs["loss"] = self.head.loss(outputs, labels)

@@ -93,7 +93,7 @@ class RelationCodec(Codec):
     def _marked(self, request: RelationRequest) -> tuple[str, list[int]]:
         """The text with markers (or not), and the character positions of [head first, head last, tail first,
         tail last]."""
-        if self.head.config.method == "pooled":
+        if self.head.config.method != "markers":  # pooled and position read the plain text
             return request.text, [request.head[0], request.head[1] - 1, request.tail[0], request.tail[1] - 1]
         pieces, positions, cursor = [], {}, 0
         entities = (("head", request.head, HEAD_MARK), ("tail", request.tail, TAIL_MARK))
