@@ -165,3 +165,11 @@ def test_spert_failures_puts_each_wrong_relation_in_its_class(trained_registry, 
     assert {k: v["count"] for k, v in report["false_negatives"].items()} == {"boundary": 1}
     written = spert_failures.main(["--registry", str(trained_registry), "--task", "joint", "--out", str(tmp_path / "f")])
     assert written["sentences"] == 40 and (tmp_path / "f.md").read_text().startswith("# SpERT failure modes")
+
+
+def test_relation_methods_compares_the_three_methods(trained_registry, tmp_path):
+    import relation_methods
+
+    text = relation_methods.main(["--registry", str(trained_registry), "--tasks", "relations", "--max-train-examples",
+                                  "40", "--epochs", "1", "--out", str(tmp_path / "rel")])
+    assert text.count("\n| relations |") == 3 and "position embeddings" in text
