@@ -114,13 +114,17 @@ class Head(nn.Module):
         """Pick the token vectors the options ask for, then `predict`."""
         if self.config.layers == "last":
             return self.predict(features)
+        return self.predict({**features, "last_hidden_state": self.layer_tokens(features)})
+
+    def layer_tokens(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[n, T, H]: the token vectors `layers` picks: the last layer, the mean of the last four or the learned mix."""
+        if self.config.layers == "last":
+            return features["last_hidden_state"]
         layers = features["hidden_states"]  # [n, layers + 1, T, H]
         if self.config.layers == "last4":
-            tokens = layers[:, -4:].mean(1)
-        else:
-            weights = self.layer_weights.softmax(0).to(layers.dtype)
-            tokens = self.layer_scale * torch.einsum("l,nlth->nth", weights, layers)
-        return self.predict({**features, "last_hidden_state": tokens})
+            return layers[:, -4:].mean(1)
+        weights = self.layer_weights.softmax(0).to(layers.dtype)
+        return self.layer_scale * torch.einsum("l,nlth->nth", weights, layers)
 
     def predict(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -82,11 +82,6 @@ class EmbeddingHead(Head):
     needs_labels = False
 
     def __init__(self, request: EmbeddingRequest, hidden_size: int, num_layers: int, mix: Head | None = None):
-        super().__init__(HeadConfig.model_validate({"kind": self.kind, "hidden_size": hidden_size,
-                                                    "num_layers": num_layers}))
-        self.request = request
-        self.num_layers = num_layers
-        self.mix: tuple[Head, ...] = (mix,) if mix is not None else ()  # the task's head; a tuple: not a submodule
         layers = request.layers
         if isinstance(layers, int) and not -(num_layers + 1) <= layers <= num_layers:
             raise InputError(f"layers={layers}: the backbone has layers 0 (the embeddings) to {num_layers}")
@@ -96,6 +91,12 @@ class EmbeddingHead(Head):
         if layers == "mix" and (mix is None or mix.config.layers != "mix"):
             raise InputError("layers=mix reads the learned layer mix of a task's head: name a task trained with "
                              "head.layers: mix, or use last, last4 or a layer number")
+        # last and last4 are Head.layer_tokens' own choices; mix is the task head's, a layer number picked here
+        super().__init__(HeadConfig.model_validate({"kind": self.kind, "hidden_size": hidden_size,
+                                                    "num_layers": num_layers,
+                                                    "layers": "last4" if layers == "last4" else "last"}))
+        self.request = request
+        self.mix: tuple[Head, ...] = (mix,) if mix is not None else ()  # the task's head; a tuple: not a submodule
 
     @property
     def needs_all_layers(self) -> bool:
@@ -104,23 +105,14 @@ class EmbeddingHead(Head):
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`logits`: [rows, tokens, hidden] for pooling=tokens, else [rows, hidden]; `attention_mask` beside."""
         layers = self.request.layers
-        if layers == "last":
-            tokens = features["last_hidden_state"]
-        elif layers == "last4":
-            tokens = features["hidden_states"][:, -4:].mean(1)
-        elif layers == "mix":
-            tokens = self._mixed(features["hidden_states"])
-        else:
+        if isinstance(layers, int):
             tokens = features["hidden_states"][:, layers]
+        else:
+            tokens = (self.mix[0] if layers == "mix" else self).layer_tokens(features)
         if self.request.pooling == "tokens":
             return {"logits": tokens, "attention_mask": features["attention_mask"]}
         pooled = pool({**features, "last_hidden_state": tokens}, self.request.pooling)
         return {"logits": F.normalize(pooled, dim=-1) if self.request.unit else pooled}
-
-    def _mixed(self, layers: torch.Tensor) -> torch.Tensor:
-        head = self.mix[0]
-        weights = head.layer_weights.softmax(0).to(layers.dtype)
-        return head.layer_scale * torch.einsum("l,nlth->nth", weights, layers)
 
     def decode(self, outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         vectors = outputs["logits"].float()

@@ -170,10 +170,10 @@ def _joint_f1(pred, ref, labels) -> dict[str, float]:
                 for i, row in enumerate(rows) for h, t, r in row["relations"]}
 
     last = lambda item: item[-1]  # noqa: E731
+    found, gold = relations(pred, False), relations(ref, False)
     return {**_micro_macro(relations(pred), relations(ref), last, "relation"),
             **_micro_macro(entities(pred), entities(ref), last, "entity"),
-            "boundaries_relation_f1": _prf(len(relations(pred, False) & relations(ref, False)),
-                                           len(relations(pred, False)), len(relations(ref, False)))[0]}
+            "boundaries_relation_f1": _prf(len(found & gold), len(found), len(gold))[0]}
 
 
 def joint_as_records(rows: Sequence[dict[str, Any]]) -> list[dict[str, list[dict[str, Any]]]]:

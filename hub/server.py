@@ -415,7 +415,8 @@ class EmbeddingsRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1, description="accepted only as the model's own width")
     user: str | None = Field(None, max_length=256, description="ignored")
     layers: str | int = Field("last", description="last, last4 (their mean), mix (a task head's mix), a layer number")
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="one vector per text (per-token vectors: POST /v1/run with hub.embeddings' request name)")
     normalize: bool = Field(True, description="unit-length vectors, as OpenAI's are")
 
 
@@ -538,9 +539,6 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
                                                  f"{limits.max_items}. Split the request.")
         try:
             name = embedding_task_name(body.model, body.layers, body.pooling, body.normalize)
-            if body.pooling == "tokens":
-                raise InputError("pooling=tokens gives a vector per token, which this API's shape cannot hold; use "
-                                 "mean or cls here, or POST /v1/run with the task name hub.embeddings names")
             results = await answered([(name, text) for text in texts])
         except HubError as exc:
             return refusal(exc)

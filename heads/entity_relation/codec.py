@@ -76,15 +76,7 @@ class EntityRelationExamples(TaggingExamples):
         rows = []
         for start, end in self.codec.windows(pieces):
             row = self.codec.window_row(pieces, start, end)
-            local = {word: i for i, word in enumerate(row.meta["owners"])}
-            span_of: dict[int, tuple[int, int]] = {}  # gold entity index -> its (first, last) local words
-            labelled: dict[tuple[int, int], str] = {}
-            for number, (first, stop, kind) in enumerate(gold):
-                if first in local and stop - 1 in local and stop - first <= config.max_span_width:
-                    span_of[number] = (local[first], local[stop - 1])
-                    labelled[span_of[number]] = kind
-            negatives = [span for span in self.codec.enumerate_spans(len(local)) if span not in labelled]
-            spans = sorted(labelled) + rng.sample(negatives, min(len(negatives), config.negative_entities))
+            span_of, labelled, spans = self.codec.training_spans(row, gold, config.negative_entities, rng)
             position = {span: i for i, span in enumerate(spans)}
             related: dict[tuple[int, int], set[str]] = {}
             for relation in example["relations"]:

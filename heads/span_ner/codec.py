@@ -40,6 +40,22 @@ class SpanCodec(TaggingCodec):
         row.meta["spans"] = spans
         return row
 
+    def training_spans(self, row: Row, gold: Sequence[tuple[int, int, str]], negatives: int,
+                       rng: random.Random) -> tuple[dict[int, tuple[int, int]], dict[tuple[int, int], str],
+                                                    list[tuple[int, int]]]:
+        """A training window's spans: each gold entity (first word, end exclusive, type) that fits the window whole
+        and the maximum width, by its index in `gold`, as (first, last) window words; those spans' types; and the
+        spans to score, the gold ones sorted, then up to `negatives` other spans drawn with `rng`."""
+        local = {word: i for i, word in enumerate(row.meta["owners"])}
+        span_of: dict[int, tuple[int, int]] = {}
+        labelled: dict[tuple[int, int], str] = {}
+        for number, (first, stop, kind) in enumerate(gold):
+            if first in local and stop - 1 in local and stop - first <= self.head.config.max_span_width:
+                span_of[number] = (local[first], local[stop - 1])
+                labelled[span_of[number]] = kind
+        others = [span for span in self.enumerate_spans(len(local)) if span not in labelled]
+        return span_of, labelled, sorted(labelled) + rng.sample(others, min(len(others), negatives))
+
     def encode(self, requests: Sequence[TaggingRequest]) -> list[list[Row]]:
         return [[self.with_spans(row, self.enumerate_spans(len(row.meta["owners"]))) for row in rows]
                 for rows in super().encode(requests)]
@@ -77,14 +93,7 @@ class SpanExamples(TaggingExamples):
         rows = []
         for start, end in self.codec.windows(pieces):
             row = self.codec.window_row(pieces, start, end)
-            local = {word: i for i, word in enumerate(row.meta["owners"])}
-            labelled = {}
-            for first, stop, kind in gold:
-                if first in local and stop - 1 in local and stop - first <= self.head.config.max_span_width:
-                    labelled[(local[first], local[stop - 1])] = kind
-            negatives = [span for span in self.codec.enumerate_spans(len(local)) if span not in labelled]
-            negatives = rng.sample(negatives, min(len(negatives), self.head.config.negative_samples))
-            spans = sorted(labelled) + negatives
+            _, labelled, spans = self.codec.training_spans(row, gold, self.head.config.negative_samples, rng)
             self.codec.with_spans(row, spans)
             rows.append({"input_ids": row.input_ids, "token_type_ids": row.token_type_ids, **row.extras,
                          "labels": self.head.targets([[labelled.get(span) for span in spans]])[0].tolist()})
