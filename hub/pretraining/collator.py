@@ -30,9 +30,16 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) 
     encoding = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
                          return_special_tokens_mask=True)
     ids = encoding["input_ids"]
-    words = (segmented_words(encoding["offset_mapping"], jieba_spans(text)) if is_chinese(text)
-             else wordpiece_words(tokenizer.convert_ids_to_tokens(ids)))
+    words = token_words(tokenizer, text, ids, encoding["offset_mapping"])
     return EncodedText(ids, [not special for special in encoding["special_tokens_mask"]], words)
+
+
+def token_words(tokenizer: PreTrainedTokenizerBase, text: str, ids: Sequence[int],
+                offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Each token's word index in `text`: jieba's words for Chinese text, WordPiece continuations otherwise."""
+    if is_chinese(text):
+        return segmented_words(offsets, jieba_spans(text))
+    return wordpiece_words(tokenizer.convert_ids_to_tokens(list(ids)))
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
@@ -42,7 +49,11 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
     surrogate, which JSON's escapes allow) is refused with InputError naming it."""
     for number, text in enumerate(texts, start=1):
         check_text(text, f"text {number} (of the corpus's non-blank texts, in order)")
-    encoded = [encode_text(tokenizer, text, max_length) for text in texts]
+    return _maskable([encode_text(tokenizer, text, max_length) for text in texts])
+
+
+def _maskable(encoded: list[EncodedText]) -> tuple[list[EncodedText], int]:
+    """The encoded texts with a token to mask, and how many had none."""
     kept = [item for item in encoded if any(item.maskable)]
     return kept, len(encoded) - len(kept)
 
@@ -56,8 +67,8 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: SentencePair, max_leng
     words, numbered = [0] * len(ids), 0
     for segment, text in enumerate((pair.first, pair.second)):
         positions = [i for i, s in enumerate(sequence) if s == segment]
-        local = (segmented_words([encoding["offset_mapping"][i] for i in positions], jieba_spans(text))
-                 if is_chinese(text) else wordpiece_words(tokenizer.convert_ids_to_tokens([ids[i] for i in positions])))
+        local = token_words(tokenizer, text, [ids[i] for i in positions],
+                            [encoding["offset_mapping"][i] for i in positions])
         for position, word in zip(positions, local):
             words[position] = numbered + word
         numbered += max(local, default=-1) + 1
@@ -73,9 +84,7 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[SentencePai
     """`encode_texts` for next-sentence pairs: each pair encoded once, those with a token to mask kept."""
     for number, pair in enumerate(pairs, start=1):
         check_text((pair.first, pair.second), f"sentence pair {number}")
-    encoded = [encode_pair(tokenizer, pair, max_length) for pair in pairs]
-    kept = [item for item in encoded if any(item.maskable)]
-    return kept, len(encoded) - len(kept)
+    return _maskable([encode_pair(tokenizer, pair, max_length) for pair in pairs])
 
 
 class MaskingCollator:

@@ -20,11 +20,7 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     if not path.is_file():
         raise DataError(f"corpus {path} not found (or not a file); give a text file (one text per line) or JSON "
                         f"lines with a {field!r} field.")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark (Windows editors) is dropped
-    except UnicodeDecodeError as exc:
-        raise DataError(f"corpus {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 (e.g. `iconv -t "
-                        "UTF-8`) or give another file.") from None
+    lines = _utf8_lines(path)
     texts = _json_texts(path, lines, field) if path.suffix.lower() in JSON_SUFFIXES else lines
     texts = [text.strip() for text in texts if text.strip()]
     if len(texts) < MIN_TEXTS:
@@ -60,10 +56,16 @@ def read_documents_file(path: Path) -> list[list[str]]:
     if not path.is_file() or path.suffix.lower() in JSON_SUFFIXES:
         raise DataError(f"next-sentence corpus {path}: give a plain text file (not found, a folder, or JSON lines), "
                         "one sentence per line, documents separated by a blank line.")
+    return read_documents(_utf8_lines(path))
+
+
+def _utf8_lines(path: Path) -> list[str]:
+    """The lines of a corpus file, a UTF-8 byte-order mark (Windows editors) dropped; DataError when it is not UTF-8."""
     try:
-        return read_documents(path.read_text(encoding="utf-8-sig").splitlines())
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
-        raise DataError(f"corpus {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8.") from None
+        raise DataError(f"corpus {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8 (e.g. `iconv -t "
+                        "UTF-8`) or give another file.") from None
 
 
 def task_texts(registry: Registry, task_name: str) -> list[str]:
