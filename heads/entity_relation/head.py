@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import ExtraInput, Head, HeadConfig, HeadOptions
+from ..codec import pad_lists
 from ..span_ner.head import SPAN_ENDS, SPAN_STARTS
 from ..tagging.head import LABEL_POSITIONS
 
@@ -155,14 +156,8 @@ class EntityRelationHead(Head):
         """Serving: every ordered pair of a row's entities, as [n, P] span indices, -1 padding."""
         rows = [[(a, b) for a in chosen for b in chosen if a != b]
                 for chosen in (row.nonzero().flatten().tolist() for row in entities)]
-        width = max((len(r) for r in rows), default=0)
-        heads = torch.full((len(rows), width), -1, dtype=torch.long, device=entities.device)
-        tails = heads.clone()
-        for i, row in enumerate(rows):
-            if row:
-                heads[i, : len(row)] = torch.tensor([a for a, _ in row])
-                tails[i, : len(row)] = torch.tensor([b for _, b in row])
-        return heads, tails
+        return (pad_lists([[a for a, _ in row] for row in rows], -1).to(entities.device),
+                pad_lists([[b for _, b in row] for row in rows], -1).to(entities.device))
 
     def targets(self, raw_labels: list[Any]) -> torch.Tensor:
         """Per row [entity label of each listed span (None: not an entity), then per listed pair the set of its
@@ -172,9 +167,7 @@ class EntityRelationHead(Head):
         relation = {label: i for i, label in enumerate(self.config.relations)}
         rows = [[entity[label] if label is not None else NONE for label in spans]
                 + [sum(1 << relation[kind] for kind in kinds) for kinds in pairs] for spans, pairs in raw_labels]
-        width = max((len(row) for row in rows), default=0)
-        return torch.tensor([row + [-100] * (width - len(row)) for row in rows], dtype=torch.long).reshape(
-            len(rows), width)
+        return pad_lists(rows, -100)
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         """Entity cross-entropy over the listed spans plus relation binary cross-entropy over the listed pairs' types,
