@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from variants import run_variants, variant_arguments, write_table
+from variants import run_variants, variant_arguments, variant_command, write_table
 
 VARIANTS: dict[str, dict] = {
     "tagging, softmax": {"head": {"crf": False}},
@@ -28,8 +28,7 @@ def main() -> None:
     args = variant_arguments(__doc__, ["conll2003"], 2.0, "ner_heads").parse_args()
     rows = run_variants(args, VARIANTS)
     header = (f"NER heads: {args.max_train_examples} train sentences, {args.epochs} epoch(s), the registry's recipe otherwise, seed 42; "
-              f"entity F1 (seqeval) on the full dev set.\nCommand: `python benchmarks/ner_heads.py --tasks {' '.join(args.tasks)} "
-              f"--max-train-examples {args.max_train_examples} --epochs {args.epochs}`")
+              f"entity F1 (seqeval) on the full dev set.\nCommand: `{variant_command('ner_heads.py', args)}`")
     print(write_table(Path(args.out), header, rows, vars(args), extra_columns=("precision", "recall")))
 
 

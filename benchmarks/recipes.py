@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from variants import run_variants, variant_arguments, write_table
+from variants import run_variants, variant_arguments, variant_command, write_table
 
 ALL_LINEAR = ["query", "key", "value", "dense"]  # the pooler is always excluded by the trainer
 VARIANTS: dict[str, dict] = {
@@ -30,8 +30,7 @@ def main() -> None:
     rows = run_variants(args, VARIANTS, learning_rate=args.learning_rate)
     header = "\n".join([
         f"Recipe search: {args.max_train_examples} train examples, {args.epochs} epoch(s), lr {args.learning_rate}, seed 42.",
-        f"Command: `python benchmarks/recipes.py --tasks {' '.join(args.tasks)} --max-train-examples {args.max_train_examples} "
-        f"--epochs {args.epochs} --learning-rate {args.learning_rate}"
+        f"Command: `{variant_command('recipes.py', args)} --learning-rate {args.learning_rate}"
         + (f" --variants {' '.join(repr(v) for v in args.variants)} --out {args.out}`" if args.variants else "`"),
     ])
     print(write_table(Path(args.out), header, rows, vars(args)))

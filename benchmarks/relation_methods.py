@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from variants import run_variants, variant_arguments, write_table
+from variants import run_variants, variant_arguments, variant_command, write_table
 
 VARIANTS: dict[str, dict] = {
     "entity markers": {"head": {"method": "markers"}},
@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> str:
     rows = run_variants(args, VARIANTS)
     header = (f"Relation classification methods: {args.max_train_examples} train sentences, {args.epochs} epoch(s), "
               "the registry's recipe otherwise, seed 42.\n"
-              f"Command: `python benchmarks/relation_methods.py --tasks {' '.join(args.tasks)} --max-train-examples "
-              f"{args.max_train_examples} --epochs {args.epochs}`")
+              f"Command: `{variant_command('relation_methods.py', args)}`")
     text = write_table(Path(args.out), header, rows, vars(args), extra_columns=("accuracy",))
     print(text)
     return text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from variants import run_variants, variant_arguments, write_table
+from variants import run_variants, variant_arguments, variant_command, write_table
 
 VARIANTS: dict[str, dict] = {"SpERT: 100 / 100 negatives, local context, max pooling": {"head": {}}}
 for count in (10, 30):
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> str:
     rows = run_variants(args, VARIANTS)
     header = (f"SpERT ablations: {args.max_train_examples} train sentences, {args.epochs} epoch(s), the registry's recipe "
               "otherwise, seed 42; relation micro F1 (strict: both entities' spans and types and the direction) first.\n"
-              f"Command: `python benchmarks/spert_ablation.py --tasks {' '.join(args.tasks)} --max-train-examples "
-              f"{args.max_train_examples} --epochs {args.epochs}`")
+              f"Command: `{variant_command('spert_ablation.py', args)}`")
     text = write_table(Path(args.out), header, rows, vars(args),
                        extra_columns=("relation_macro_f1", "boundaries_relation_f1", "entity_f1"))
     print(text)

@@ -27,6 +27,12 @@ def variant_arguments(description: str, tasks: list[str], epochs: float, out: st
     return parser
 
 
+def variant_command(script: str, args: argparse.Namespace) -> str:
+    """The command line that reruns a variant benchmark on the same tasks and budget."""
+    return (f"python benchmarks/{script} --tasks {' '.join(args.tasks)} --max-train-examples {args.max_train_examples} "
+            f"--epochs {args.epochs}")
+
+
 def run_variants(args: argparse.Namespace, variants: dict[str, dict[str, Any]], **train: Any) -> list[dict[str, Any]]:
     """Every selected variant of every task named in `args`."""
     registry = load_registry(args.registry)
