@@ -133,3 +133,20 @@ def test_conll04_reads_in_spert_format(tmp_path):
     assert sum(len(e["relations"]) for e in train) > 1000
     types = json.loads((registry.resolve("../shared/data/conll04/types.json")).read_text())
     assert set(task.labels or []) == set(types["entities"]) and set(task.head["relations"]) == set(types["relations"])
+
+
+def test_max_pooling_over_word_ranges_equals_a_masked_max():
+    from heads.entity_relation.head import _pool
+
+    torch.manual_seed(0)
+    for width in (1, 2, 3, 7, 16, 37):
+        words = torch.randn(3, width, 8)
+        lengths = torch.tensor([width, max(1, width - 2), max(1, width // 2)])
+        valid = torch.arange(width)[None] < lengths[:, None]
+        first = torch.stack([torch.randint(0, int(n), (50,)) for n in lengths])
+        last = torch.stack([torch.randint(-1, int(n), (50,)) for n in lengths])  # some ranges empty (last < first)
+        index = torch.arange(width)
+        inside = (index >= first[..., None]) & (index <= last[..., None]) & valid[:, None, :]
+        masked = words[:, None].masked_fill(~inside[..., None], float("-inf")).amax(2)
+        expected = torch.where(inside.any(-1, keepdim=True), masked, torch.zeros_like(masked))
+        assert torch.equal(_pool(words, valid, first, last, "max"), expected), width
