@@ -12,8 +12,9 @@ in one class, the first that applies:
 Also: the share of predicted relations on sentences that have no gold relation at all.
 
     python benchmarks/spert_failures.py                  # the shipped conll04 adapter on CoNLL04 dev
+    python benchmarks/spert_failures.py --keep-overlapping   # the same, every overlapping entity span kept (SpERT's)
 
-Writes benchmarks/results/spert_failures.{md,json}.
+Writes benchmarks/results/spert_failures[_overlapping].{md,json}, with the strict scores beside.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import hub
 from hub.atomic import atomic_file
 from hub.data import load_split
+from hub.metrics import compute_metric
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Entity = tuple[int, int, str]
@@ -89,32 +91,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=None)
     parser.add_argument("--task", default="conll04")
-    parser.add_argument("--out", type=Path, default=RESULTS / "spert_failures")
+    parser.add_argument("--keep-overlapping", action="store_true",
+                        help="serve with head.nested: every span classified as an entity is kept, overlapping or not")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    out = args.out or RESULTS / ("spert_failures_overlapping" if args.keep_overlapping else "spert_failures")
     served = hub.Hub.load(args.registry or hub.default_registry_path())
     runtime = served.runtime(args.task)
+    runtime.head.config.nested = args.keep_overlapping
     examples = runtime.examples
     dev = list(load_split(served.registry, runtime.spec, "dev"))
     results = served.run(args.task, [examples.request(example) for example in dev])
     assert isinstance(results, list)
-    report = failures([examples.prediction(r) for r in results], [examples.reference(e) for e in dev])
-    command = f"python benchmarks/spert_failures.py --task {args.task}" + (
-        f" --registry {args.registry}" if args.registry else "")
-    report = {"command": command, "task": args.task, "sentences": len(dev), **report}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out.with_suffix(".json")) as staging:
+    predictions, references = [examples.prediction(r) for r in results], [examples.reference(e) for e in dev]
+    command = (f"python benchmarks/spert_failures.py --task {args.task}"
+               + (f" --registry {args.registry}" if args.registry else "")
+               + (" --keep-overlapping" if args.keep_overlapping else ""))
+    scores = compute_metric(runtime.spec.metric, predictions, references)
+    report = {"command": command, "task": args.task, "sentences": len(dev), "keep_overlapping": args.keep_overlapping,
+              "scores": {key: round(value, 4) for key, value in scores.items()}, **failures(predictions, references)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out.with_suffix(".json")) as staging:
         staging.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
     def table(side: str) -> str:
-        rows = "\n".join(f"| {name} | {value['count']} | {value['share']:.1%} |" for name, value in report[side].items())
+        rows = "\n".join(f"| {name} | {value['count']} | {value['share']:.1%} |"
+                         for name, value in report[side].items())
         return f"| class | count | share |\n|---|---|---|\n{rows}"
 
-    text = (f"# SpERT failure modes: {args.task} dev ({len(dev)} sentences)\n\n`{command}`\n\n"
+    shown = ", ".join(f"{key} {report['scores'][key]:.4f}" for key in ("relation_f1", "relation_precision",
+                                                                       "relation_recall", "entity_f1"))
+    text = (f"# SpERT failure modes: {args.task} dev ({len(dev)} sentences)\n\n`{command}`\n\n{shown}.\n\n"
             f"Predicted relations: {report['predicted_relations']}; on sentences with no gold relation: "
-            f"{report['on_sentences_without_gold_relation']} ({report['share_on_sentences_without_gold_relation']:.1%})."
+            f"{report['on_sentences_without_gold_relation']} "
+            f"({report['share_on_sentences_without_gold_relation']:.1%})."
             f"\n\n## Wrong predicted relations (false positives)\n\n{table('false_positives')}\n\n"
             f"## Missed gold relations (false negatives)\n\n{table('false_negatives')}\n")
-    with atomic_file(args.out.with_suffix(".md")) as staging:
+    with atomic_file(out.with_suffix(".md")) as staging:
         staging.write_text(text, encoding="utf-8")
     print(text)
     return report
