@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import Head, HeadOptions
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from hub.registry import TaskSpec
 
 ReadExamples = Callable[[list[Any], "TaskSpec", str], list[dict[str, Any]]]
+ReadTypes = Callable[[Path, "TaskSpec"], dict[str, Any]]
 
 
 class KindError(TypeError):
@@ -39,6 +41,7 @@ class TaskKind:
     read_examples: ReadExamples  # raw rows of a data file -> the examples `examples` reads
     default_metric: str  # a name in hub.metrics.METRICS
     pipeline_tag: str | None = None  # the Hub card's pipeline tag
+    read_types: ReadTypes | None = None  # the data's types file (`data.types`) -> head options; checks the task
 
     @property
     def options(self) -> type[HeadOptions]:
@@ -58,7 +61,8 @@ _PARTS: dict[str, tuple[type | None, str]] = {
 
 def register_kind(*, name: str, head: type[Head] | None = None, codec: type[Codec] | None = None,
                   examples: type[ExampleCodec] | None = None, read_examples: ReadExamples | None = None,
-                  default_metric: str | None = None, pipeline_tag: str | None = None) -> TaskKind:
+                  default_metric: str | None = None, pipeline_tag: str | None = None,
+                  read_types: ReadTypes | None = None) -> TaskKind:
     """Add a kind to KINDS; a missing or mistyped part is refused here, naming the part."""
     from hub.metrics import METRICS  # scikit-learn and scipy: only once a kind registers
 
@@ -83,7 +87,9 @@ def register_kind(*, name: str, head: type[Head] | None = None, codec: type[Code
     if name in KINDS:
         raise KindError(
             f"task kind {name!r} is registered twice ({KINDS[name].head.__module__} and {head.__module__}).")
-    record = TaskKind(name, head, codec, examples, read_examples, str(default_metric), pipeline_tag)
+    if read_types is not None and not callable(read_types):
+        raise KindError(f"task kind {name!r}: read_types={read_types!r} is not callable.")
+    record = TaskKind(name, head, codec, examples, read_examples, str(default_metric), pipeline_tag, read_types)
     KINDS[name] = record
     return record
 

@@ -172,6 +172,9 @@ class DataSpec(_Strict):
                                   description="train and dev from one file: every n-th article (squad) is dev")
     hub_id: str | None = Field(None, description="the Hub data set these files are (e.g. nyu-mll/glue), for the card's "
                                                  "`datasets`")
+    types: str | None = Field(None, description="the data's types file (SpERT's types.json for `spert`): the task's "
+                                                "types are checked against it and head options read from it (symmetric "
+                                                "relation types)")
 
 
 class TaskSpec(_Strict):
@@ -223,6 +226,8 @@ class TaskSpec(_Strict):
         head_class.options_class.model_validate(self.head)  # unknown or bad head options fail here
         if self.head.get("pair") == "siamese" and len(self.inputs) != 2:
             raise ValueError("head.pair: siamese compares two texts; this task has one input field")
+        if self.data and self.data.types and KINDS[self.kind].read_types is None:
+            raise ValueError(f"data.types: kind {self.kind!r} reads no types file; remove it")
         self.labels = head_class.expand_labels(self.labels, self.head)
         head_class.config_class.model_validate(
             {**self.head, "kind": self.kind, "hidden_size": 1, "labels": self.labels})

@@ -132,8 +132,12 @@ def _build_model(registry: Registry, task: TaskSpec, recipe: TrainSpec,
                        "train: use runtime float32, or train an adapter.")
     # a private backbone (adapters inject into it), in the runtime the adapter is trained for
     backbone = load_backbone(registry.backbone(task.backbone), registry, shared=False, dtype=DTYPES[recipe.runtime])
+    options = dict(task.head)
+    read_types = kind(task.kind).read_types
+    if task.data and task.data.types and read_types:
+        options.update(read_types(registry.resolve(task.data.types), task))
     try:
-        head = kind(task.kind).head.from_options(task.head, backbone.hidden_size, task.labels,
+        head = kind(task.kind).head.from_options(options, backbone.hidden_size, task.labels,
                                                  backbone.model.config.num_hidden_layers)
     except ValueError as exc:
         raise HubError(f"task {task.name!r}: head options do not fit backbone {task.backbone!r}: {exc}") from None

@@ -165,6 +165,8 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
     write_semeval(data / "rel_dev.txt", 40, 10)
     write_spert(data / "joint_train.json", 160, 11)
     write_spert(data / "joint_dev.json", 40, 12)
+    (data / "joint_types.json").write_text(json.dumps({  # SpERT's types file: Beats is directed
+        "entities": {"GOOD": {"short": "G"}, "BAD": {"short": "B"}}, "relations": {"Beats": {"symmetric": False}}}))
     fast = {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "lora": {"r": 4, "target_modules": ["query", "value"]}}
     default_tasks = [
         {"name": "sentiment", "backbone": "tiny", "kind": "classification", "labels": ["negative", "positive"],
@@ -194,7 +196,8 @@ def tiny_registry(folder: Path, backbone_dir: Path, tasks: list[dict] | None = N
         {"name": "joint", "backbone": "tiny", "kind": "entity_relation", "labels": ["GOOD", "BAD"],
          "example": "the good movie was sad", "train": {**fast, "epochs": 20, "learning_rate": 1e-2},
          "head": {"relations": ["Beats"], "max_span_width": 3, "negative_entities": 20, "negative_relations": 20},
-         "data": {"format": "spert", "train": "data/joint_train.json", "dev": "data/joint_dev.json"}},
+         "data": {"format": "spert", "train": "data/joint_train.json", "dev": "data/joint_dev.json",
+                  "types": "data/joint_types.json"}},
     ]
     return {
         "backbones": [{"name": "tiny", "source": str(backbone_dir), "id": "tests/tiny-bert", "language": "en", "max_length": 24}],

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import hub
-from heads.entity_relation.data import spert_examples
+from heads.entity_relation.data import spert_examples, spert_types
 from heads.entity_relation.head import EntityRelationConfig, EntityRelationHead
-from hub.errors import DataError
+from hub.errors import DataError, RegistryError
 from hub.metrics import compute_metric, evaluate_metric
 from hub.registry import load_registry
 
@@ -120,6 +120,68 @@ def test_a_text_longer_than_the_window_is_read_in_windows(served):
     result = served.run("joint", words)
     assert all(words[e["start"]:e["end"]] == e["text"] for e in result["entities"])
     assert len(served.runtime("joint").codec.encode([served.runtime("joint").codec.normalize(words)])[0]) > 1
+
+
+def _types(tmp_path, relations=None, entities=("GOOD", "BAD")):
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps({"entities": {name: {"short": name} for name in entities},
+                                "relations": relations if relations is not None else {"Beats": {"symmetric": True}}}))
+    return path
+
+
+def test_the_types_file_marks_symmetric_relations_and_must_match_the_task(trained_registry, tmp_path):
+    task = load_registry(trained_registry).task("joint")
+    assert spert_types(_types(tmp_path), task) == {"symmetric": ["Beats"]}
+    assert spert_types(_types(tmp_path, {"Beats": {"symmetric": False}}), task) == {"symmetric": []}
+    with pytest.raises(DataError, match=r"entity types \['BAD', 'GOOD', 'UGLY'\] are not the task's labels"):
+        spert_types(_types(tmp_path, entities=("GOOD", "BAD", "UGLY")), task)
+    with pytest.raises(DataError, match=r"relation types \['Loves'\] are not the task's head.relations"):
+        spert_types(_types(tmp_path, {"Loves": {}}), task)
+    with pytest.raises(DataError, match="no such file"):
+        spert_types(tmp_path / "absent.json", task)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="not SpERT's types file"):
+        spert_types(tmp_path / "bad.json", task)
+    disagreeing = task.model_copy(update={"head": {**task.head, "symmetric": []}})
+    with pytest.raises(DataError, match=r"head.symmetric \[\] disagrees with data.types"):
+        spert_types(_types(tmp_path), disagreeing)
+
+
+def test_training_takes_symmetric_types_from_the_types_file(trained_registry, tmp_path):
+    import yaml
+
+    from hub.training import _build_model
+
+    document = yaml.safe_load(trained_registry.read_text())
+    joint = next(task for task in document["tasks"] if task["name"] == "joint")
+    joint["data"]["types"] = str(_types(tmp_path))
+    document["tasks"] = [joint]
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(document))
+    registry = load_registry(path, strict_adapters=False)
+    model, _ = _build_model(registry, registry.task("joint"), registry.task("joint").train)
+    assert model.head.config.symmetric == ["Beats"]  # saved in head_config.json, so serving predicts both ways
+    joint["kind"], joint["labels"], joint["head"] = "span_ner", ["GOOD", "BAD"], {}
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(RegistryError, match="data.types: kind 'span_ner' reads no types file"):
+        load_registry(path, strict_adapters=False)
+
+
+def test_training_windows_keep_gold_entities_whole(served):
+    codec = served.runtime("joint").codec
+    words = ["good"] * 60  # one sub-word each: more than the tiny backbone's window (24 tokens)
+    pieces = codec.pieces([words])[0]
+    plain = codec.windows(pieces)
+    boundary = plain[0][1]
+    entity = (boundary - 1, boundary + 2)  # straddles the plain first window's end; 3 words: max_span_width
+    kept = codec.windows(pieces, keep_whole=[entity])
+    assert kept[0] == (0, entity[0]) and kept[1][0] == entity[0] and kept[1][1] >= entity[1]
+    assert [start for start, _ in kept[1:]] == [end for _, end in kept[:-1]] and kept[-1][1] == len(words)
+    too_long = (0, len(words))  # longer than any window: cut where it overflows, as without it
+    assert codec.windows(pieces, keep_whole=[too_long]) == plain
+    example = {"tokens": words, "entities": [{"start": entity[0], "end": entity[1], "type": "GOOD"}], "relations": []}
+    rows = served.runtime("joint").examples.features(example)
+    assert any(row["labels"][0] == 1 for row in rows)  # the straddling entity is a gold span of some window
 
 
 @needs_shared_data

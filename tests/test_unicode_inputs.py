@@ -28,7 +28,7 @@ from heads.relation.codec import RelationRequest, parse_marked
 from heads.tagging.codec import TaggingRequest
 from hub.errors import InputError
 
-TASKS = ("sentiment", "paraphrase", "similarity", "entities", "spans", "reader", "relations")
+TASKS = ("sentiment", "paraphrase", "similarity", "entities", "spans", "reader", "relations", "joint", "fill")
 NO_TOKENS = "has no tokens the model can read"
 BOUNDED = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -112,14 +112,23 @@ def _qa(text: st.SearchStrategy[str]) -> st.SearchStrategy:
     return st.fixed_dictionaries({"question": text | WORDS, "context": text}) | st.tuples(WORDS, text)
 
 
+def _fill(text: st.SearchStrategy[str]) -> st.SearchStrategy:
+    """A text with one [MASK] somewhere in it (glued to its neighbours or not), or in {text, top_k}."""
+    masked = st.builds(lambda a, gap, b: f"{a}{gap}[MASK]{gap}{b}", text | st.just(""), st.sampled_from(["", " "]),
+                       text | WORDS)
+    return masked | st.builds(lambda t, k: {"text": t, "top_k": k}, masked, st.integers(1, 20))
+
+
 def inputs(task: str, text: st.SearchStrategy[str]) -> st.SearchStrategy:
     """Inputs of `task` built from texts of `text`."""
     if task == "sentiment":
         return text
     if task in ("paraphrase", "similarity"):
         return _pair(text)
-    if task in ("entities", "spans"):
+    if task in ("entities", "spans", "joint"):
         return _tagging(text)
+    if task == "fill":
+        return _fill(text)
     return _qa(text) if task == "reader" else _relations(text)
 
 
@@ -161,21 +170,51 @@ def _check_tagging(served: hub.Hub, task: str, value, result: dict) -> None:
     assert all(tag == "O" or tag.split("-", 1)[1] in types for tag in result["tags"])
     text = _tagging_text(value)
     if text is None:
-        tokens = list(value["tokens"] if isinstance(value, dict) else value)
-        assert result["tokens"] == tokens
+        assert result["tokens"] == list(value["tokens"] if isinstance(value, dict) else value)
     else:
         cursor = 0
         for token in result["tokens"]:  # the words are the text's own pieces, in order
             cursor = text.index(token, cursor) + len(token)
-    for entity in result["entities"]:
+    _check_entities(served, task, value, result["entities"], types)
+
+
+def _check_entities(served: hub.Hub, task: str, value, entities: list[dict], types: set[str] | None = None) -> None:
+    """Each entity's type is the task's and its offsets cut its text out of the text (token indices for tokens)."""
+    types = set(served.runtime(task).head.config.labels) if types is None else types
+    text = _tagging_text(value)
+    tokens = None if text is not None else list(value["tokens"] if isinstance(value, dict) else value)
+    for entity in entities:
         assert set(entity) == {"text", "label", "start", "end", "score"} and 0.0 <= entity["score"] <= 1.0
         assert entity["label"] in types
-        if text is None:
+        if tokens is not None:
             assert 0 <= entity["start"] < entity["end"] <= len(tokens)
             assert entity["text"] == " ".join(tokens[entity["start"]:entity["end"]])
         else:
             assert 0 <= entity["start"] < entity["end"] <= len(text)
             assert text[entity["start"]:entity["end"]] == entity["text"]
+
+
+def _check_joint(served: hub.Hub, value, result: dict) -> None:
+    """Entities as tagging's (offsets that cut their text out), relations between two of them with a known type."""
+    _keys(result, {"task", "entities", "relations"})
+    _check_entities(served, "joint", value, result["entities"])
+    relations = served.runtime("joint").head.config.relations
+    for relation in result["relations"]:
+        assert set(relation) == {"head", "tail", "label", "score"} and relation["label"] in relations
+        assert 0 <= relation["head"] < len(result["entities"]) and 0 <= relation["tail"] < len(result["entities"])
+        assert relation["head"] != relation["tail"] and 0.0 <= relation["score"] <= 1.0
+
+
+def _check_fill(value, result: dict) -> None:
+    """One mask whose offsets cut "[MASK]" out of the text, top_k candidates by falling probability."""
+    _keys(result, {"task", "masks", "sequence"})
+    text, top_k = (value["text"], value["top_k"]) if isinstance(value, dict) else (value, None)
+    (mask,) = result["masks"]
+    assert text[mask["start"]:mask["end"]] == "[MASK]"
+    scores = [candidate["score"] for candidate in mask["candidates"]]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= score <= 1.0 for score in scores)
+    assert top_k is None or len(scores) == top_k
+    assert result["sequence"].startswith(text[:mask["start"]]) and result["sequence"].endswith(text[mask["end"]:])
 
 
 def _check_qa(value, result: dict) -> None:
@@ -197,6 +236,10 @@ def assert_well_formed(served: hub.Hub, task: str, value, result: dict) -> None:
         _check_tagging(served, task, value, result)
     elif task == "reader":
         _check_qa(value, result)
+    elif task == "joint":
+        _check_joint(served, value, result)
+    elif task == "fill":
+        _check_fill(value, result)
     elif task == "similarity":
         _keys(result, {"task", "value"})
         assert math.isfinite(result["value"])
@@ -225,6 +268,8 @@ test_crf_tagging_any_text = _property("entities", ANY_TEXT)
 test_span_ner_any_text = _property("spans", ANY_TEXT)
 test_qa_any_text = _property("reader", ANY_TEXT)
 test_relation_any_text = _property("relations", ANY_TEXT)
+test_joint_extraction_any_text = _property("joint", ANY_TEXT)
+test_fill_mask_any_text = _property("fill", ANY_TEXT)
 
 
 def _everywhere(task: str, row) -> dict:
@@ -265,6 +310,11 @@ def _readable(served: hub.Hub, text: str) -> bool:
     return bool(served.runtime("sentiment").codec.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def value_tokens(value) -> str:
+    """Pre-split tokens of a tagging input, joined by spaces (what the oracle reads)."""
+    return " ".join(value["tokens"] if isinstance(value, dict) else value)
+
+
 def _whole_texts(task: str, value) -> list[str]:
     """What a whole-text kind must be able to read: the text, each text of a pair, question and context, each entity."""
     if task == "sentiment":
@@ -296,9 +346,15 @@ def test_text_without_tokens(served, task):
         if task in ("entities", "spans"):
             assert_well_formed(served, task, value, result)
             unread = [i for i, token in enumerate(result["tokens"]) if not _readable(served, token)]
-            assert all(result["tags"][i] == "O" for i in unread)
+            assert all(result["tags"][i] == "O" for i in unread), ascii((value, result))
             if len(unread) == len(result["tokens"]):
                 assert result["entities"] == []
+        elif task == "joint":
+            assert_well_formed(served, task, value, result)
+            if not any(_readable(served, token) for token in (_tagging_text(value) or value_tokens(value),)):
+                assert result["entities"] == [] and result["relations"] == []
+        elif task == "fill":  # the mask is always a token: what is around it may be nothing
+            assert_well_formed(served, task, value, result)
         elif all(_readable(served, text) for text in _whole_texts(task, value)):
             assert_well_formed(served, task, value, result)
         else:
@@ -392,7 +448,8 @@ def test_huge_single_words(served, task, text):
     """One 'word' of 100,000 characters, 300 KB of one emoji, 50,000 marks on one letter: answered, quickly."""
     value = {"sentiment": text, "paraphrase": (text, text), "similarity": ("good", text), "entities": text,
              "spans": text, "reader": {"question": "what is good?", "context": text},
-             "relations": {"text": f"good {text} bad", "head": [0, 4], "tail": [len(text) + 6, len(text) + 9]}}[task]
+             "relations": {"text": f"good {text} bad", "head": [0, 4], "tail": [len(text) + 6, len(text) + 9]},
+             "joint": text, "fill": f"good {text} [MASK] movie"}[task]
     assert_well_formed(served, task, value, served.run(task, value))
 
 

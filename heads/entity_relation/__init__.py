@@ -3,8 +3,9 @@ classified by relation type, in one head over the shared backbone pass."""
 
 from ..kind import register_kind
 from .codec import EntityRelationCodec, EntityRelationExamples
-from .data import spert_examples
+from .data import spert_examples, spert_types
 from .head import EntityRelationHead
 
 register_kind(name="entity_relation", head=EntityRelationHead, codec=EntityRelationCodec,
-              examples=EntityRelationExamples, read_examples=spert_examples, default_metric="joint_f1")
+              examples=EntityRelationExamples, read_examples=spert_examples, default_metric="joint_f1",
+              read_types=spert_types)

@@ -5,8 +5,7 @@ Training rows list the gold entity spans and up to `negative_entities` non-entit
 up to `negative_relations` ordered pairs of gold entities without one, both drawn with a fixed per-sentence seed (a
 rerun samples the same ones). Serving rows list every span up to `max_span_width`; the head pairs up the spans it
 classifies as entities. A text longer than the window is read in consecutive windows of whole words; entities and
-relations are found within a window.
-"""
+relations are found within a window. Training windows do not end inside a gold entity (`windows(keep_whole=)`)."""
 
 from __future__ import annotations
 
@@ -74,7 +73,7 @@ class EntityRelationExamples(TaggingExamples):
         rng = random.Random(" ".join(words))
         config = self.head.config
         rows = []
-        for start, end in self.codec.windows(pieces):
+        for start, end in self.codec.windows(pieces, keep_whole=[(s, e) for s, e, _ in gold]):
             row = self.codec.window_row(pieces, start, end)
             span_of, labelled, spans = self.codec.training_spans(row, gold, config.negative_entities, rng)
             position = {span: i for i, span in enumerate(spans)}

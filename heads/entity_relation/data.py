@@ -1,9 +1,12 @@
 """Joint entity and relation examples from SpERT's JSON: `tokens`, `entities` ({type, start, end}: token indices, end
 exclusive) and `relations` ({type, head, tail}: indices into the sentence's entities). Every fault is refused naming
-the sentence and the fix: spans out of range or empty, unknown types, relations naming missing entities."""
+the sentence and the fix: spans out of range or empty, unknown types, relations naming missing entities. SpERT's types
+file (`data.types`) must list the task's types; its `symmetric` flags become `head.symmetric`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hub.errors import DataError
@@ -57,3 +60,28 @@ def _two_ints_and_type(record: Any, names: tuple[str, str], where: str) -> tuple
         return int(record[names[0]]), int(record[names[1]]), str(record["type"])
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: needs integer {names[0]!r}, {names[1]!r} and a 'type'.") from None
+
+
+def spert_types(path: Path, task: TaskSpec) -> dict[str, Any]:
+    """Head options from SpERT's types file ({entities: {type: ...}, relations: {type: {symmetric: bool}}}): its
+    symmetric relation types. Its entity and relation types must be the task's `labels` and `head.relations`, and a
+    `head.symmetric` the registry also gives must agree with it."""
+    try:
+        types = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        entities, relations = dict(types["entities"]), dict(types["relations"])
+        symmetric = sorted(name for name, spec in relations.items() if isinstance(spec, dict) and spec.get("symmetric"))
+    except FileNotFoundError:
+        raise DataError(f"data.types {path}: no such file; give SpERT's types.json or remove data.types.") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"data.types {path}: not SpERT's types file (an object with 'entities' and 'relations' "
+                        f"objects keyed by type name): {exc!r}") from None
+    for what, listed, given in (("entity types", entities, task.labels or []),
+                                ("relation types", relations, task.head.get("relations") or [])):
+        if set(listed) != set(given):
+            field = "labels" if what == "entity types" else "head.relations"
+            raise DataError(f"data.types {path}: its {what} {sorted(listed)} are not the task's {field} "
+                            f"{sorted(given)}; make them the same.")
+    if "symmetric" in task.head and sorted(task.head["symmetric"]) != symmetric:
+        raise DataError(f"head.symmetric {sorted(task.head['symmetric'])} disagrees with data.types {path}, which "
+                        f"marks {symmetric} symmetric; remove head.symmetric (the types file decides) or fix one.")
+    return {"symmetric": symmetric}

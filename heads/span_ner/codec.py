@@ -91,7 +91,7 @@ class SpanExamples(TaggingExamples):
         pieces = self.codec.pieces([words])[0]
         rng = random.Random(" ".join(words))
         rows = []
-        for start, end in self.codec.windows(pieces):
+        for start, end in self.codec.windows(pieces, keep_whole=[(s, e) for s, e, _ in gold]):
             row = self.codec.window_row(pieces, start, end)
             _, labelled, spans = self.codec.training_spans(row, gold, self.head.config.negative_samples, rng)
             self.codec.with_spans(row, spans)

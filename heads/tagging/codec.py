@@ -106,18 +106,24 @@ class TaggingCodec(Codec):
             out.append(per_word)
         return out
 
-    def windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
+    def windows(self, pieces: list[list[int]], keep_whole: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
         """(first word, end word) of consecutive windows whose sub-words fit the backbone; none when no word has a
-        sub-word (only control, zero-width, ... characters): there is nothing for the head to tag."""
+        sub-word (only control, zero-width, ... characters): there is nothing for the head to tag. A window does not
+        end inside a `keep_whole` word range (first, end exclusive: training's gold entities) unless the range alone
+        is longer than a window: it ends before the range instead."""
         if not any(pieces):
             return []
         budget = self.max_length - sum(map(len, self.specials))
+        sizes = [min(len(word), budget) for word in pieces]
+        inside = {i for first, end in keep_whole for i in range(first + 1, end)}
         windows, start, used = [], 0, 0
-        for i, word in enumerate(pieces):
-            size = min(len(word), budget)
+        for i, size in enumerate(sizes):
             if used + size > budget and i > start:
-                windows.append((start, i))
-                start, used = i, 0
+                cut = next((j for j in range(i, start, -1) if j not in inside), i)
+                if sum(sizes[cut:i + 1]) > budget:  # the range does not fit a window: cut it where it overflows
+                    cut = i
+                windows.append((start, cut))
+                start, used = cut, sum(sizes[cut:i])
             used += size
         windows.append((start, len(pieces)))
         return windows

