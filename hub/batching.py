@@ -40,13 +40,14 @@ class OverloadedError(HubError):
 @dataclass(frozen=True)
 class BatchRecord:
     """One round: jobs that had rows in it, items it completed, rows it ran, the queue wait of the
-    oldest job that started in it (None if none started), and how long it ran."""
+    oldest job that started in it (None if none started), how long it ran, and the distinct tasks of its rows."""
 
     jobs: int
     items: int
     rows: int
     wait_seconds: float | None
     run_seconds: float
+    tasks: int = 1
 
 
 @dataclass(eq=False)
@@ -269,8 +270,9 @@ class DynamicBatcher:
             _answer(job)
         if self.on_batch is not None:
             waits = [started - job.enqueued for job in starting]
+            tasks = len({row.task.spec.name for rows in taken.values() for row in rows})
             self.on_batch(BatchRecord(sum(1 for job in live if taken[id(job)]), items, sum(map(len, taken.values())),
-                                      max(waits) if waits else None, time.perf_counter() - started))
+                                      max(waits) if waits else None, time.perf_counter() - started, tasks))
         return left
 
     def _still_wanted(self, job: _Job, now: float) -> bool:

@@ -23,7 +23,7 @@ REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "tra
                "train_seconds", "command")
 # rows the data section dropped, per reason (only when some were); what a model that learned nothing would score
 OPTIONAL_KEYS = ("train_dropped", "eval_dropped", "train_notes", "learning_check", "train_steps", "planned_steps",
-                 "stopped_by_time_budget")
+                 "stopped_by_time_budget", "processes")
 RECIPE = re.compile(r"^## Recipe\n\n```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)  # build_card's recipe block
 
 

@@ -165,13 +165,20 @@ def train(
     = None,
     init_from: Annotated[Path | None, typer.Option(
         help="start the adapter from this domain adapter (`hub pretrain` wrote it) instead of from scratch")] = None,
+    processes: Annotated[int, typer.Option(
+        min=1, help="data-parallel processes on this machine (gloo on CPUs, NCCL on GPUs; hub/distributed.py)")] = 1,
 ) -> None:
     """Fine-tune the task's adapter (LoRA, (IA)3, VeRA, bottleneck: the recipe's) + head (backbone frozen), evaluate on
     dev, write the folder."""
+    import sys
+
+    from .distributed import launch, without_option
     from .registry import load_registry
     from .training import train_task
 
     try:
+        if processes > 1:
+            raise typer.Exit(launch(without_option(sys.argv[1:], "--processes"), processes))
         train_task(
             load_registry(registry or default_registry_path(), strict_adapters=False), task, output=output,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_train_examples=max_train_examples,
@@ -520,6 +527,47 @@ def serve(
                   "run every task. Set --api-key (or $HUB_API_KEY), and --allowed-host for the names clients use.",
                   highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log)
+
+
+@app.command("ray-serve")
+def ray_serve(
+    registry: RegistryOption = None,
+    config: Annotated[Path | None, typer.Option(help="a YAML of the application's options (hub.ray_serve."
+                                                "RayServeOptions: replicas, autoscaling, limits, ...); the options "
+                                                "below override it")] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="HubReplica replicas (default 2)")] = None,
+    tasks_per_replica: Annotated[int | None, typer.Option(min=1, help="tasks one replica keeps loaded")] = None,
+    address: Annotated[str | None, typer.Option(envvar="RAY_ADDRESS", help="the Ray cluster to join (default: start "
+                                                "a local one); or $RAY_ADDRESS")] = None,
+    host: Annotated[str, typer.Option(help="address Serve's HTTP proxy listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of Serve's HTTP proxy")] = 8000,
+) -> None:
+    """Serve every task on Ray Serve: `hub serve`'s HTTP API over N replicas, requests routed to a replica that
+    holds their task (hub/ray_serve.py; deploy/ray_serve.yaml; README "More than one machine")."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        _fail(HubError("Ray Serve is not installed: pip install 'bert-adapter-hub[ray]' (or 'ray[serve]')."))
+    from .ray_serve import APP_NAME, build_app
+
+    options: Any = yaml.safe_load(config.read_text(encoding="utf-8")) if config else {}
+    if isinstance(options, dict) and "applications" in options:  # a Serve config file: its first app's args
+        options = (options["applications"] or [{}])[0].get("args") or {}
+    if not isinstance(options, dict):
+        _fail(HubError(f"{config}: give a mapping of Ray Serve options (registry, replicas, limits, ...) or a "
+                       "Serve config file (deploy/ray_serve.yaml)."))
+    overrides = {"registry": str(registry) if registry else None, "replicas": replicas,
+                 "tasks_per_replica": tasks_per_replica}
+    options.update({key: value for key, value in overrides.items() if value is not None})
+    options.setdefault("registry", str(default_registry_path()))
+    try:
+        application = build_app(options)
+    except HubError as exc:
+        _fail(exc)
+    ray.init(address=address or "local")
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(application, name=APP_NAME, route_prefix="/", blocking=True)
 
 
 def _preload(hub: Hub, names: list[str]) -> None:

@@ -38,6 +38,10 @@ class DeadlineExceededError(HubError):
     """A request was not answered within its deadline; the work left for it was dropped."""
 
 
+class ServiceUnavailableError(HubError):
+    """The backend could not answer now (e.g. its Ray Serve replica died and retries failed); retry shortly."""
+
+
 class TaskUnavailableError(AdapterError):
     """A task the registry names cannot be served (broken or missing adapter); the others still serve."""
 

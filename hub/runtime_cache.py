@@ -75,6 +75,14 @@ class RuntimeCache:
             self.resident_bytes -= self._entries.pop(oldest)[1]
             self.evictions += 1
 
+    def drop(self, task: str) -> None:
+        """Unload `task` now if it is loaded (a batch holding its runtime finishes with it)."""
+        with self._lock:
+            entry = self._entries.pop(task, None)
+            if entry is not None:
+                self.resident_bytes -= entry[1]
+                self.evictions += 1
+
     def loaded(self, task: str) -> bool:
         """Whether `task` is in the cache now (a lock-free peek: the answer may change right after)."""
         return task in self._entries

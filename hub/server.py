@@ -37,16 +37,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from heads import kind
 from heads.codec import TEXT_SCHEMA
 
-from .batching import BatchRecord, DynamicBatcher, OverloadedError
-from .devices import dtype_name
+from .answering import Answerer, LocalAnswerer
+from .batching import BatchRecord, OverloadedError
 from .embeddings import embedding_task_name
 from .errors import (
     AdapterError,
@@ -56,6 +54,7 @@ from .errors import (
     InputError,
     RemoteError,
     RequestTooLargeError,
+    ServiceUnavailableError,
     UnknownTaskError,
 )
 from .service import Hub
@@ -297,29 +296,6 @@ class _Access:
         await self.app(scope, receive, send)
 
 
-class _CacheCollector:
-    """Prometheus view of the adapter cache, the queue and the batch worker, read at scrape time."""
-
-    def __init__(self, hub: Hub, batcher: DynamicBatcher):
-        self.hub, self.batcher = hub, batcher
-
-    def collect(self) -> Iterator:
-        stats = self.hub.cache.stats()
-        for name in ("hits", "misses", "evictions"):
-            yield CounterMetricFamily(f"hub_adapter_cache_{name}", f"adapter cache {name}", value=stats[name])
-        yield GaugeMetricFamily("hub_adapter_cache_resident_tasks", "tasks loaded (adapter + head)",
-                                value=stats["resident_tasks"])
-        yield GaugeMetricFamily("hub_adapter_cache_resident_bytes", "bytes of loaded adapters and heads",
-                                value=stats["resident_bytes"])
-        yield GaugeMetricFamily("hub_tasks_unavailable", "tasks that cannot be served (broken or missing adapters)",
-                                value=len(self.hub.unavailable()))
-        yield GaugeMetricFamily("hub_queue_items", "items waiting for a batch", value=self.batcher.queued)
-        yield CounterMetricFamily("hub_memory_releases", "times freed memory went back to the OS after traffic paused",
-                                  value=self.batcher.memory_releases)
-        yield CounterMetricFamily("hub_deadline_misses", "requests failed because their deadline passed in the queue",
-                                  value=self.batcher.deadline_misses)
-
-
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -335,6 +311,8 @@ class _Metrics:
         self.batch_wait = Histogram("hub_batch_wait_seconds", "oldest starting job's wait before its round ran",
                                     registry=self.registry)
         self.batch_run = Histogram("hub_batch_run_seconds", "router time per batch round", registry=self.registry)
+        self.batch_tasks = Histogram("hub_batch_tasks", "distinct tasks whose rows shared a batch round",
+                                     registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
 
     def batch(self, record: BatchRecord) -> None:
         self.batch_items.observe(record.items)
@@ -342,6 +320,7 @@ class _Metrics:
         if record.wait_seconds is not None:
             self.batch_wait.observe(record.wait_seconds)
         self.batch_run.observe(record.run_seconds)
+        self.batch_tasks.observe(record.tasks)
 
 
 _ERRORS = {401: "the API key is missing or wrong", 400: "the body is not JSON, or the Host is not allowed",
@@ -441,25 +420,21 @@ def _vector(values: list[float], encoding: str) -> list[float] | str:
     return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
 
 
-def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
-    """The ASGI app serving `hub` (load tasks beforehand with `hub.runtime(task)` to skip first-request loads)."""
+def create_app(hub: Hub, limits: ServerLimits = ServerLimits(), answerer: Answerer | None = None) -> FastAPI:
+    """The ASGI app serving `hub` (load tasks beforehand with `hub.runtime(task)` to skip first-request loads).
+    `answerer`: where items are answered (default: this process's dynamic batcher; hub.ray_serve: Ray Serve
+    replicas); `hub` then lists the tasks and shapes the schema."""
     metrics = _Metrics()
-    state: dict[str, DynamicBatcher] = {}
+    backend: Answerer = answerer if answerer is not None else LocalAnswerer(hub, limits)
     root = hub.registry.path.parent
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
-                                 on_batch=metrics.batch, idle_release_s=limits.idle_release_s,
-                                 max_rows_per_item=limits.max_rows_per_item,
-                                 max_rows_per_request=limits.max_rows_per_request,
-                                 request_timeout_s=limits.request_timeout_s)
-        metrics.registry.register(_CacheCollector(hub, batcher))
-        state["batcher"] = batcher
+        await backend.start(metrics.registry, metrics.batch)
         try:
             yield
         finally:
-            await run_in_threadpool(batcher.close)
+            await backend.close()
 
     app = FastAPIOffline(title="BERT adapter hub", version="1", lifespan=lifespan,
                          description="Many NLP tasks from one frozen BERT per language: mixed-task requests share "
@@ -497,6 +472,8 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
             return _error(422, "invalid_input", message)
         if isinstance(exc, OverloadedError):
             return _error(503, "overloaded", message, headers={"Retry-After": "1"})
+        if isinstance(exc, ServiceUnavailableError):
+            return _error(503, "unavailable", message, headers={"Retry-After": "1"})
         if isinstance(exc, DeadlineExceededError):
             return _error(504, "deadline_exceeded", message)
         if isinstance(exc, (AdapterError, BackboneError, RemoteError)):
@@ -520,13 +497,7 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         return {"results": results} if body.items is not None else {"result": results[0]}
 
     async def answered(requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-        """The batcher's results for `requests` (checks, loads tasks, tokenizes: off the event loop)."""
-        future = await run_in_threadpool(state["batcher"].submit, requests)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
-        except asyncio.TimeoutError:  # the worker is stuck inside a long round: answer anyway
-            raise DeadlineExceededError(f"the request was not answered within {limits.request_timeout_s:.1f} s; "
-                                        "the server is busy: retry later or send less work per request.") from None
+        return await backend.answer(requests)
 
     @app.post(EMBEDDINGS_PATH, summary="Embeddings in the shape of OpenAI's API, batched with every other request",
               response_model=EmbeddingsResponse, responses=_responses(400, 401, 404, 413, 422, 500, 503, 504))
@@ -560,17 +531,13 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
         for t in hub.tasks():
             if "unavailable" in t:
                 t["unavailable"] = public_message(t["unavailable"], root)
-            listed.append({**t, "loaded": hub.cache.loaded(t["task"])})
+            listed.append({**t, "loaded": backend.loaded(t["task"])})
         return {"tasks": listed}
 
     @app.get("/health", summary="Queue depth, loaded and unavailable tasks, the device they run on and its precision",
              responses=_responses(401))
     def health() -> dict[str, Any]:
-        batcher = state.get("batcher")
-        status = "starting" if batcher is None else "stalled" if batcher.busy_seconds() > limits.ready_stall_s else "ok"
-        return {"status": status, "queued_items": batcher.queued if batcher else 0,
-                "loaded_tasks": hub.cache.stats()["resident_tasks"], "device": str(hub.device),
-                "dtype": dtype_name(hub.dtype), "compiled": hub.compile,
+        return {**backend.health(),
                 "unavailable_tasks": {task: public_message(why, root) for task, why in hub.unavailable().items()}}
 
     @app.get("/health/live", summary="Liveness: the process answers")
@@ -580,14 +547,10 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits()) -> FastAPI:
     @app.get("/health/ready", summary="Readiness: tasks loaded and the batch worker making progress",
              responses={503: {"description": "not ready (starting, stalled or stopped)"}})
     def ready() -> JSONResponse:
-        batcher = state.get("batcher")
-        if batcher is None or not batcher.alive:
-            return JSONResponse({"status": "not_ready", "reason": "the batch worker is not running"}, status_code=503)
-        busy = batcher.busy_seconds()
-        if busy > limits.ready_stall_s:
-            return JSONResponse({"status": "not_ready", "reason": f"one batch round has run for {busy:.0f} s"},
-                                status_code=503)
-        return JSONResponse({"status": "ready", "queued_items": batcher.queued})
+        reason = backend.not_ready()
+        if reason is not None:
+            return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "queued_items": backend.health().get("queued_items", 0)})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=_responses(401))
     def prometheus() -> Response:

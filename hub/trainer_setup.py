@@ -5,6 +5,7 @@ transformers' logging kept to errors while it runs."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +38,8 @@ def trainer_arguments(scratch: str, epochs: float, batch_size: int, learning_rat
         learning_rate=learning_rate, save_strategy="no", eval_strategy="no", report_to=[], logging_steps=logging_steps,
         seed=seed, disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinned pages only help a copy to a GPU (CPU: a warning)
+        # several processes without a GPU: accelerate's multi-CPU mode (gloo) needs use_cpu (hub/distributed.py)
+        use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
         **extra)
 
 

@@ -31,6 +31,7 @@ from .backbone import Backbone, load_backbone
 from .card import build_card
 from .data import read_split, sample_rows
 from .devices import DTYPES
+from .distributed import is_main_process, per_process_batch, world_size
 from .errors import DataError, HubError
 from .evaluation import score_runtime
 from .imbalance import ResamplingTrainer, class_weights, example_weights, sampling_power
@@ -188,8 +189,9 @@ def _fit(model: TaskModel, train_set: Dataset, recipe: TrainSpec, collator: _Col
     clock = TrainingClock(task, steps, recipe.max_train_seconds, progress)
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
-        args = trainer_arguments(scratch, recipe.epochs, recipe.batch_size, recipe.learning_rate, recipe.seed,
-                                 progress, max(1, steps // 10), train_sampling_strategy="group_by_length")
+        args = trainer_arguments(scratch, recipe.epochs, per_process_batch(recipe.batch_size), recipe.learning_rate,
+                                 recipe.seed, progress and is_main_process(), max(1, steps // 10),
+                                 train_sampling_strategy="group_by_length")
         with quiet_transformers():
             common = {"model": model, "args": args, "train_dataset": train_set, "optimizers": (optimizer, scheduler),
                       "data_collator": collator, "callbacks": [clock]}
@@ -265,8 +267,10 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     trained = recipe.adapter.method if method == "lora" else method  # "lora": an adapter of the recipe's method
+    processes = world_size()
     print(f"[{task.name}] {trained}: trainable parameters {trainable:,} / {total:,} ({trainable / total:.3%}); "
-          f"{len(train_rows):,} train examples" + (f"; {train_split.dropped_note()}" if train_split.dropped else ""))
+          f"{len(train_rows):,} train examples" + (f"; {train_split.dropped_note()}" if train_split.dropped else "")
+          + (f"; {processes} processes" if processes > 1 else ""))
     if train_split.notes:
         print(f"[{task.name}] train file: {train_split.notes_line()}")
     spec = registry.backbone(task.backbone)
@@ -290,7 +294,10 @@ def fit_task(registry: Registry, task_name: str, method: Method = "lora", progre
         **({"train_notes": dict(train_split.notes)} if train_split.notes else {}),
         "head": model.head.config.model_dump(exclude={"kind", "hidden_size", "labels"}),
         "train": recipe.model_dump(), "command": _command(task.name, registry, overrides),
+        **({"processes": processes} if processes > 1 else {}),
     }
+    if processes > 1:
+        report["command"] += f" --processes {processes}"
     return FittedTask(task, method, model, backbone, codec, recipe, report)
 
 
@@ -299,6 +306,8 @@ def train_task(registry: Registry, task_name: str, output: str | Path | None = N
     """Train, evaluate on dev, and atomically write the adapter folder; returns the report written to its card."""
     fitted = fit_task(registry, task_name, "lora", progress, **overrides)
     task, report = fitted.task, fitted.report
+    if not is_main_process():  # data-parallel: the main process evaluates and writes the folder, once
+        return report
     dev_split = read_split(registry, task, "dev")
     dev_rows = sample_rows(dev_split.examples, fitted.recipe.max_eval_examples, fitted.recipe.seed)
     report["eval_examples"] = len(dev_rows)

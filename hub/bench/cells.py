@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # finished cells (tests/test_benchmarks.py holds the committed frontier table to this).
 FIELDS_ADDED_LATER: dict[tuple[str, str], Any] = {("train", "runtime"): "float32", ("data", "drop"): {},
                                                  ("data", "token_pattern"): None, ("train", "max_train_seconds"): None,
-                                                 ("train", "init_from"): None}
+                                                 ("train", "init_from"): None, ("data", "types"): None}
 
 
 def fingerprinted_spec(spec: TaskSpec) -> dict[str, Any]:
