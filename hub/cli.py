@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import typer
 import yaml
@@ -323,6 +323,10 @@ def bench(
     name: Annotated[str | None, typer.Option(help="results file name (default: the suite), "
                                              "e.g. for another budget")] = None,
     registry: RegistryOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="cells at once, each in its own process on this machine")] = 1,
+    ray: Annotated[bool, typer.Option("--ray", help="run the cells as Ray tasks on the cluster at $RAY_ADDRESS "
+                                      "(default: a local one); every node reads the same paths")] = False,
+    cpus_per_cell: Annotated[float, typer.Option(min=0.01, help="with --ray: CPUs one cell reserves")] = 1.0,
 ) -> None:
     """LoRA vs full fine-tuning vs linear probe on one budget: dev tables (markdown, JSON) and a plot; resumable."""
     import shlex
@@ -344,7 +348,9 @@ def bench(
                              max_eval_examples=max_eval_examples, epochs=epochs, learning_rate=learning_rate,
                              full_learning_rate=full_learning_rate, full_head_learning_rate=full_head_learning_rate,
                              probe_learning_rate=probe_learning_rate, rank=rank, out=out, name=name)
-        print(run_bench(config, loaded, command=shlex.join(["hub", *sys.argv[1:]])))
+        backend: Literal["serial", "processes", "ray"] = "ray" if ray else "processes" if workers > 1 else "serial"
+        print(run_bench(config, loaded, command=shlex.join(["hub", *sys.argv[1:]]), backend=backend, workers=workers,
+                        cpus_per_cell=cpus_per_cell))
     except HubError as exc:
         _fail(exc)
 

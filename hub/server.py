@@ -34,7 +34,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -58,11 +59,13 @@ from .errors import (
     UnknownTaskError,
 )
 from .service import Hub
+from .task_pages import backbone_sizes, describe_task, task_metrics
 
 log = logging.getLogger("hub.server")
 RUN_PATH = "/v1/run"
 EMBEDDINGS_PATH = "/v1/embeddings"
-OPEN_PATHS = ("/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json", "/static-offline-docs")
+OPEN_PATHS = ("/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/web/")
+WEB = Path(__file__).parent / "web"  # the page (hub/web): plain HTML, CSS and JavaScript, no build step
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,7 @@ class _Access:
             return await response(scope, receive, send)
         path = scope.get("path", "")
         if self.key is not None and scope.get("method") != "OPTIONS" and not path.startswith(OPEN_PATHS) \
-                and not self._key_ok(headers):
+                and path != "/" and not self._key_ok(headers):
             response = _error(401, "unauthorized", "this server needs an API key: send `Authorization: Bearer KEY` "
                                                    "(or `X-API-Key: KEY`) with the key it was started with.",
                               headers={"WWW-Authenticate": "Bearer"})
@@ -525,14 +528,30 @@ def create_app(hub: Hub, limits: ServerLimits = ServerLimits(), answerer: Answer
                           **({"truncated": True} if result.get("truncated") else {})}
                          for i, result in enumerate(results)]}
 
-    @app.get("/v1/tasks", summary="The tasks this server answers", responses=_responses(401))
+    @app.get("/v1/tasks", summary="The tasks this server answers, and the backbones they share",
+             responses=_responses(401))
     def tasks() -> dict[str, Any]:
         listed = []
         for t in hub.tasks():
             if "unavailable" in t:
                 t["unavailable"] = public_message(t["unavailable"], root)
-            listed.append({**t, "loaded": backend.loaded(t["task"])})
-        return {"tasks": listed}
+            listed.append({**t, "loaded": backend.loaded(t["task"]), "dev_metrics": task_metrics(hub, t["task"])})
+        return {"tasks": listed, "backbones": backbone_sizes(hub)}
+
+    @app.get("/v1/tasks/{task}", summary="One task: its registry entry and its rendered model card",
+             response_model=None, responses={200: {"description": "entry, language, state, dev metrics, card_html"},
+                                             **_responses(401, 404)})
+    def task_detail(task: str) -> dict[str, Any] | JSONResponse:
+        try:
+            return describe_task(hub, task, backend.loaded(task), root)
+        except HubError as exc:
+            return refusal(exc)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
 
     @app.get("/health", summary="Queue depth, loaded and unavailable tasks, the device they run on and its precision",
              responses=_responses(401))

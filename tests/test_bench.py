@@ -131,6 +131,37 @@ def test_bench_writes_table_json_and_plot_and_resumes(registry, tmp_path, monkey
     assert calls == [("sentiment", "probe", 1)]
 
 
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_cells_spread_over_processes_or_ray_tasks_give_the_serial_results(registry, tmp_path, backend):
+    """The same grid, cell by cell here, then two at a time in worker processes or as Ray tasks on a local cluster
+    (127.0.0.1): the same cells, fingerprints and scores; the log written by this process alone."""
+    if backend == "ray":
+        pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' (ray[serve])")
+    grid = {"methods": ["lora", "probe"], "seeds": [1]}
+    serial, spread = _config(tmp_path / "serial", **grid), _config(tmp_path / backend, **grid)
+    run_bench(serial, registry, progress=False)
+    if backend == "ray":
+        import ray
+
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+    try:
+        run_bench(spread, registry, progress=False, backend=backend, workers=2, cpus_per_cell=1)
+    finally:
+        if backend == "ray":
+            ray.shutdown()
+    cells_of = []
+    for config in (serial, spread):
+        logged = [json.loads(line) for line in config.log_path.read_text().splitlines()]
+        cells_of.append({(c["task"], c["method"], c["seed"]): c for c in logged})
+        assert len(logged) == 4  # 2 tasks x 2 methods, each once
+    one, many = cells_of
+    assert one.keys() == many.keys()
+    for key in one:
+        assert one[key]["fingerprint"] == many[key]["fingerprint"]
+        assert one[key]["score"] == pytest.approx(many[key]["score"], abs=1e-6), key
+
+
 def test_registered_method_measures_the_registry_adapter(trained_registry, tmp_path):
     registry = load_registry(trained_registry)
     config = _config(tmp_path, tasks=["paraphrase"], methods=["registered"], seeds=[1, 2, 3])

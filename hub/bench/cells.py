@@ -18,6 +18,7 @@ from ..evaluation import evaluate_runtime
 from ..metrics import evaluate_metric
 from ..registry import Registry, TaskSpec
 from .config import METHOD_NAMES, BenchConfig
+from .parallel import Backend, run_cells
 from .report import write_results
 
 if TYPE_CHECKING:
@@ -153,8 +154,10 @@ def append_cell(path: Path, cell: dict[str, Any]) -> None:
         os.fsync(log.fileno())
 
 
-def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, command: str = "") -> str:
-    """Run every missing cell, then write `<stem>.md`, `<stem>.json` and `<stem>.png`; returns the markdown."""
+def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, command: str = "",
+              backend: Backend = "serial", workers: int = 1, cpus_per_cell: float = 1.0) -> str:
+    """Run every missing cell (here, in `workers` processes, or as Ray tasks: hub/bench/parallel.py), then write
+    `<stem>.md`, `<stem>.json` and `<stem>.png`; returns the markdown."""
     names = [t.name for t in registry.tasks]
     unknown = [t for t in config.tasks if t not in names]
     if unknown:
@@ -173,8 +176,9 @@ def run_bench(config: BenchConfig, registry: Registry, progress: bool = True, co
     if done and todo:
         print(f"bench {config.suite}: resuming, {len(cells) - len(todo)} of {len(cells)} cells "
               f"already in {config.log_path}")
-    for task, method, seed in tqdm(todo, desc=f"bench {config.suite}", unit="cell", disable=not progress):
-        cell = run_cell(config, registry, task, method, seed, progress)
+    finished = run_cells(config, registry, todo, backend, workers, cpus_per_cell, progress)
+    for (task, method, seed), cell in tqdm(finished, total=len(todo), desc=f"bench {config.suite}", unit="cell",
+                                           disable=not progress):
         cell["fingerprint"] = _fingerprint(config, registry, task, method)
         append_cell(config.log_path, cell)
         done[(task, method, seed)] = cell
