@@ -62,8 +62,14 @@ def page(browser, server):
     assert outside == [], f"the page asked for {outside}"
 
 
-def _try(page, server: str, task: str, **fields: str) -> None:
+def _open(page, server: str, task: str) -> None:
+    """The task's page, drawn (a hash change re-renders asynchronously: wait for this task's heading and form)."""
     page.goto(f"{server}/#/task/{task}")
+    page.wait_for_function("task => document.querySelector('h1')?.textContent === task", arg=task)
+
+
+def _try(page, server: str, task: str, **fields: str) -> None:
+    _open(page, server, task)
     page.wait_for_selector("#try-form")
     for name, value in fields.items():
         page.fill(f"#try-form [name={name}]", value)
@@ -101,6 +107,26 @@ def test_tagging_highlights_each_entity_in_the_text(page, server, served):
     assert page.inner_text("#result .text-view").replace("\n", "").startswith("the ")
 
 
+def test_pairs_and_regression_take_two_texts(page, server, served):
+    _try(page, server, "paraphrase", first="good movie", second="a good film")
+    assert page.inner_text("#result .label-value") == served.run("paraphrase", ("good movie", "a good film"))["label"]
+    _try(page, server, "similarity", first="good movie", second="bad plot")
+    value = served.run("similarity", ("good movie", "bad plot"))["value"]
+    assert float(page.inner_text("#result .regression-value")) == pytest.approx(value, abs=1e-3)
+
+
+def test_pre_split_tokens_are_tagged_as_tokens(page, server, served):
+    tokens = ["good", "movie", "bad", "plot"]
+    _open(page, server, "entities")
+    page.fill("#try-form [name=text]", "\n".join(tokens))
+    page.check("#as-tokens")
+    page.click("#run")
+    page.wait_for_selector("#result .drawn")
+    expected = served.run("entities", tuple(tokens))["entities"]
+    drawn = page.eval_on_selector_all("#result mark.ent .ent-text", "spans => spans.map(s => s.textContent)")
+    assert drawn == [e["text"] for e in expected]
+
+
 def test_qa_highlights_the_answer_in_the_context(page, server, served):
     context = "the movie was good and the plot was bad"
     _try(page, server, "reader", question="what was good?", context=context)
@@ -124,8 +150,7 @@ def test_relation_and_joint_tasks_draw_their_relations(page, server, served):
 
 
 def test_an_unknown_task_and_an_empty_input_say_what_is_wrong(page, server):
-    page.goto(f"{server}/#/task/sentimnet")
-    page.wait_for_selector(".error")
+    _open(page, server, "sentimnet")
     assert "unknown task 'sentimnet'" in page.inner_text(".error") and "Did you mean 'sentiment'" in page.inner_text(".error")
     _try(page, server, "sentiment", text="   ")
     assert "input is empty" in page.inner_text("#result .error")
