@@ -117,7 +117,7 @@ def test_character_spans_become_word_tags(tokenizers):
 
 @pytest.mark.parametrize("value", ["", "   ", [], ["ok", ""], ["ok", " "], ["ok", None], None, 3, {"words": ["a"]}])
 def test_bad_tagging_input_is_refused_clearly(tokenizers, value):
-    with pytest.raises(InputError, match="tags a text"):
+    with pytest.raises(InputError, match="reads a text"):
         _codec(tokenizers["en"], "en").normalize(value)
 
 

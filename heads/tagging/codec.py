@@ -60,7 +60,7 @@ class TaggingCodec(Codec):
         return {"anyOf": [TEXT_SCHEMA, tokens, fields_schema(["text"]), fields_schema(["tokens"], {"tokens": tokens})]}
 
     def normalize(self, value: Any) -> TaggingRequest:
-        usage = (f"task {self.task.name!r} tags a text: pass a non-empty string, a list of pre-split tokens, "
+        usage = (f"task {self.task.name!r} reads a text: pass a non-empty string, a list of pre-split tokens, "
                  "or a dict with 'text' or 'tokens'")
         if isinstance(value, dict):
             if len(value) != 1 or not set(value) <= {"text", "tokens"}:
