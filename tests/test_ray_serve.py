@@ -108,6 +108,25 @@ def test_the_documented_serve_config_is_valid_for_serve_and_the_app():
         RayServeOptions.model_validate({**application["args"], "replicas": 0})
 
 
+def test_hub_ray_serve_refuses_bad_options_before_starting_ray(tmp_path):
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    def refused(*arguments: str) -> str:
+        result = CliRunner().invoke(app, ["ray-serve", *arguments])
+        assert result.exit_code != 0
+        return " ".join(result.output.split())  # the console wraps long lines
+
+    assert "is not a file; give the registry.yaml to serve" in refused("--registry", str(tmp_path / "absent.yaml"))
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    assert "give a mapping of Ray Serve options" in refused("--config", str(tmp_path / "bad.yaml"))
+    (tmp_path / "typo.yaml").write_text("replica: 2\n")
+    typo = refused("--config", str(tmp_path / "typo.yaml"))
+    assert "replica" in typo and "Extra inputs are not permitted" in typo
+    assert not ray.is_initialized()
+
+
 def test_the_ray_app_is_hub_serves_api(client, local):
     from fastapi.testclient import TestClient
 
@@ -234,3 +253,4 @@ def test_a_replica_killed_mid_traffic_loses_no_request_silently(client, local):
     assert routing["lost"] >= 1  # the kill hit requests in flight: each failed call is counted
     # every failed call was retried, or was a refused request's last try: none vanished
     assert routing["lost"] == routing["retried"] + outcomes["unavailable"], (routing, outcomes)
+

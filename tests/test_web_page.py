@@ -149,6 +149,15 @@ def test_relation_and_joint_tasks_draw_their_relations(page, server, served):
     assert relations == len(expected["relations"]) or (not expected["relations"] and "No relation" in page.inner_text("#result"))
 
 
+def test_fill_mask_shows_each_masks_candidates(page, server, served):
+    text = "the a movie [MASK] was"
+    _try(page, server, "fill", text=text)
+    expected = served.run("fill", text)
+    assert page.inner_text("#result strong") == expected["sequence"]
+    bars = page.eval_on_selector_all("#result .score > span:first-child", "spans => spans.map(s => s.textContent)")
+    assert bars == [c["token"] for c in expected["masks"][0]["candidates"]]
+
+
 def test_an_unknown_task_and_an_empty_input_say_what_is_wrong(page, server):
     _open(page, server, "sentimnet")
     assert "unknown task 'sentimnet'" in page.inner_text(".error") and "Did you mean 'sentiment'" in page.inner_text(".error")
