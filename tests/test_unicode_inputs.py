@@ -334,6 +334,18 @@ INVISIBLE_TEXT = st.builds(lambda chars, gap: gap.join(chars), st.lists(_text_of
                            st.sampled_from(["", " ", "\u200b"]))
 
 
+def _unread_tag_fits(tags: list[str], i: int, unread: set[int]) -> bool:
+    """A word the model never saw is O, unless it sits inside an entity the model found around it (the codec never
+    lets an unread word split an entity): then an inside tag of that entity's type."""
+    if tags[i] == "O":
+        return True
+    before = next((tags[j] for j in range(i - 1, -1, -1) if j not in unread), "O")
+    after = next((tags[j] for j in range(i + 1, len(tags)) if j not in unread), "O")
+    kind = tags[i].split("-", 1)[-1]
+    return (tags[i].startswith(("I-", "M-")) and before != "O" and before.split("-", 1)[-1] == kind
+            and after.startswith(("I-", "M-", "E-")) and after.split("-", 1)[-1] == kind)
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_text_without_tokens(served, task):
     """Text made only of what the tokenizer drops: per-token kinds tag such words O and find nothing there; kinds
@@ -346,7 +358,8 @@ def test_text_without_tokens(served, task):
         if task in ("entities", "spans"):
             assert_well_formed(served, task, value, result)
             unread = [i for i, token in enumerate(result["tokens"]) if not _readable(served, token)]
-            assert all(result["tags"][i] == "O" for i in unread), ascii((value, result))
+            for i in unread:
+                assert _unread_tag_fits(result["tags"], i, set(unread)), ascii((value, result))
             if len(unread) == len(result["tokens"]):
                 assert result["entities"] == []
         elif task == "joint":
