@@ -216,6 +216,9 @@ def pretrain(
     head_learning_rate: Annotated[float, typer.Option(help="the objective heads' (trained from scratch)")] = 5e-3,
     max_length: Annotated[int, typer.Option()] = 128,
     seed: Annotated[int, typer.Option()] = 42,
+    transform_rank: Annotated[int | None, typer.Option(
+        min=1, help="the fill-mask head's dense layer as two of this rank: a head small beside its backbone "
+                    "(default: BERT's full hidden x hidden layer)")] = None,
 ) -> None:
     """Pre-train a domain adapter and its objective heads on raw text (backbone frozen); the card records held-out
     masked-token accuracy before and after."""
@@ -230,7 +233,7 @@ def pretrain(
                                 next_sentence=next_sentence,
                                 adapter=_mapping("--adapter", adapter), epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, head_learning_rate=head_learning_rate,
-                                max_length=max_length, seed=seed)
+                                max_length=max_length, seed=seed, transform_rank=transform_rank)
         loaded = load_registry(registry or default_registry_path(), strict_adapters=False)
         if not text and not task:
             raise HubError("give the corpus: --text FILE (repeatable) and/or --task NAME (its training texts).")

@@ -74,6 +74,19 @@ def test_span_masking_with_the_boundary_objective_saves_its_head(setup):
     assert card["recipe"]["span_boundary"] and card["recipe"]["adapter"]["r"] == 2
 
 
+def test_a_low_rank_prediction_head_is_saved_with_its_rank(setup):
+    folder, registry, corpus = setup
+    out = folder / "low_rank"
+    result = _run(str(out), "--text", str(corpus), "--backbone", "tiny", "--registry", str(registry),
+                  "--max-length", "32", "--transform-rank", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "head_config.json").read_text())["transform_rank"] == 2
+    heads = load_file(str(out / "head.safetensors"))
+    hidden = heads["transform.3.weight"].shape[0]  # the layer norm after the two dense layers and the GELU
+    assert heads["transform.0.weight"].shape == (2, hidden) and heads["transform.1.weight"].shape == (hidden, 2)
+    assert json.loads((out / "pretraining.json").read_text())["recipe"]["transform_rank"] == 2
+
+
 @pytest.mark.parametrize("extra, content, message", [
     ((), "only one line\n", "1 non-blank text"),
     ((), "\u200b\n\u200b\u200b\n", "0 of 2 texts have a token to mask"),

@@ -105,3 +105,36 @@ def test_next_sentence_prediction_learns_which_pairs_follow(tiny_backbone_dir):
             optimizer.step()
     after = held_out_score(model, held_out_collator(), held_out).next_sentence_accuracy
     assert before is not None and after is not None and after > max(before, 0.5) + 0.2, (before, after)
+
+
+def test_a_low_rank_prediction_head_is_small_learns_and_round_trips(tiny_backbone_dir, tmp_path):
+    """`transform_rank`: the head's dense layer as two of rank r, so the head stays small beside the backbone; it
+    still learns the corpus, and saves and loads as any head."""
+    from heads.base import Head
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone_dir)
+    backbone = BertModel.from_pretrained(tiny_backbone_dir)
+    torch.manual_seed(0)
+    full = PretrainingModel(BertModel.from_pretrained(tiny_backbone_dir), LoraOptions(r=8, dropout=0.0)).mlm
+    model = PretrainingModel(backbone, LoraOptions(r=8, dropout=0.0), transform_rank=2)
+    hidden, vocab = backbone.config.hidden_size, backbone.config.vocab_size
+    count = lambda head: sum(p.numel() for p in head.parameters())  # noqa: E731
+    assert count(model.mlm) == 2 * hidden * 2 + hidden + 2 * hidden + vocab  # A, B, B's bias, layer norm, vocab bias
+    assert count(full) == hidden * hidden + hidden + 2 * hidden + vocab
+    train, held_out = _corpus(200, seed=0), _corpus(40, seed=1)
+    train_encoded, held_out_encoded = (encode_texts(tokenizer, texts, 32)[0] for texts in (train, held_out))
+    before = held_out_score(model, _collator(tokenizer, "mlm", held_out, seed=5), held_out_encoded).accuracy
+    collator = _collator(tokenizer, "mlm", train, seed=0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for step in range(150):
+        loss = model(**collator(train_encoded[(step * 16) % 200:(step * 16) % 200 + 16]))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = held_out_score(model, _collator(tokenizer, "mlm", held_out, seed=5), held_out_encoded).accuracy
+    assert after > before + 0.2, (before, after)
+    model.mlm.save(tmp_path)
+    loaded = Head.load(tmp_path)
+    assert loaded.config.transform_rank == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.mlm.state_dict().values(), loaded.state_dict().values()))

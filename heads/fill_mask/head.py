@@ -3,7 +3,8 @@
 The head is what `hub pretrain` trains beside a domain adapter (neither embedded backbone ships BERT's trained
 prediction head: their files hold the encoder and a pooler, no `cls.predictions.*`). Its decoder is tied to the
 backbone's frozen word embeddings, as BERT's is, so the head's own weights are the transform (dense + GELU + layer
-norm) and one bias per vocabulary token; `bind` ties the decoder when the head is loaded beside its backbone.
+norm; the dense layer optionally low-rank, `transform_rank`) and one bias per vocabulary token; `bind` ties the
+decoder when the head is loaded beside its backbone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class FillMaskOptions(HeadOptions):
 class FillMaskConfig(FillMaskOptions, HeadConfig):
     vocab_size: int | None = Field(None, ge=1, description="the backbone's vocabulary (filled in by `hub pretrain`)")
     layer_norm_eps: float = 1e-12
+    transform_rank: int | None = Field(
+        None, ge=1, description="the transform's dense layer as two of rank r (hidden x r, r x hidden): 2 x hidden x r "
+                                "weights instead of hidden x hidden, for a head small beside its backbone "
+                                "(`hub pretrain --transform-rank`); None: BERT's full dense layer")
 
     @model_validator(mode="after")
     def _last_layer(self) -> FillMaskConfig:
@@ -49,9 +54,10 @@ class FillMaskHead(Head):
         if config.vocab_size is None:
             raise ValueError("a fill-mask head needs vocab_size (the backbone's vocabulary); train it with "
                              "`hub pretrain`")
-        hidden = config.hidden_size
-        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(),
-                                       nn.LayerNorm(hidden, eps=config.layer_norm_eps))
+        hidden, rank = config.hidden_size, config.transform_rank
+        dense = [nn.Linear(hidden, hidden)] if rank is None else [nn.Linear(hidden, rank, bias=False),
+                                                                   nn.Linear(rank, hidden)]
+        self.transform = nn.Sequential(*dense, nn.GELU(), nn.LayerNorm(hidden, eps=config.layer_norm_eps))
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self._decoder: tuple[torch.Tensor, ...] = ()  # the backbone's word embeddings: a tuple, so never saved
 

@@ -27,7 +27,7 @@ class PretrainingModel(nn.Module):
     backbone's own word embeddings."""
 
     def __init__(self, backbone: PreTrainedModel, adapter: AdapterOptions, span_boundary: bool = False,
-                 next_sentence: bool = False):
+                 next_sentence: bool = False, transform_rank: int | None = None):
         super().__init__()
         embeddings = backbone.get_input_embeddings()
         assert isinstance(embeddings, nn.Embedding)  # BERT's word embeddings
@@ -36,7 +36,8 @@ class PretrainingModel(nn.Module):
         self.encoder = METHODS[adapter.method].training.wrap(backbone, adapter)
         self.mlm = FillMaskHead(FillMaskConfig.model_validate(
             {"kind": FillMaskHead.kind, "hidden_size": embeddings.embedding_dim,
-             "vocab_size": embeddings.num_embeddings, "layer_norm_eps": backbone.config.layer_norm_eps}))
+             "vocab_size": embeddings.num_embeddings, "layer_norm_eps": backbone.config.layer_norm_eps,
+             "transform_rank": transform_rank}))
         self.mlm.bind(backbone)
         self.sbo = SpanBoundaryHead(embeddings.embedding_dim) if span_boundary else None
         self.nsp = NextSentenceHead(embeddings.embedding_dim) if next_sentence else None

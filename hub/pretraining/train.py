@@ -40,6 +40,7 @@ class PretrainRecipe:
     objective: Objective = "mlm"
     span_boundary: bool = False  # SpanBERT's span boundary objective beside span masking
     next_sentence: bool = False  # BERT's next-sentence prediction: the corpus is documents, read as sentence pairs
+    transform_rank: int | None = None  # the prediction head's dense layer as two of this rank (a small head)
     adapter: dict[str, Any] | None = None  # the method and its options ({method: lora, r: 8}: the default)
     epochs: float = 1.0
     batch_size: int = 16
@@ -98,7 +99,7 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
 
     torch.manual_seed(recipe.seed)
     model = PretrainingModel(frozen.model, options, span_boundary=recipe.span_boundary,
-                             next_sentence=recipe.next_sentence)
+                             next_sentence=recipe.next_sentence, transform_rank=recipe.transform_rank)
     before = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
     steps = _train(model, train_texts, collator(recipe.seed), recipe, progress)
     after = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
