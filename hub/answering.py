@@ -41,6 +41,14 @@ class Answerer(Protocol):
         """Stop answering; fail what is still queued."""
 
 
+def limited_batcher(hub: Hub, limits: Any, on_batch: Any) -> DynamicBatcher:
+    """The dynamic batcher over `hub` that the server's limits (hub.server.ServerLimits) describe."""
+    return DynamicBatcher(hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=on_batch,
+                          idle_release_s=limits.idle_release_s, max_rows_per_item=limits.max_rows_per_item,
+                          max_rows_per_request=limits.max_rows_per_request,
+                          request_timeout_s=limits.request_timeout_s)
+
+
 class LocalAnswerer:
     """This process's dynamic batcher over `hub` (`hub serve`)."""
 
@@ -49,12 +57,7 @@ class LocalAnswerer:
         self.batcher: DynamicBatcher | None = None
 
     async def start(self, metrics: CollectorRegistry, on_batch: Any) -> None:
-        limits = self.limits
-        self.batcher = DynamicBatcher(self.hub, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
-                                      on_batch=on_batch, idle_release_s=limits.idle_release_s,
-                                      max_rows_per_item=limits.max_rows_per_item,
-                                      max_rows_per_request=limits.max_rows_per_request,
-                                      request_timeout_s=limits.request_timeout_s)
+        self.batcher = limited_batcher(self.hub, self.limits, on_batch)
         metrics.register(CacheCollector(self.hub, self.batcher))
 
     async def answer(self, requests: list[tuple[str, Any]]) -> list[dict[str, Any]]:

@@ -36,7 +36,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import errors
-from .batching import BatchRecord, DynamicBatcher, OverloadedError
+from .answering import limited_batcher
+from .batching import BatchRecord, OverloadedError
 from .embeddings import is_embedding_name
 from .errors import DeadlineExceededError, HubError, InputError, ServiceUnavailableError
 from .server import ServerLimits, create_app
@@ -124,12 +125,7 @@ class HubReplicaBase:
         hub_options = {"max_batch_size": self.limits.max_batch_size or 64, **self.options.hub}
         self.hub = Hub.load(self.options.registry, max_tasks=self.options.tasks_per_replica, **hub_options)
         self.counters = ReplicaCounters(replica=ray.get_runtime_context().get_actor_name() or "replica")
-        self.batcher = DynamicBatcher(self.hub, self.limits.max_batch_size, self.limits.max_wait_ms,
-                                      self.limits.max_queue, on_batch=self.counters.batch,
-                                      idle_release_s=self.limits.idle_release_s,
-                                      max_rows_per_item=self.limits.max_rows_per_item,
-                                      max_rows_per_request=self.limits.max_rows_per_request,
-                                      request_timeout_s=self.limits.request_timeout_s)
+        self.batcher = limited_batcher(self.hub, self.limits, self.counters.batch)
 
     async def lease_task(self, task: str) -> TaskLease:
         """Load `task` here (Serve's multiplexed loader, wrapped in `serve.multiplexed` by `replica_deployment`)."""

@@ -14,7 +14,7 @@ from markdown_it import MarkdownIt
 from .adapter_folder import AdapterFolder
 from .backbone import resolve_source
 from .card import card_metrics
-from .errors import BackboneError, HubError, UnknownTaskError
+from .errors import BackboneError, HubError
 from .service import Hub
 
 WEIGHT_FILES = ("*.safetensors", "*.bin")
@@ -45,9 +45,7 @@ def backbone_sizes(hub: Hub) -> dict[str, dict[str, Any]]:
 
 def describe_task(hub: Hub, task: str, loaded: bool, root: Path) -> dict[str, Any]:
     """The task's registry entry, language, state, and its model card as HTML (None when untrained)."""
-    if task not in {t.name for t in hub.registry.tasks}:
-        raise UnknownTaskError(task, [t.name for t in hub.registry.tasks])
-    spec = hub.registry.task(task)
+    spec = hub.registry.task(task)  # UnknownTaskError names the close ones
     card = hub.registry.adapter_dir(spec) / AdapterFolder.CARD
     problems = hub.unavailable()
     return {"entry": spec.model_dump(mode="json", exclude_defaults=True) | {"kind": spec.kind, "inputs": spec.inputs},

@@ -5,7 +5,6 @@ transformers' logging kept to errors while it runs."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +13,8 @@ import torch
 from torch import nn
 from transformers import TrainingArguments, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
+
+from .distributed import world_size
 
 
 def optimizer_steps(examples: int, batch_size: int, epochs: float) -> int:
@@ -39,7 +40,7 @@ def trainer_arguments(scratch: str, epochs: float, batch_size: int, learning_rat
         seed=seed, disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinned pages only help a copy to a GPU (CPU: a warning)
         # several processes without a GPU: accelerate's multi-CPU mode (gloo) needs use_cpu (hub/distributed.py)
-        use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
+        use_cpu=world_size() > 1 and not torch.cuda.is_available(),
         **extra)
 
 
