@@ -69,7 +69,7 @@ def _on_ray(config: BenchConfig, registry: Registry, cells: list[Cell], cpus_per
     try:
         import ray
     except ImportError:
-        raise HubError("bench --backend ray needs Ray: pip install 'bert-adapter-hub[ray]'.") from None
+        raise HubError("hub bench --ray needs Ray: pip install 'bert-adapter-hub[ray]'.") from None
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
