@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -192,11 +193,13 @@ def train(
 
 @app.command()
 def pretrain(
+    context: typer.Context,
     name: Annotated[Path, typer.Argument(help="the adapter folder to write")],
     text: Annotated[list[Path] | None, typer.Option(
         help="a corpus: plain text, one text per line, or JSON lines (.jsonl) with a text field; repeatable")] = None,
-    task: Annotated[str | None, typer.Option(
-        help="a task whose training texts (without labels) are the corpus: task-adaptive pre-training")] = None,
+    task: Annotated[list[str] | None, typer.Option(
+        help="a task whose training texts (without labels) are the corpus: task-adaptive pre-training; repeatable "
+             "(the tasks' texts taken in turn, so --max-texts keeps a share of each)")] = None,
     backbone: Annotated[str | None, typer.Option(
         help="the registry's backbone to pre-train on (e.g. en, zh; default: the task's)")] = None,
     objective: Annotated[str, typer.Option(help="mlm (BERT's), whole_word, or span (SpanBERT's)")] = "mlm",
@@ -222,7 +225,7 @@ def pretrain(
 ) -> None:
     """Pre-train a domain adapter and its objective heads on raw text (backbone frozen); the card records held-out
     masked-token accuracy before and after."""
-    from .pretraining.corpus import read_documents_file, read_texts, task_texts
+    from .pretraining.corpus import read_documents_file, read_texts, tasks_texts
     from .pretraining.masking import Objective
     from .pretraining.train import PretrainRecipe
     from .pretraining.train import pretrain as run_pretraining
@@ -242,15 +245,15 @@ def pretrain(
                            "separated by a blank line); a task's texts have no documents.")
         documents = [d for path in text or [] for d in read_documents_file(path)] if next_sentence else None
         texts = [] if next_sentence else [line for path in text or [] for line in read_texts(path, text_field)]
-        texts += task_texts(loaded, task) if task else []
+        texts += tasks_texts(loaded, task) if task else []
         if max_texts is not None:
             if max_texts < 2:
                 raise HubError(f"--max-texts {max_texts}: pre-training needs at least 2 texts (some are held out).")
             texts = texts[:max_texts]
-        on = backbone or (loaded.task(task).backbone if task else None)
+        on = backbone or (loaded.task(task[0]).backbone if task else None)
         if on is None:
             raise HubError("name the backbone to pre-train on: --backbone (e.g. en, zh), or --task to use the task's.")
-        card = run_pretraining(loaded, on, texts, name, recipe, documents=documents)
+        card = run_pretraining(loaded, on, texts, name, recipe, documents=documents, command=_command_line(context))
     except HubError as exc:
         _fail(exc)
     held = card["held_out"]
@@ -259,6 +262,23 @@ def pretrain(
               ("next_sentence_accuracy", "next-sentence accuracy")) if key in held]
     typer.echo(f"wrote {name}: {card['steps']} steps over {card['corpus']['train_texts']} texts; held out: "
                + ", ".join(shown))
+
+
+def _command_line(context: typer.Context) -> str:
+    """The command as given, rebuilt from its parsed parameters (defaults left out), for a card's reproduce line."""
+    words = ["hub", context.command.name or ""]
+    for parameter in context.command.params:
+        value = context.params.get(parameter.name or "")
+        if value is None or value == parameter.default or not parameter.opts:
+            continue
+        if parameter.param_type_name == "argument":
+            words.append(str(value))
+        elif getattr(parameter, "is_flag", False) and isinstance(value, bool):  # --flag / --no-flag
+            words.append(parameter.opts[0] if value else parameter.secondary_opts[0])
+        else:
+            words += [item for one in (value if isinstance(value, (list, tuple)) else [value])
+                      for item in (parameter.opts[0], str(one))]
+    return shlex.join(words)
 
 
 def _mapping(option: str, text: str | None) -> dict[str, Any] | None:

@@ -16,6 +16,8 @@ from .data import load_split, sample_rows
 from .errors import AdapterError
 from .evaluation import evaluate_task
 from .methods import method_for_peft_type
+from .pretraining.card import CARD_FILE as PRETRAINING_CARD
+from .pretraining.card import restore_pretraining_card
 from .registry import Registry
 
 
@@ -65,10 +67,14 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: HeadSt
             dev = sample_rows(load_split(registry, task, "dev"), task.train.max_eval_examples, task.train.seed)
             metrics = evaluate_task(served, task_name, dev, progress=progress)
         report["metrics"] = metrics
-        if (staging / AdapterFolder.CARD).is_file():
-            storage: dict[str, Any] = {"adapter": adapter, "head": head_dtype}
-            if rank is not None:
-                storage["rank"] = rank
+        storage: dict[str, Any] = {"adapter": adapter, "head": head_dtype}
+        if rank is not None:
+            storage["rank"] = rank
+        if (staging / PRETRAINING_CARD).is_file():  # `hub pretrain`'s folder: its own card, from what it measured
+            rank_option = f" --rank {rank}" if rank is not None else ""
+            restore_pretraining_card(staging, folder.path.name, backbone, storage, metrics,
+                                     f"hub quantize {task_name} --dtype {adapter} --head {head_dtype}{rank_option}")
+        elif (staging / AdapterFolder.CARD).is_file():
             text = rebuild_card(staging, task, backbone, metrics=metrics, storage=storage)
             (staging / AdapterFolder.CARD).write_text(text, encoding="utf-8")
 

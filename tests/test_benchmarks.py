@@ -173,3 +173,23 @@ def test_relation_methods_compares_the_three_methods(trained_registry, tmp_path)
     text = relation_methods.main(["--registry", str(trained_registry), "--tasks", "relations", "--max-train-examples",
                                   "40", "--epochs", "1", "--out", str(tmp_path / "rel")])
     assert text.count("\n| relations |") == 3 and "position embeddings" in text
+
+
+def test_fill_mask_cloze_rows_mask_one_known_chinese_character_each():
+    """benchmarks/fill_mask_zh.py scores on cloze rows: one CJK character of each text (one the tokenizer knows) as
+    [MASK], the character its label; texts without one give no row; the same seed, the same rows."""
+    import fill_mask_zh
+    from transformers import AutoTokenizer
+
+    import hub
+    from hub.backbone import resolve_source
+    from hub.registry import load_registry
+
+    registry = load_registry(hub.default_registry_path(), strict_adapters=False)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(registry.backbone("zh"), registry))
+    texts = ["今天天气很好。", "Hello, world!", "我喜欢吃苹果，2024年。", "𠀀"]  # 𠀀: an ideograph the vocabulary lacks
+    rows = fill_mask_zh.cloze_rows(texts, tokenizer, seed=0)
+    assert len(rows) == 2 and rows == fill_mask_zh.cloze_rows(texts, tokenizer, seed=0)
+    for row, text in zip(rows, [texts[0], texts[2]]):
+        assert row["text"].count("[MASK]") == 1 and row["text"].replace("[MASK]", row["label"]) == text
+        assert "\u4e00" <= row["label"] <= "\u9fff" and tokenizer.convert_tokens_to_ids(row["label"]) != tokenizer.unk_token_id

@@ -85,6 +85,44 @@ def test_a_fill_mask_entry_is_checked_like_any_other(trained_registry, tmp_path)
         load_registry(write_registry(tmp_path, document))
 
 
+def test_hub_quantize_stores_a_pretrained_folder_small_and_records_it_in_its_own_card(trained_registry, tmp_path):
+    """`hub quantize` on a fill_mask task (`hub pretrain`'s folder, whose card has no task recipe): int4 adapter at a
+    lower rank and a float16 head, scored on the dev cloze rows as stored, recorded in pretraining.json and the card."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    document = yaml.safe_load(trained_registry.read_text())
+    source = trained_registry.parent / "adapters" / "fill"
+    shutil.copytree(source, tmp_path / "adapters" / "fill")
+    shutil.copytree(trained_registry.parent / "data", tmp_path / "data")
+    document["tasks"] = [t for t in document["tasks"] if t["name"] == "fill"]
+    registry = write_registry(tmp_path, document)
+    before = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+    result = CliRunner().invoke(app, ["quantize", "fill", "--dtype", "int4", "--rank", "4", "--head", "float16",
+                                      "-r", str(registry)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    folder = tmp_path / "adapters" / "fill"
+    stored = json.loads((folder / "pretraining.json").read_text())
+    assert stored["storage"] == {"adapter": "int4", "head": "float16", "rank": 4}
+    assert stored["bytes"] == report["bytes_after"] == sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert report["bytes_after"] < before / 2
+    assert stored["served_metrics"] == report["metrics"] and report["metrics"]["accuracy"] >= 0.8  # still learned
+    card = (folder / "README.md").read_text()
+    assert "adapter weights as int4 at rank 4" in card and f"{stored['bytes']:,} bytes" in card
+    assert stored["command"].endswith("hub quantize fill --dtype int4 --head float16 --rank 4")  # after any recorded
+    from hub.card import card_metrics
+
+    assert card_metrics(folder) == {"masked_token_accuracy": stored["held_out"]["accuracy"]["after"],
+                                    **report["metrics"]}
+    served = hub.Hub.load(registry).run("fill", "the a movie [MASK] was")
+    assert served["masks"][0]["candidates"][0]["token"] == "book"
+
+
 def test_runs_of_adjacent_masks_are_found():
     from heads.fill_mask.words import mask_runs
 

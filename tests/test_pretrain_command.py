@@ -56,6 +56,18 @@ def test_pretrain_writes_an_adapter_folder_whose_held_out_accuracy_rose(setup, t
     assert not any(t.dim() == 2 and vocab in t.shape for t in heads.values())  # no copy of the word embeddings
     readme = (out / "README.md").read_text()
     assert "pipeline_tag: fill-mask" in readme and f"{accuracy['after']:.4f}" in readme
+    from hub.card import card_metrics, card_report
+
+    assert card_metrics(out) == {"masked_token_accuracy": accuracy["after"]}  # a Hub eval result, as task cards
+    report = card_report(out)
+    files = sum(f.stat().st_size for f in out.iterdir() if f.name not in ("README.md", "pretraining.json"))
+    assert report["adapter_bytes"] == files and card["bytes"] == sum(f.stat().st_size for f in out.iterdir())
+    trained = sum(t.numel() for name in ("adapter_model.safetensors", "head.safetensors")
+                  for t in load_file(str(out / name)).values())
+    assert report["trainable_parameters"] == card["trainable_parameters"] == trained
+    assert report["train_examples"] == card["corpus"]["train_texts"] and report["train_seconds"] > 0
+    assert report["command"] == (f"hub pretrain {out} --text {corpus} --backbone tiny --registry {registry} "
+                                 "--epochs 8.0 --learning-rate 0.01 --max-length 32")  # as given, defaults left out
     from peft import PeftModel
 
     adapted = PeftModel.from_pretrained(BertModel.from_pretrained(tiny_backbone_dir), str(out))  # PEFT reads it
@@ -134,6 +146,38 @@ def test_a_tasks_own_training_texts_are_a_corpus(setup):
         "texts"] == 40
     refused = _run(str(folder / "none"), "--registry", str(registry))
     assert refused.exit_code != 0 and "give the corpus" in refused.output
+
+
+def test_several_tasks_texts_are_one_mixed_corpus(setup):
+    """`--task` repeated: the tasks' texts taken in turn (so the first N hold a share of each), distinct; tasks on
+    different backbones are refused naming them."""
+    import yaml
+
+    from hub.errors import DataError
+    from hub.pretraining.corpus import task_texts, tasks_texts
+    from hub.registry import load_registry
+
+    folder, registry, _ = setup
+    loaded = load_registry(registry)
+    pairs, sentences = task_texts(loaded, "paraphrase"), task_texts(loaded, "sentiment")
+    mixed = tasks_texts(loaded, ["paraphrase", "sentiment"])
+    assert set(mixed) == set(pairs) | set(sentences) and len(mixed) == len(set(mixed))
+    assert mixed[0] == pairs[0] and sentences[0] in mixed[:2]  # in turn: the first of each comes first
+    first_forty = set(mixed[:40])
+    assert first_forty & set(pairs) and first_forty & (set(sentences) - set(pairs))
+    result = _run(str(folder / "mixed"), "--task", "paraphrase", "--task", "sentiment", "--registry", str(registry),
+                  "--max-texts", "30", "--max-length", "24")
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "mixed" / "pretraining.json").read_text())["corpus"]["texts"] == 30
+
+    document = yaml.safe_load(registry.read_text())
+    document["backbones"].append({**document["backbones"][0], "name": "other"})
+    document["tasks"].append({**next(t for t in document["tasks"] if t["name"] == "sentiment"), "name": "elsewhere",
+                              "backbone": "other"})
+    two = folder / "two_backbones.yaml"
+    two.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    with pytest.raises(DataError, match=r"different backbones: .*sentiment \(tiny\), elsewhere \(other\)"):
+        tasks_texts(load_registry(two), ["sentiment", "elsewhere"])
 
 
 def test_next_sentence_prediction_reads_documents_and_saves_its_head(setup):

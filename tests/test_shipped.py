@@ -29,6 +29,8 @@ def test_python_api_examples(shipped):
     unrelated = shipped.run("stsb", ("A man plays the guitar.", "The stock market fell sharply today."))["value"]
     assert similar > unrelated + 1.5
     assert shipped.run("tnews", "上课时学生手机响个不停，老师一怒之下把手机摔了")["label"] in shipped.registry.task("tnews").labels
+    filled = shipped.run("fill_mask_zh", "我喜欢吃苹[MASK]。")  # the shipped masked-LM adapter and its small head
+    assert filled["sequence"] == "我喜欢吃苹果。" and len(filled["masks"][0]["candidates"]) == 5
     batch = shipped.run("sst2", ["good", "bad", "fine"])
     assert isinstance(batch, list) and len(batch) == 3
     assert {t["language"] for t in shipped.tasks()} == {"en", "zh"}
@@ -36,13 +38,17 @@ def test_python_api_examples(shipped):
 
 def test_one_mixed_batch_across_languages(shipped):
     requests = [("sst2", "What a wonderful film."), ("tnews", "国足比赛今晚开始"), ("stsb", ("A dog runs.", "A dog is running.")),
-                ("sentiment_zh", "质量很差，非常失望"), ("bbc_news", "The striker scored twice in the cup final.")]
+                ("sentiment_zh", "质量很差，非常失望"), ("bbc_news", "The striker scored twice in the cup final."),
+                ("fill_mask_zh", "北京是中国的[MASK]都。")]
     mixed = shipped.run_many(requests)
     for (task, value), result in zip(requests, mixed):
         alone = shipped.run(task, value)
-        assert result.get("label") == alone.get("label")
+        assert result.get("label") == alone.get("label") and result.get("sequence") == alone.get("sequence")
         assert result.get("score", result.get("value")) == pytest.approx(alone.get("score", alone.get("value")), abs=1e-4)
-    assert mixed[3]["label"] == "negative" and mixed[4]["label"] == "sports"
+        for mixed_mask, alone_mask in zip(result.get("masks", []), alone.get("masks", [])):
+            assert [c["score"] for c in mixed_mask["candidates"]] == pytest.approx(
+                [c["score"] for c in alone_mask["candidates"]], abs=1e-4)
+    assert mixed[5]["masks"] and mixed[3]["label"] == "negative" and mixed[4]["label"] == "sports"
 
 
 @needs_shared_data

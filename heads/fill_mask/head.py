@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import ExtraInput, Head, HeadConfig, HeadOptions
+from ..storage import widened
 
 IS_MASK = ExtraInput("is_mask", pad=0, per_token=True)  # 1 at the row's [MASK] tokens
 TOP_K = ExtraInput("top_k", pad=0)  # one value: the candidates this row's request asks for
@@ -75,8 +76,29 @@ class FillMaskHead(Head):
         """[..., hidden] -> [..., vocab] logits against every word embedding, plus the bias."""
         if not self._decoder:
             raise RuntimeError("the fill-mask head is not bound to a backbone: call bind(backbone) first")
-        transformed = self.transform(hidden.to(self.bias.dtype))
-        return transformed @ self._decoder[0].to(transformed.dtype).T + self.bias
+        transformed = self.transform(hidden.to(next(self.transform[-1].parameters()).dtype))  # the layer norm's
+        return transformed @ self._decoder[0].to(transformed.dtype).T + self.vocabulary_bias().to(transformed.dtype)
+
+    def vocabulary_bias(self) -> torch.Tensor:
+        """One score per vocabulary token (float32 even where it is kept as stored)."""
+        stored = self._buffers.get("bias_stored")
+        return self.bias if stored is None else widened(stored, self._buffers.get("bias_scale"))
+
+    def keep_as_stored(self, narrow: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Serving (heads/resident.py): keep the vocabulary bias as the file stores it (a quarter of its float32 bytes
+        as int8: most of a low-rank head's), widened in each pass."""
+        if "bias" in narrow:
+            del self.bias
+            values, scale = narrow["bias"]
+            self.register_buffer("bias_stored", values)
+            self.register_buffer("bias_scale", scale)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """A head keeping its bias as stored has the state of one that does not (`bias`, float32)."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if destination.pop(prefix + "bias_stored", None) is not None:
+            destination.pop(prefix + "bias_scale", None)
+            destination[prefix + "bias"] = self.vocabulary_bias()
 
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         return IS_MASK, TOP_K
@@ -88,7 +110,7 @@ class FillMaskHead(Head):
         rows = len(hidden)
         counts = is_mask.sum(1)
         width = int(counts.max()) if rows else 0
-        k = min(max(int(features[TOP_K.name].max()) if rows else 1, 1), int(self.bias.numel()))
+        k = min(max(int(features[TOP_K.name].max()) if rows else 1, 1), int(self.config.vocab_size or 1))
         probabilities = torch.zeros(rows, width, k, device=hidden.device)
         token_ids = torch.zeros(rows, width, k, dtype=torch.long, device=hidden.device)
         if width:

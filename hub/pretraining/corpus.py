@@ -85,3 +85,19 @@ def task_texts(registry: Registry, task_name: str) -> list[str]:
             if isinstance(text, str) and text.strip():
                 texts[text.strip()] = None
     return list(texts)
+
+
+def tasks_texts(registry: Registry, task_names: list[str]) -> list[str]:
+    """The training texts of several tasks of one backbone, taken in turn (the first of each, the second of each,
+    ...) and distinct, so that the first N are a mix of every task; DataError when the tasks' backbones differ."""
+    backbones = {name: registry.task(name).backbone for name in dict.fromkeys(task_names)}
+    if len(set(backbones.values())) > 1:
+        listed = ", ".join(f"{name} ({backbone})" for name, backbone in backbones.items())
+        raise DataError(f"the corpus tasks are on different backbones: {listed}; pre-train on one backbone's tasks.")
+    per_task = [task_texts(registry, name) for name in backbones]
+    mixed: dict[str, None] = {}
+    for turn in range(max(len(texts) for texts in per_task)):
+        for texts in per_task:
+            if turn < len(texts):
+                mixed[texts[turn]] = None
+    return list(mixed)

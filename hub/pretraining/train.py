@@ -4,8 +4,8 @@ card measuring held-out masked-token accuracy before and after."""
 
 from __future__ import annotations
 
-import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,13 @@ from ..errors import DataError, HubError
 from ..methods.base import AdapterOptions, adapter_options, method_named
 from ..registry import Registry
 from ..trainer_setup import adamw_with_warmup, optimizer_steps, quiet_transformers, trainer_arguments
-from .card import pretraining_card
+from .card import write_pretraining_files
 from .collator import EncodedText, MaskingCollator, encode_pairs, encode_texts
 from .masking import OBJECTIVES, Masker, MaskingOptions, Objective, UnigramSampler
 from .model import HeldOutScore, PretrainingModel, held_out_score
 from .sentence_pairs import next_sentence_pairs
 
 HEADS_FILE = "pretraining_heads.safetensors"  # the objective heads beside the masked-LM one (which is head.safetensors)
-CARD_FILE = "pretraining.json"
 HELD_OUT_SHARE = 0.05
 HELD_OUT_MAX = 500
 HELD_OUT_SEED = 1234  # the held-out masks, the same before and after training
@@ -69,10 +68,12 @@ def held_out_split(texts: list[EncodedText], seed: int) -> tuple[list[EncodedTex
 
 
 def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, recipe: PretrainRecipe,
-             progress: bool = True, documents: list[list[str]] | None = None) -> dict[str, Any]:
+             progress: bool = True, documents: list[list[str]] | None = None,
+             command: str | None = None) -> dict[str, Any]:
     """Train a domain adapter on `texts` (with next-sentence prediction: on sentence pairs drawn from `documents`,
     lists of sentences) over the registry's backbone `backbone` and write it to `output` (replaced in one step;
-    nothing is written if anything fails). Returns the card."""
+    nothing is written if anything fails); `command`, the one that reproduces it, goes on the card. Returns the
+    card's record (pretraining.json)."""
     options = _adapter_options(recipe.adapter or {"method": "lora"})
     method = method_named(options.method)
     spec = registry.backbone(backbone)
@@ -101,7 +102,9 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
     model = PretrainingModel(frozen.model, options, span_boundary=recipe.span_boundary,
                              next_sentence=recipe.next_sentence, transform_rank=recipe.transform_rank)
     before = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
+    started = time.perf_counter()
     steps = _train(model, train_texts, collator(recipe.seed), recipe, progress)
+    train_seconds = time.perf_counter() - started
     after = held_out_score(model, collator(HELD_OUT_SEED), held_texts)
     card = {"backbone": spec.model_id, "language": spec.language, "objective": recipe.objective,
             "recipe": {**asdict(recipe), "adapter": options.model_dump()}, "masking": asdict(options_masking),
@@ -110,7 +113,10 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
                           else {}),
                        "dropped_nothing_to_mask": dropped, "train_texts": len(train_texts),
                        "held_out_texts": len(held_texts)},
-            "steps": steps, "held_out": _before_after(before, after)}
+            "steps": steps, "held_out": _before_after(before, after),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in model.parameters()), "train_seconds": round(train_seconds, 1),
+            "command": command}
     with atomic_folder(output) as staging:
         method.training.save(model.encoder, staging, spec.model_id)
         model.mlm.save(staging)  # the fill-mask head a fill_mask task serves
@@ -119,8 +125,7 @@ def pretrain(registry: Registry, backbone: str, texts: list[str], output: Path, 
                            for k, v in head.state_dict().items()}
         if objective_heads:
             save_file(objective_heads, str(staging / HEADS_FILE))
-        (staging / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (staging / "README.md").write_text(pretraining_card(output.name, spec, card), encoding="utf-8")
+        write_pretraining_files(staging, output.name, spec, card)
     return card
 
 
