@@ -17,7 +17,7 @@ from .errors import AdapterError
 from .evaluation import evaluate_task
 from .methods import method_for_peft_type
 from .pretraining.card import CARD_FILE as PRETRAINING_CARD
-from .pretraining.card import restore_pretraining_card
+from .pretraining.card import record_quantized_storage
 from .registry import Registry
 
 
@@ -72,7 +72,7 @@ def quantize_task(registry: Registry, task_name: str, adapter: str, head: HeadSt
             storage["rank"] = rank
         if (staging / PRETRAINING_CARD).is_file():  # `hub pretrain`'s folder: its own card, from what it measured
             rank_option = f" --rank {rank}" if rank is not None else ""
-            restore_pretraining_card(staging, folder.path.name, backbone, storage, metrics,
+            record_quantized_storage(staging, folder.path.name, backbone, storage, metrics,
                                      f"hub quantize {task_name} --dtype {adapter} --head {head_dtype}{rank_option}")
         elif (staging / AdapterFolder.CARD).is_file():
             text = rebuild_card(staging, task, backbone, metrics=metrics, storage=storage)

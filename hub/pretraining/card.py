@@ -15,9 +15,8 @@ from ..registry import BackboneSpec
 CARD_FILE = "pretraining.json"  # what `hub pretrain` measured; the model card (README.md) is written from it
 MODEL_CARD = "README.md"
 # the card metadata's `bert_adapter_hub` keys, as `hub train`'s cards name them (the shipped table reads them)
-REPORT_KEYS = {"trainable_parameters": "trainable_parameters", "total_parameters": "total_parameters",
-               "adapter_bytes": "adapter_bytes", "train_seconds": "train_seconds", "command": "command",
-               "objective": "objective", "storage": "storage"}
+REPORT_KEYS = ("trainable_parameters", "total_parameters", "adapter_bytes", "train_seconds", "command", "objective",
+               "storage")
 
 
 def write_pretraining_files(folder: Path, name: str, backbone: BackboneSpec, report: dict[str, Any]) -> None:
@@ -33,7 +32,7 @@ def write_pretraining_files(folder: Path, name: str, backbone: BackboneSpec, rep
         report["bytes"] = measured
         records[0].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         records[1].write_text(pretraining_card(name, backbone, report), encoding="utf-8")
-    raise AssertionError(f"{folder}: the byte count written into its card does not settle")
+    raise RuntimeError(f"{folder}: the byte count written into its card does not settle")
 
 
 def pretraining_card(name: str, backbone: BackboneSpec, report: dict[str, Any]) -> str:
@@ -47,7 +46,7 @@ def pretraining_card(name: str, backbone: BackboneSpec, report: dict[str, Any]) 
     results += [EvalResult(task_type="fill-mask", dataset_type=name, dataset_name=f"{name}: cloze rows",
                            dataset_split="dev", metric_type=metric, metric_value=round(value, 4))
                 for metric, value in (report.get("served_metrics") or {}).items()]
-    recorded = {key: report[source] for key, source in REPORT_KEYS.items() if report.get(source) is not None}
+    recorded = {key: report[key] for key in REPORT_KEYS if report.get(key) is not None}
     data = ModelCardData(base_model=backbone.model_id, library_name="peft", language=backbone.language,
                          pipeline_tag="fill-mask", tags=[method, "bert-adapter-hub", "fill_mask", report["objective"]],
                          model_name=f"{name}-{method}", eval_results=results,
@@ -107,7 +106,7 @@ def _reproduce(report: dict[str, Any]) -> str:
     return f"\nReproduce: `{report['command']}`\n" if report.get("command") else ""
 
 
-def restore_pretraining_card(folder: Path, name: str, backbone: BackboneSpec, storage: dict[str, Any],
+def record_quantized_storage(folder: Path, name: str, backbone: BackboneSpec, storage: dict[str, Any],
                              metrics: dict[str, float] | None, quantized_by: str) -> None:
     """Record `hub quantize`'s storage (and served metrics, if measured) in a pre-trained folder's pretraining.json
     and write its card again; `quantized_by`, the quantize command, follows the recorded reproduce command."""
