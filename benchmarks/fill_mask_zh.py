@@ -61,7 +61,7 @@ def cloze_rows(texts: list[str], tokenizer: Any, seed: int) -> list[dict[str, st
     return rows
 
 
-def write_registry(shipped: Registry, work: Path, folder: Path, cloze: Path) -> Path:
+def write_registry(work: Path, folder: Path, cloze: Path) -> Path:
     """A registry of one fill_mask task over the shipped zh backbone, its dev set the cloze rows."""
     document = yaml.safe_load((ROOT / "registry.yaml").read_text(encoding="utf-8"))
     document["backbones"] = [b for b in document["backbones"] if b["name"] == "zh"]
@@ -90,7 +90,7 @@ def pretrained(registry: Registry, texts: list[str], folder: Path, rank: int | N
                     command=f"python benchmarks/fill_mask_zh.py --heads {folder.name}")
 
 
-def stored_score(shipped: Registry, work: Path, source: Path, storage: str, cloze: Path) -> dict[str, Any]:
+def stored_score(work: Path, source: Path, storage: str, cloze: Path) -> dict[str, Any]:
     """`source` stored as `storage` (a copy, through `hub quantize`'s code) and scored on the cloze rows as served."""
     from hub.quantize import quantize_task
 
@@ -104,7 +104,7 @@ def stored_score(shipped: Registry, work: Path, source: Path, storage: str, cloz
                 "cloze_accuracy": kept["served_metrics"]["accuracy"]}  # stored and scored by an earlier run
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(source, folder)
-    registry = load_registry(write_registry(shipped, work, folder, cloze))
+    registry = load_registry(write_registry(work, folder, cloze))
     report = quantize_task(registry, "fill_mask_zh", adapter, head, evaluate=True, progress=False, rank=rank)  # type: ignore[arg-type]
     return {"storage": storage, "folder": str(folder), "bytes": report["bytes_after"],
             "cloze_accuracy": report["metrics"]["accuracy"]}
@@ -133,17 +133,17 @@ def main() -> None:
     corpus = tasks_texts(shipped, CORPUS_TASKS)
     texts, held = corpus[: args.corpus_texts], corpus[args.corpus_texts: args.corpus_texts + args.cloze_texts]
     args.work.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_backbone(shipped.backbone("zh"), shipped).tokenizer
+    backbone = load_backbone(shipped.backbone("zh"), shipped)
+    tokenizer = backbone.tokenizer
     cloze = args.work / "cloze.jsonl"
     cloze.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in cloze_rows(held, tokenizer, 0)),
                      encoding="utf-8")
-    backbone_bytes = sum(p.numel() * p.element_size() for p in load_backbone(shipped.backbone("zh"), shipped)
-                         .model.parameters())
+    backbone_bytes = sum(p.numel() * p.element_size() for p in backbone.model.parameters())
     rows = []
     for variant in args.heads:
         card = pretrained(shipped, texts, args.work / variant, HEADS[variant], args)
         for storage in STORAGES:
-            scored = stored_score(shipped, args.work, args.work / variant, storage, cloze)
+            scored = stored_score(args.work, args.work / variant, storage, cloze)
             rows.append({"head": variant, "transform_rank": HEADS[variant], "steps": card["steps"],
                          "held_out_accuracy": card["held_out"]["accuracy"]["after"],
                          "held_out_perplexity": card["held_out"]["perplexity"]["after"], **scored,

@@ -10,6 +10,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..adapter_folder import AdapterFolder
 from ..registry import BackboneSpec
 
 CARD_FILE = "pretraining.json"  # what `hub pretrain` measured; the model card (README.md) is written from it
@@ -23,10 +24,11 @@ def write_pretraining_files(folder: Path, name: str, backbone: BackboneSpec, rep
     """pretraining.json and the card for `folder` from `report`, with its sizes measured: `adapter_bytes` (weights
     and configs: every file but these two) and `bytes` (the whole folder, these two included)."""
     records = (folder / CARD_FILE, folder / MODEL_CARD)
-    report["adapter_bytes"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f not in records)
+    stored = AdapterFolder(folder)
+    report["adapter_bytes"] = stored.nbytes() - sum(f.stat().st_size for f in records if f.is_file())
     report.pop("bytes", None)
     for _ in range(5):  # the count is part of both files: written again until it counts itself (two passes or three)
-        measured = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        measured = stored.nbytes()
         if measured == report.get("bytes"):
             return
         report["bytes"] = measured
