@@ -50,9 +50,38 @@ class StoredLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kept as {kept}"
 
 
+class KeepsParametersAsStored(nn.Module):
+    """A module some of whose own parameters (`kept_as_stored`: the CRF's transitions, the fill-mask head's vocabulary
+    bias) a served head keeps as its file stores them, widened on each read through `parameter_value`; its state
+    dict is that of the module that does not (the parameters by name, float32)."""
+
+    kept_as_stored: tuple[str, ...] = ()
+
+    def keep_as_stored(self, narrow: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Swap each of `kept_as_stored` that `narrow` holds for its stored values (and int8 scale) as buffers."""
+        for name in self.kept_as_stored:
+            if name in narrow:
+                delattr(self, name)
+                values, scale = narrow[name]
+                self.register_buffer(f"{name}_stored", values)
+                self.register_buffer(f"{name}_scale", scale)
+
+    def parameter_value(self, name: str) -> torch.Tensor:
+        """Parameter `name` in float32, whether it is kept as stored or not."""
+        stored = self._buffers.get(f"{name}_stored")
+        return getattr(self, name) if stored is None else widened(stored, self._buffers.get(f"{name}_scale"))
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in self.kept_as_stored:
+            if destination.pop(f"{prefix}{name}_stored", None) is not None:
+                destination.pop(f"{prefix}{name}_scale", None)
+                destination[prefix + name] = self.parameter_value(name)
+
+
 def keep_as_stored(head: nn.Module, stored: dict[str, torch.Tensor]) -> None:
     """Keep what the file `stored` holds narrower than float32 as stored: each Linear's weight (swapped for a
-    StoredLinear) and the tensors of modules that can (a `keep_as_stored(narrow)` method: the CRF's transitions).
+    StoredLinear) and the parameters a KeepsParametersAsStored module names (the CRF's transitions).
     Call after the head loaded and checked these tensors; a tensor an older layout stored in another shape stays
     float32."""
     for name, module in list(head.named_modules()):
@@ -62,7 +91,7 @@ def keep_as_stored(head: nn.Module, stored: dict[str, torch.Tensor]) -> None:
         if isinstance(module, nn.Linear) and "weight" in narrow:
             parent, _, child = name.rpartition(".")
             head.get_submodule(parent).register_module(child, StoredLinear(*narrow["weight"], module.bias))
-        elif narrow and hasattr(module, "keep_as_stored"):
+        elif narrow and isinstance(module, KeepsParametersAsStored):
             module.keep_as_stored(narrow)
 
 

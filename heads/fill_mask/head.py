@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import ExtraInput, Head, HeadConfig, HeadOptions
-from ..storage import widened
+from ..resident import KeepsParametersAsStored
 
 IS_MASK = ExtraInput("is_mask", pad=0, per_token=True)  # 1 at the row's [MASK] tokens
 TOP_K = ExtraInput("top_k", pad=0)  # one value: the candidates this row's request asks for
@@ -43,12 +43,15 @@ class FillMaskConfig(FillMaskOptions, HeadConfig):
         return self
 
 
-class FillMaskHead(Head):
+class FillMaskHead(KeepsParametersAsStored, Head):
     kind = "fill_mask"
     needs_labels = False
     options_class = FillMaskOptions
     config_class = FillMaskConfig
     config: FillMaskConfig
+    # served heads keep the vocabulary bias as stored (a quarter of its float32 bytes as int8: most of a low-rank
+    # head's), widened in each pass (heads/resident.py)
+    kept_as_stored = ("bias",)
 
     def __init__(self, config: FillMaskConfig):
         super().__init__(config)
@@ -81,24 +84,7 @@ class FillMaskHead(Head):
 
     def vocabulary_bias(self) -> torch.Tensor:
         """One score per vocabulary token (float32 even where it is kept as stored)."""
-        stored = self._buffers.get("bias_stored")
-        return self.bias if stored is None else widened(stored, self._buffers.get("bias_scale"))
-
-    def keep_as_stored(self, narrow: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
-        """Serving (heads/resident.py): keep the vocabulary bias as the file stores it (a quarter of its float32 bytes
-        as int8: most of a low-rank head's), widened in each pass."""
-        if "bias" in narrow:
-            del self.bias
-            values, scale = narrow["bias"]
-            self.register_buffer("bias_stored", values)
-            self.register_buffer("bias_scale", scale)
-
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        """A head keeping its bias as stored has the state of one that does not (`bias`, float32)."""
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if destination.pop(prefix + "bias_stored", None) is not None:
-            destination.pop(prefix + "bias_scale", None)
-            destination[prefix + "bias"] = self.vocabulary_bias()
+        return self.parameter_value("bias")
 
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         return IS_MASK, TOP_K

@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..storage import widened
+from ..resident import KeepsParametersAsStored
 
 _FORBIDDEN = -1e4  # added to a forbidden score: exp() of it underflows to 0 without inf - inf = nan
 
 
-class CRF(nn.Module):
+class CRF(KeepsParametersAsStored):
+    kept_as_stored = ("transitions",)  # served heads keep them as stored (heads/resident.py)
     start_penalty: torch.Tensor  # buffers, registered below
     end_penalty: torch.Tensor
     transitions_allowed: torch.Tensor
@@ -35,25 +36,9 @@ class CRF(nn.Module):
         self.register_buffer("start_penalty", (~start_allowed).float() * _FORBIDDEN, persistent=False)
         self.register_buffer("end_penalty", (~end_allowed).float() * _FORBIDDEN, persistent=False)
 
-    def keep_as_stored(self, narrow: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> None:
-        """Serving (heads/resident.py): keep the transitions as the file stores them, widened in each pass."""
-        if "transitions" in narrow:
-            del self.transitions
-            values, scale = narrow["transitions"]
-            self.register_buffer("transitions_stored", values)
-            self.register_buffer("transitions_scale", scale)
-
     def transition_values(self) -> torch.Tensor:
         """The allowed transitions' scores (float32 even where they are kept as stored)."""
-        stored = self._buffers.get("transitions_stored")
-        return self.transitions if stored is None else widened(stored, self._buffers.get("transitions_scale"))
-
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        """A CRF keeping its transitions as stored has the state of one that does not (`transitions`, float32)."""
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if destination.pop(prefix + "transitions_stored", None) is not None:
-            destination.pop(prefix + "transitions_scale", None)
-            destination[prefix + "transitions"] = self.transition_values()
+        return self.parameter_value("transitions")
 
     def transition_matrix(self, forbidden: float = 0.0) -> torch.Tensor:
         """[from, to] scores of the allowed transitions, `forbidden` at the others (`_scores` gives them _FORBIDDEN:
