@@ -10,6 +10,7 @@ every stored folder through the serving router on cloze rows from texts no varia
 
     python benchmarks/fill_mask_zh.py                          # the grid (about 1.5 hours here)
     python benchmarks/fill_mask_zh.py --ship r16/int4_rank4    # then copy that folder to adapters/fill_mask_zh
+    python benchmarks/fill_mask_zh.py --rescore                # score again after serving changed (minutes)
 
 The corpus: the training texts of the Chinese tasks in registry.yaml (news sentences, news titles, product reviews,
 questions, encyclopedia paragraphs; ../shared/data), taken in turn (`hub pretrain --task ... --task ...`), the first
@@ -90,15 +91,16 @@ def pretrained(registry: Registry, texts: list[str], folder: Path, rank: int | N
                     command=f"python benchmarks/fill_mask_zh.py --heads {folder.name}")
 
 
-def stored_score(work: Path, source: Path, storage: str, cloze: Path) -> dict[str, Any]:
-    """`source` stored as `storage` (a copy, through `hub quantize`'s code) and scored on the cloze rows as served."""
+def stored_score(work: Path, source: Path, storage: str, cloze: Path, rescore: bool) -> dict[str, Any]:
+    """`source` stored as `storage` (a copy, through `hub quantize`'s code) and scored on the cloze rows as served
+    (unless an earlier run did, and not `rescore`)."""
     from hub.quantize import quantize_task
 
     adapter, rank, head = STORAGES[storage]
     folder = work / "stored" / f"{source.name}-{storage}"
     kept = _stored_record(folder)
     trained = json.loads((source / "pretraining.json").read_text(encoding="utf-8"))
-    if kept and kept.get("served_metrics") and (kept["recipe"], kept["held_out"]) == (trained["recipe"],
+    if not rescore and kept and kept.get("served_metrics") and (kept["recipe"], kept["held_out"]) == (trained["recipe"],
                                                                                      trained["held_out"]):
         return {"storage": storage, "folder": str(folder), "bytes": kept["bytes"],
                 "cloze_accuracy": kept["served_metrics"]["accuracy"]}  # stored and scored by an earlier run
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64, help="tokens per training text (longer ones are cut)")
     parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "bert-adapter-hub" / "fill_mask_zh")
+    parser.add_argument("--rescore", action="store_true",
+                        help="store and score every folder again (serving changed), keeping the pre-trained ones")
     parser.add_argument("--ship", help="copy this variant/storage (e.g. r16/int4_rank4) to adapters/fill_mask_zh")
     parser.add_argument("--out", type=Path, default=RESULTS / "fill_mask_zh")
     args = parser.parse_args()
@@ -143,7 +147,7 @@ def main() -> None:
     for variant in args.heads:
         card = pretrained(shipped, texts, args.work / variant, HEADS[variant], args)
         for storage in STORAGES:
-            scored = stored_score(args.work, args.work / variant, storage, cloze)
+            scored = stored_score(args.work, args.work / variant, storage, cloze, args.rescore)
             rows.append({"head": variant, "transform_rank": HEADS[variant], "steps": card["steps"],
                          "held_out_accuracy": card["held_out"]["accuracy"]["after"],
                          "held_out_perplexity": card["held_out"]["perplexity"]["after"], **scored,

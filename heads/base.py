@@ -18,6 +18,7 @@ one set of kernels instead of one per task; benchmarks/serving.py --device cuda 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -97,9 +98,10 @@ class Head(nn.Module):
     def needs_all_layers(self) -> bool:
         return self.config.layers != "last"
 
-    def bind(self, backbone: nn.Module) -> None:
-        """Called when the head is loaded beside `backbone` (its transformers model), for heads that reuse backbone
-        weights beyond its outputs (fill-mask's decoder is the word embeddings); ValueError when they do not fit."""
+    def bind(self, backbone: nn.Module, special_token_ids: Sequence[int] = ()) -> None:
+        """Called when the head is loaded beside `backbone` (its transformers model) and its tokenizer's special token
+        ids, for heads that reuse backbone weights beyond its outputs (fill-mask's decoder is the word embeddings, and
+        it never answers [UNK] or [PAD]); ValueError when they do not fit."""
 
     def embedding_additions(self, extras: dict[str, torch.Tensor], width: int) -> torch.Tensor | None:
         """What this head adds to its rows' input embeddings ([n, width, H]; `extras` collated to `width` tokens), or

@@ -179,7 +179,7 @@ class AdapterFolder:
                 f"{task.name!r} says {task.kind} with {task.labels}. Fix the entry or retrain."
             )
         try:
-            head.bind(backbone.model)
+            head.bind(backbone.model, backbone.tokenizer.all_special_ids)
         except ValueError as exc:
             raise AdapterError(f"{self.path}: {exc}") from None
         return head.to(backbone.device)

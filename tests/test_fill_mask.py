@@ -35,6 +35,20 @@ def test_each_mask_gets_its_learned_token_first_with_probabilities(fill_hub):
     assert more["masks"][0]["candidates"][0]["token_id"] == result["masks"][0]["candidates"][0]["token_id"]
 
 
+def test_special_tokens_are_never_candidates(fill_hub):
+    """[UNK], [PAD], [CLS], [SEP] and [MASK] say nothing as a fill: the probabilities are over the other tokens."""
+    tokenizer = fill_hub.runtime("fill").backbone.tokenizer
+    result = fill_hub.run("fill", {"text": "[MASK] [MASK] the a", "top_k": 100})
+    answerable = len(tokenizer) - len(tokenizer.all_special_ids)
+    for mask in result["masks"]:
+        candidates = mask["candidates"]
+        assert len(candidates) == min(100, answerable)
+        assert not {c["token_id"] for c in candidates} & set(tokenizer.all_special_ids)
+        assert all(c["score"] > 0 for c in candidates)
+        if answerable <= 100:
+            assert sum(c["score"] for c in candidates) == pytest.approx(1, abs=1e-4)
+
+
 def test_fill_mask_in_mixed_batches_answers_as_alone(fill_hub):
     rng = random.Random(3)
     requests = [random_request(rng) for _ in range(20)]

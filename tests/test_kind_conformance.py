@@ -72,7 +72,8 @@ def test_head_saves_and_loads_back(case, tmp_path):
     _, runtime, inputs = case
     runtime.head.save(tmp_path)
     loaded = Head.load(tmp_path)
-    loaded.bind(runtime.backbone.model)  # what serving does beside a backbone (fill-mask ties its decoder)
+    # what serving does beside a backbone (fill-mask ties its decoder and leaves out the special tokens)
+    loaded.bind(runtime.backbone.model, runtime.backbone.tokenizer.all_special_ids)
     assert type(loaded) is type(runtime.head) and loaded.config == runtime.head.config
     state, reloaded = runtime.head.state_dict(), loaded.state_dict()
     assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)

@@ -9,6 +9,7 @@ decoder when the head is loaded beside its backbone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,9 +65,12 @@ class FillMaskHead(KeepsParametersAsStored, Head):
         self.transform = nn.Sequential(*dense, nn.GELU(), nn.LayerNorm(hidden, eps=config.layer_norm_eps))
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self._decoder: tuple[torch.Tensor, ...] = ()  # the backbone's word embeddings: a tuple, so never saved
+        self._never_predict: list[int] = []  # the tokenizer's special tokens, set by `bind`
 
-    def bind(self, backbone: nn.Module) -> None:
-        """Tie the decoder to `backbone`'s word embeddings; ValueError when its vocabulary is not this head's."""
+    def bind(self, backbone: nn.Module, special_token_ids: Sequence[int] = ()) -> None:
+        """Tie the decoder to `backbone`'s word embeddings, and never answer the special tokens (a filled [UNK],
+        [PAD] or [CLS] says nothing; transformers' fill-mask pipeline answers them); ValueError when the backbone's
+        vocabulary is not this head's."""
         embeddings = backbone.get_input_embeddings()  # type: ignore[operator]  # a transformers model's
         assert isinstance(embeddings, nn.Embedding)  # BERT's word embeddings
         if embeddings.num_embeddings != self.config.vocab_size or embeddings.embedding_dim != self.config.hidden_size:
@@ -74,6 +78,8 @@ class FillMaskHead(KeepsParametersAsStored, Head):
                              f"width {self.config.hidden_size}; this backbone has {embeddings.num_embeddings} of width "
                              f"{embeddings.embedding_dim}: pre-train it again on this backbone")
         self._decoder = (embeddings.weight,)
+        vocabulary = embeddings.num_embeddings
+        self._never_predict = sorted({int(token) for token in special_token_ids if 0 <= token < vocabulary})
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., hidden] -> [..., vocab] logits against every word embedding, plus the bias."""
@@ -96,11 +102,14 @@ class FillMaskHead(KeepsParametersAsStored, Head):
         rows = len(hidden)
         counts = is_mask.sum(1)
         width = int(counts.max()) if rows else 0
-        k = min(max(int(features[TOP_K.name].max()) if rows else 1, 1), int(self.config.vocab_size or 1))
+        answerable = max(int(self.config.vocab_size or 1) - len(self._never_predict), 1)
+        k = min(max(int(features[TOP_K.name].max()) if rows else 1, 1), answerable)
         probabilities = torch.zeros(rows, width, k, device=hidden.device)
         token_ids = torch.zeros(rows, width, k, dtype=torch.long, device=hidden.device)
         if width:
-            top = F.softmax(self.scores(hidden[is_mask]).float(), dim=-1).topk(k, dim=-1)
+            logits = self.scores(hidden[is_mask]).float()
+            logits[:, self._never_predict] = float("-inf")  # probabilities over the tokens it may answer
+            top = F.softmax(logits, dim=-1).topk(k, dim=-1)
             row, slot = is_mask.nonzero(as_tuple=True)[0], (is_mask.long().cumsum(1) - 1)[is_mask]
             probabilities[row, slot], token_ids[row, slot] = top.values, top.indices
         return {"logits": probabilities, "token_ids": token_ids, "mask_count": counts,
