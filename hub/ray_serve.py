@@ -92,6 +92,7 @@ class ReplicaCounters:
     routed_hits: int = 0  # requests whose routing task was already loaded here
     routed_misses: int = 0
     resident_tasks: int = 0
+    resident: list[str] = field(default_factory=list)  # the loaded tasks' names
     queued_items: int = 0
     updated: float = field(default_factory=time.time)
 
@@ -151,7 +152,8 @@ class HubReplicaBase:
         return {"results": results, "hit": hit, "counters": self._counters()}
 
     def _counters(self) -> dict[str, Any]:
-        self.counters.resident_tasks = int(self.hub.cache.stats()["resident_tasks"])
+        self.counters.resident = self.hub.cache.resident()
+        self.counters.resident_tasks = len(self.counters.resident)
         self.counters.queued_items = self.batcher.queued
         self.counters.updated = time.time()
         return asdict(self.counters)
@@ -258,7 +260,8 @@ class RayAnswerer:
         return None if self.started else "the ingress is starting"
 
     def loaded(self, task: str) -> bool:
-        return False  # loaded on replicas; /health lists what each holds
+        """Whether a replica held `task` when it last answered (a replica's cache may have changed since)."""
+        return any(task in counters["resident"] for counters in self.replica_counters.values())
 
     async def close(self) -> None:
         self.started = False

@@ -174,6 +174,10 @@ def test_mixed_concurrent_traffic_answers_as_single_requests_and_shares_passes(c
 def test_requests_go_to_the_replica_that_holds_their_task(client):
     for task, value in (("sentiment", "good"), ("entities", "bad plot"), ("spans", "good movie")):
         _post(client, task, value)  # loaded somewhere now
+    listed = {t["task"]: t["loaded"] for t in client.get("/v1/tasks").json()["tasks"]}
+    assert listed["sentiment"] and listed["entities"] and listed["spans"]
+    replicas = client.get("/health").json()["replicas"]
+    assert {"sentiment", "entities", "spans"} <= {task for r in replicas.values() for task in r["resident"]}
     before = client.get("/health").json()["routing"]
     for _ in range(10):
         for task, value in (("sentiment", "good"), ("entities", "bad plot"), ("spans", "good movie")):
