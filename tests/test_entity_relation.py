@@ -105,7 +105,8 @@ def test_a_symmetric_type_is_given_both_ways():
                                                   "relations": ["Near", "Owns"], "symmetric": ["Near"]})
     head = EntityRelationHead(config)
     outputs = {"logits": torch.tensor([[[0.0, 5.0], [0.0, 5.0]]]), "mask": torch.tensor([[True, True]]),
-               "entity_mask": torch.tensor([[True, True]]),
+               "entity_mask": torch.tensor([[True, True]]), "entity_score": torch.tensor([[0.99, 0.99]]),
+               "entity_label": torch.tensor([[1, 1]]),
                "relation_logits": torch.tensor([[[3.0, 3.0]]]), "pair_heads": torch.tensor([[0]]),
                "pair_tails": torch.tensor([[1]]), "pair_mask": torch.tensor([[True]])}
     relations = {(h, t, kind) for h, t, kind, _ in head.decode(outputs)[0]["relations"]}

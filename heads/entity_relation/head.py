@@ -93,9 +93,14 @@ class EntityRelationHead(Head):
         sentence = hidden[:, 0]
         entity_logits = self.entity(self.dropout(torch.cat([spans, sentence[:, None].expand(-1, spans.shape[1], -1)],
                                                            dim=-1)))
-        entities = self._entities(entity_logits, span_valid, first, last)
-        heads, tails = ((features[PAIR_HEADS.name], features[PAIR_TAILS.name]) if self.training
-                        else self._entity_pairs(entities))
+        if self.training:  # the pairs are the labelled ones: which spans serving would take is not needed
+            heads, tails = features[PAIR_HEADS.name], features[PAIR_TAILS.name]
+            served: dict[str, torch.Tensor] = {}
+        else:
+            score, label = entity_logits.float().softmax(-1).max(-1)
+            entities = self._entities(score, label, span_valid, first, last)
+            heads, tails = self._entity_pairs(entities)
+            served = {"entity_mask": entities, "entity_score": score, "entity_label": label}
         pair_valid = heads >= 0
         h, t = heads.clamp(min=0), tails.clamp(min=0)
         pick = lambda tensor, at: tensor.gather(1, at.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))  # noqa: E731
@@ -103,9 +108,8 @@ class EntityRelationHead(Head):
                                 pick(last[..., None], h)[..., 0], pick(first[..., None], t)[..., 0],
                                 pick(last[..., None], t)[..., 0])
         pairs = torch.cat([pick(spans, h), context, pick(spans, t)], dim=-1)
-        return {"logits": entity_logits, "mask": span_valid, "entity_mask": entities,
-                "relation_logits": self.relation(self.dropout(pairs)),
-                "pair_heads": heads, "pair_tails": tails, "pair_mask": pair_valid}
+        return {"logits": entity_logits, "mask": span_valid, "relation_logits": self.relation(self.dropout(pairs)),
+                "pair_heads": heads, "pair_tails": tails, "pair_mask": pair_valid, **served}
 
     def _context(self, words: torch.Tensor, word_valid: torch.Tensor, sentence: torch.Tensor, head_first: torch.Tensor,
                  head_last: torch.Tensor, tail_first: torch.Tensor, tail_last: torch.Tensor) -> torch.Tensor:
@@ -119,11 +123,11 @@ class EntityRelationHead(Head):
         left_end, right_start = torch.minimum(head_last, tail_last), torch.maximum(head_first, tail_first)
         return _pool(words, word_valid, left_end + 1, right_start - 1, "max")
 
-    def _entities(self, entity_logits: torch.Tensor, span_valid: torch.Tensor, first: torch.Tensor,
+    def _entities(self, score: torch.Tensor, label: torch.Tensor, span_valid: torch.Tensor, first: torch.Tensor,
                   last: torch.Tensor) -> torch.Tensor:
-        """[n, S]: the spans taken as entities: classified as a type, at most `max_entities` per row (the most
-        likely), and unless `nested`, none overlapping a more likely one."""
-        score, label = entity_logits.float().softmax(-1).max(-1)
+        """[n, S]: the spans taken as entities (from each span's most likely label and its probability): classified as
+        a type, at most `max_entities` per row (the most likely), and unless `nested`, none overlapping a more likely
+        one."""
         candidates = (label != NONE) & span_valid
         kept = torch.zeros_like(candidates)
         for row in range(len(candidates)):
@@ -177,12 +181,11 @@ class EntityRelationHead(Head):
         """Per row: entities (span index, type, probability) and relations (head span, tail span, type, probability);
         a symmetric type found one way is also given the other way."""
         assert self.config.labels is not None
-        probabilities = outputs["logits"].float().softmax(-1)
-        score, label = probabilities.max(-1)
+        score, label = outputs["entity_score"], outputs["entity_label"]
         relation_scores = outputs["relation_logits"].float().sigmoid()
         symmetric = set(self.config.symmetric)
         results = []
-        for row in range(len(probabilities)):
+        for row in range(len(score)):
             entities = [(span, self.config.labels[int(label[row, span]) - 1], round(float(score[row, span]), 6))
                         for span in outputs["entity_mask"][row].nonzero().flatten().tolist()]
             relations: dict[tuple[int, int, str], float] = {}
