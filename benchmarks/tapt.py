@@ -95,10 +95,28 @@ def table(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per (task, labelled examples): each start's mean over seeds, the pre-trained ones with their change
+    from scratch in points; the README quotes it."""
+    starts = [SCRATCH, *[o for o in OBJECTIVES if any(r["start"] == o for r in rows)]]
+    by_key = {(r["task"], r["budget"], r["start"]): r for r in rows}
+    lines = ["| task | labelled | seeds | " + " | ".join(starts) + " |", "|---" * (len(starts) + 3) + "|"]
+    for task, budget in sorted({(r["task"], r["budget"]) for r in rows}):
+        cells = []
+        for start in starts:
+            row = by_key.get((task, budget, start))
+            gain = "" if row is None or row["gain"] is None else f" ({100 * row['gain']:+.1f})"
+            cells.append("" if row is None else f"{row['mean']:.3f}{gain}")
+        seeds = max(len(r["scores"]) for r in rows if (r["task"], r["budget"]) == (task, budget))
+        lines.append(f"| {task} | {budget:,} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(cells: list[dict[str, Any]], command: str) -> str:
     rows = table(cells)
     pre = [c for c in cells if c["kind"] == "pretrain"]
     lines = [f"# Task-adaptive pre-training\n\n`{command}` ({machine()})\n",
+             "## Summary: dev metric, mean over seeds (change from scratch, points)\n", *summary(rows), "",
              "## Domain adapters (the task's training texts, labels left out)\n",
              "| task | objective | texts | steps | held-out masked-token accuracy | perplexity |", "|---|---|---|---|---|---|"]
     lines += [f"| {c['task']} | {c['objective']} | {c['corpus_texts']:,} | {c['steps']:,} | "
@@ -120,9 +138,13 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for start in [SCRATCH, *OBJECTIVES]:
-            points = sorted((r["budget"], r["mean"]) for r in rows if r["task"] == task and r["start"] == start)
-            if points:
-                ax.plot(*zip(*points), marker="o", label=start, linestyle="--" if start == SCRATCH else "-")
+            points = sorted((r["budget"], r["mean"], min(r["scores"]), max(r["scores"])) for r in rows
+                            if r["task"] == task and r["start"] == start)
+            if points:  # the mean over seeds, the bars spanning the seeds' scores
+                budgets, means, lows, highs = zip(*points)
+                ax.errorbar(budgets, means, yerr=[[m - lo for m, lo in zip(means, lows)],
+                                                  [hi - m for m, hi in zip(means, highs)]],
+                            marker="o", capsize=3, label=start, linestyle="--" if start == SCRATCH else "-")
         ax.set_xscale("log")
         ax.set_xlabel("labelled examples")
         ax.set_ylabel(next(c["metric"] for c in cells if c.get("task") == task and c["kind"] == "finetune"))

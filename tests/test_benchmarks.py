@@ -119,7 +119,11 @@ def test_tapt_pretrains_per_objective_fine_tunes_from_each_and_resumes(trained_r
     assert all(c["train_examples"] == c["budget"] and c["eval_examples"] == 20 for c in tuned.values())
     assert all(0.0 <= c["score"] <= 1.0 for c in tuned.values())
     assert all(c["corpus_texts"] == 50 for c in cells if c["kind"] == "pretrain")
-    assert text.count("| sentiment | 30 |") == 3 and "| sentiment | mlm | 50 |" in text
+    assert text.count("| sentiment | 30 |") == 3 + 1 and "| sentiment | mlm | 50 |" in text  # 3 starts, the summary
+    assert "| task | labelled | seeds | scratch | mlm | span |" in text
+    summary = next(line for line in text.splitlines() if line.startswith("| sentiment | 30 | 1 |"))
+    mlm_gain = 100 * (tuned[("mlm", 30)]["score"] - tuned[("scratch", 30)]["score"])
+    assert f"{tuned[('mlm', 30)]['score']:.3f} ({mlm_gain:+.1f})" in summary
     assert (tmp_path / "tapt.png").stat().st_size > 0
     rows = json.loads((tmp_path / "tapt.json").read_text())["rows"]
     scratch = next(r for r in rows if r["start"] == "scratch" and r["budget"] == 30)["mean"]
