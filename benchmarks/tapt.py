@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from hub.atomic import atomic_file  # noqa: E402
 from hub.bench.cells import append_cell, fingerprinted_spec  # noqa: E402
@@ -146,6 +147,9 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
                                                   [hi - m for m, hi in zip(means, highs)]],
                             marker="o", capsize=3, label=start, linestyle="--" if start == SCRATCH else "-")
         ax.set_xscale("log")
+        budgets_run = sorted({r["budget"] for r in rows if r["task"] == task})
+        ax.set_xticks(budgets_run, [f"{b:,}" for b in budgets_run])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes label minor ticks too: they overlapped
         ax.set_xlabel("labelled examples")
         ax.set_ylabel(next(c["metric"] for c in cells if c.get("task") == task and c["kind"] == "finetune"))
         ax.set_title(task)
