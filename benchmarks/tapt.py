@@ -83,33 +83,41 @@ def finetune_cell(registry: Registry, task: str, start: str, budget: int, seed: 
 
 def table(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fine-tuning rows (task, budget, start): the mean over seeds, each seed's score, and the gain over scratch."""
-    grouped: dict[tuple[str, int, str], list[float]] = {}
+    grouped: dict[tuple[str, int, str], dict[int, float]] = {}
     for cell in cells:
         if cell["kind"] == "finetune":
-            grouped.setdefault((cell["task"], cell["budget"], cell["start"]), []).append(cell["score"])
+            grouped.setdefault((cell["task"], cell["budget"], cell["start"]), {})[cell["seed"]] = cell["score"]
     rows = []
-    for (task, budget, start), scores in sorted(grouped.items()):
-        mean = statistics.fmean(scores)
+    for (task, budget, start), by_seed in sorted(grouped.items()):
+        mean = statistics.fmean(by_seed.values())
         base = grouped.get((task, budget, SCRATCH))
-        rows.append({"task": task, "budget": budget, "start": start, "mean": mean, "scores": scores,
-                     "gain": None if start == SCRATCH or not base else mean - statistics.fmean(base)})
+        rows.append({"task": task, "budget": budget, "start": start, "mean": mean, "scores": list(by_seed.values()),
+                     "seeds": list(by_seed),
+                     "gain": None if start == SCRATCH or not base else mean - statistics.fmean(base.values())})
     return rows
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per (task, labelled examples): each start's mean over seeds, the pre-trained ones with their change
-    from scratch in points; the README quotes it."""
+    """One line per (task, labelled examples): each start's mean over the seeds every start of the line has run, the
+    pre-trained ones with their change from scratch in points; the README quotes it."""
     starts = [SCRATCH, *[o for o in OBJECTIVES if any(r["start"] == o for r in rows)]]
-    by_key = {(r["task"], r["budget"], r["start"]): r for r in rows}
+    by_key = {(r["task"], r["budget"], r["start"]): dict(zip(r["seeds"], r["scores"])) for r in rows}
     lines = ["| task | labelled | seeds | " + " | ".join(starts) + " |", "|---" * (len(starts) + 3) + "|"]
     for task, budget in sorted({(r["task"], r["budget"]) for r in rows}):
+        runs = [by_key[task, budget, start] for start in starts if (task, budget, start) in by_key]
+        seeds = sorted(set.intersection(*(set(run) for run in runs)))  # like with like while a seed is half run
+        scratch = by_key.get((task, budget, SCRATCH))
         cells = []
         for start in starts:
-            row = by_key.get((task, budget, start))
-            gain = "" if row is None or row["gain"] is None else f" ({100 * row['gain']:+.1f})"
-            cells.append("" if row is None else f"{row['mean']:.3f}{gain}")
-        seeds = max(len(r["scores"]) for r in rows if (r["task"], r["budget"]) == (task, budget))
-        lines.append(f"| {task} | {budget:,} | {seeds} | " + " | ".join(cells) + " |")
+            run = by_key.get((task, budget, start))
+            if run is None or not seeds:
+                cells.append("")
+                continue
+            mean = statistics.fmean(run[seed] for seed in seeds)
+            gain = (f" ({100 * (mean - statistics.fmean(scratch[seed] for seed in seeds)):+.1f})"
+                    if scratch is not None and start != SCRATCH else "")
+            cells.append(f"{mean:.3f}{gain}")
+        lines.append(f"| {task} | {budget:,} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -117,7 +125,8 @@ def markdown(cells: list[dict[str, Any]], command: str) -> str:
     rows = table(cells)
     pre = [c for c in cells if c["kind"] == "pretrain"]
     lines = [f"# Task-adaptive pre-training\n\n`{command}` ({machine()})\n",
-             "## Summary: dev metric, mean over seeds (change from scratch, points)\n", *summary(rows), "",
+             "## Summary: dev metric, mean over the seeds every start has run (change from scratch, points)\n",
+             *summary(rows), "",
              "## Domain adapters (the task's training texts, labels left out)\n",
              "| task | objective | texts | steps | held-out masked-token accuracy | perplexity |", "|---|---|---|---|---|---|"]
     lines += [f"| {c['task']} | {c['objective']} | {c['corpus_texts']:,} | {c['steps']:,} | "

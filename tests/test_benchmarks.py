@@ -121,7 +121,7 @@ def test_tapt_pretrains_per_objective_fine_tunes_from_each_and_resumes(trained_r
     assert all(c["corpus_texts"] == 50 for c in cells if c["kind"] == "pretrain")
     assert text.count("| sentiment | 30 |") == 3 + 1 and "| sentiment | mlm | 50 |" in text  # 3 starts, the summary
     assert "| task | labelled | seeds | scratch | mlm | span |" in text
-    summary = next(line for line in text.splitlines() if line.startswith("| sentiment | 30 | 1 |"))
+    summary = next(line for line in text.splitlines() if line.startswith("| sentiment | 30 | 42 |"))
     mlm_gain = 100 * (tuned[("mlm", 30)]["score"] - tuned[("scratch", 30)]["score"])
     assert f"{tuned[('mlm', 30)]['score']:.3f} ({mlm_gain:+.1f})" in summary
     assert (tmp_path / "tapt.png").stat().st_size > 0
@@ -132,6 +132,18 @@ def test_tapt_pretrains_per_objective_fine_tunes_from_each_and_resumes(trained_r
     tapt.main(argv)  # resumes: every cell is in the log, nothing runs again
     assert len((tmp_path / "tapt.cells.jsonl").read_text().splitlines()) == len(cells)
     assert "[tapt]" not in capsys.readouterr().out.split("| task |")[-1]
+
+
+def test_tapt_summary_compares_starts_on_the_seeds_they_all_have():
+    import tapt
+
+    def cell(start, seed, score):
+        return {"kind": "finetune", "task": "t", "budget": 200, "start": start, "seed": seed, "score": score}
+
+    cells = [cell("scratch", 42, 0.80), cell("mlm", 42, 0.75), cell("scratch", 43, 0.70)]  # seed 43 half run
+    assert tapt.summary(tapt.table(cells))[2] == "| t | 200 | 42 | 0.800 | 0.750 (-5.0) |"
+    cells.append(cell("mlm", 43, 0.72))
+    assert tapt.summary(tapt.table(cells))[2] == "| t | 200 | 42, 43 | 0.750 | 0.735 (-1.5) |"
 
 
 def test_word_in_context_separation_counts_pairs_of_each_kind():
